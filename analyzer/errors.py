@@ -1,0 +1,39 @@
+"""One exception tree for nicpath; the CLI translates it into a one-line message and exit 2."""
+
+from __future__ import annotations
+
+
+class NicpathError(Exception):
+    """Base of every error nicpath raises on purpose."""
+
+
+class InputError(NicpathError):
+    """An input file cannot be read: says which file and, where known, which record and where.
+
+    `record` is the 1-based packet number (captures) or line number (logs); `offset` the byte
+    offset in the (decompressed) file.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        message: str,
+        *,
+        record: int | None = None,
+        offset: int | None = None,
+        unit: str = "packet",
+    ) -> None:
+        self.path = str(path)
+        self.message = message
+        self.record = record
+        self.offset = offset
+        self.unit = unit
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [self.path]
+        if self.record is not None:
+            where.append(f"{self.unit} {self.record}")
+        if self.offset is not None:
+            where.append(f"byte offset {self.offset}")
+        return f"{', '.join(where)}: {self.message}"

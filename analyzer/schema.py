@@ -1,0 +1,149 @@
+"""The event table: one row per observation of a packet, whatever the input format.
+
+A row is a packet seen on a card by a capture, or a packet logged by a netfilter hook. Every
+source module returns a ``pyarrow.Table`` (or record batches) with exactly ``EVENT_SCHEMA``, so
+flows, timelines and detectors never care which format a row came from.
+
+Addresses are ``fixed_size_binary(16)``: IPv6 as is, IPv4 as IPv4-mapped IPv6 (``::ffff:a.b.c.d``).
+That keeps one compact, comparable column for both families; ``ip_version`` says which it is.
+Nullable columns are null where the input does not carry the field (a LOG line has no MAC for
+OUTPUT, a classic pcap has no interface index, a UDP packet has no TCP flags).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pyarrow as pa
+
+ADDR = pa.binary(16)
+MAC = pa.binary(6)
+DICT_STR = pa.dictionary(pa.int32(), pa.string())
+
+#: direction values: the packet leaves the host through the card, arrives on it, or it is not known.
+DIRECTIONS = ("out", "in", "unknown")
+
+#: How ``ts`` was obtained; later stages weigh log rows by it.
+TS_BASES = (
+    "capture",  # the capture's own timestamp
+    "boot",  # raw dmesg seconds since boot plus the given or bundled boot time
+    "boot-estimated",  # raw dmesg plus a boot time estimated by matching lines to packets
+    "wallclock",  # the log line's own wall clock time (syslog: whole seconds)
+    "matched",  # taken from the captured packet this log line was matched to
+)
+
+EVENT_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("ts", pa.timestamp("ns", tz="UTC"), "When the packet was observed, on the capture clock."),
+    ("ts_basis", DICT_STR, "How ts was obtained: one of TS_BASES."),
+    ("point", DICT_STR, "Observation point: the card name for a capture, the hook for a log."),
+    ("iface", DICT_STR, "Card the packet crossed: capture card, LOG OUT= (out) or IN= (in)."),
+    ("hook", DICT_STR, "Netfilter hook such as filter/OUTPUT for log rows; null for captures."),
+    ("direction", DICT_STR, "out (leaves the host), in (arrives), unknown: never guessed."),
+    ("source", DICT_STR, "Input file the row came from."),
+    ("record", pa.int64(), "1-based packet number in the file, or line number for logs."),
+    ("offset", pa.int64(), "Byte offset of the record in the (decompressed) file; null for logs."),
+    ("ifindex", pa.int32(), "Interface index from LINUX_SLL2 (resolved to iface by ip link); else null."),
+    ("pkttype", pa.int8(), "Linux packet type (0 host, 1 bcast, 2 mcast, 3 other, 4 outgoing)."),
+    ("in_iface", DICT_STR, "LOG IN= device (empty string when IN= is empty); null for captures."),
+    ("out_iface", DICT_STR, "LOG OUT= device; null for captures."),
+    ("phys_in", DICT_STR, "LOG PHYSIN= (bridged packets); else null."),
+    ("phys_out", DICT_STR, "LOG PHYSOUT=; else null."),
+    ("log_prefix", DICT_STR, "The LOG/nft prefix text as written by the rule; null for captures."),
+    ("eth_src", MAC, "Source MAC; null when the input has none (SLL, OUTPUT log lines)."),
+    ("eth_dst", MAC, "Destination MAC; null when the input has none."),
+    ("ethertype", pa.uint16(), "EtherType of the payload after any VLAN tags."),
+    ("vlan", pa.uint16(), "802.1Q VLAN id of the outer tag; null when untagged."),
+    ("wire_len", pa.uint32(), "Length of the frame on the wire (pcap orig_len); null for logs."),
+    ("ip_version", pa.uint8(), "4 or 6; null for non-IP frames (ARP keeps its addresses)."),
+    ("src", ADDR, "Source address (ARP: sender protocol address)."),
+    ("dst", ADDR, "Destination address (ARP: target protocol address)."),
+    ("ip_len", pa.uint32(), "IPv4 total length / IPv6 payload length + 40, as LOG LEN= prints."),
+    ("ip_id", pa.uint32(), "IPv4 identification; IPv6 fragment header id; else null."),
+    ("flow_label", pa.uint32(), "IPv6 flow label."),
+    ("tos", pa.uint8(), "IPv4 TOS / IPv6 traffic class."),
+    ("ttl", pa.uint8(), "IPv4 TTL / IPv6 hop limit."),
+    ("dont_fragment", pa.bool_(), "IPv4 DF bit."),
+    ("more_fragments", pa.bool_(), "IPv4 MF bit / IPv6 fragment M flag."),
+    ("frag_offset", pa.uint16(), "Fragment offset in 8-byte units; 0 for first or whole packets."),
+    ("proto", pa.uint8(), "IP protocol number of the transport (after IPv6 extension headers)."),
+    ("sport", pa.uint16(), "TCP/UDP source port; null for other protocols and later fragments."),
+    ("dport", pa.uint16(), "TCP/UDP destination port."),
+    ("tcp_flags", pa.uint16(), "TCP flags, 9 bits (NS/AE CWR ECE URG ACK PSH RST SYN FIN)."),
+    ("tcp_seq", pa.uint32(), "TCP sequence number (LOG: only with --log-tcp-sequence)."),
+    ("tcp_ack", pa.uint32(), "TCP acknowledgement number."),
+    ("tcp_window", pa.uint16(), "TCP window as sent (unscaled)."),
+    ("icmp_type", pa.uint8(), "ICMP / ICMPv6 type."),
+    ("icmp_code", pa.uint8(), "ICMP / ICMPv6 code."),
+    ("icmp_id", pa.uint16(), "Echo request/reply identifier."),
+    ("icmp_seq", pa.uint16(), "Echo request/reply sequence number."),
+    ("inner_src", ADDR, "ICMP error: source address of the quoted packet (names the flow)."),
+    ("inner_dst", ADDR, "ICMP error: destination address of the quoted packet."),
+    ("inner_proto", pa.uint8(), "ICMP error: protocol of the quoted packet."),
+    ("inner_sport", pa.uint16(), "ICMP error: source port of the quoted packet."),
+    ("inner_dport", pa.uint16(), "ICMP error: destination port of the quoted packet."),
+    ("arp_op", pa.uint16(), "ARP operation (1 request, 2 reply); null for other frames."),
+    ("mark", pa.uint32(), "LOG MARK= (packet mark); null when not logged."),
+    ("uid", pa.uint32(), "LOG UID= of the sending socket (--log-uid)."),
+    ("gid", pa.uint32(), "LOG GID=."),
+    ("uptime_ns", pa.int64(), "Raw dmesg time: nanoseconds since boot, kept to re-align; else null."),
+]
+
+EVENT_SCHEMA = pa.schema(
+    [pa.field(name, typ, nullable=name not in ("ts", "source", "record")) for name, typ, _ in EVENT_FIELDS],
+    metadata={"nicpath.schema": "events/1"},
+)
+FIELD_DOCS = {name: doc for name, _, doc in EVENT_FIELDS}
+
+IPV4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+def addr_bytes(text: str) -> bytes:
+    """16-byte column form of an address given as text (IPv4 becomes IPv4-mapped)."""
+    ip = ipaddress.ip_address(text)
+    if ip.version == 4:
+        return IPV4_MAPPED_PREFIX + ip.packed
+    return ip.packed
+
+
+def addr_text(value: bytes | None) -> str | None:
+    """Text form of a 16-byte column address: dotted quad for IPv4-mapped, compressed IPv6."""
+    if value is None:
+        return None
+    if value[:12] == IPV4_MAPPED_PREFIX:
+        return str(ipaddress.IPv4Address(value[12:]))
+    return str(ipaddress.IPv6Address(value))
+
+
+def mac_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    return ":".join(f"{b:02x}" for b in value)
+
+
+def empty_events() -> pa.Table:
+    return EVENT_SCHEMA.empty_table()
+
+
+def conform(columns: dict[str, pa.Array | list | None], length: int) -> pa.Table:
+    """Build an event table from the columns a source has; every other column is null.
+
+    Sources give plain arrays; this casts them to the schema's types (dictionary encoding for
+    strings included) so that tables from every format concatenate.
+    """
+    arrays = []
+    for field in EVENT_SCHEMA:
+        value = columns.get(field.name)
+        if value is None:
+            arrays.append(pa.nulls(length, type=field.type))
+            continue
+        if not isinstance(value, pa.Array | pa.ChunkedArray):
+            value = pa.array(value)
+        if value.type != field.type:
+            if pa.types.is_dictionary(field.type) and not pa.types.is_dictionary(value.type):
+                value = value.cast(pa.string()).dictionary_encode()
+                if value.type != field.type:
+                    value = value.cast(field.type)
+            else:
+                value = value.cast(field.type)
+        arrays.append(value)
+    return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)

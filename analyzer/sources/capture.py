@@ -1,0 +1,113 @@
+"""What the capture readers (classic pcap, pcapng) share: opening, blocks, and row assembly."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InputError
+from ..schema import EVENT_SCHEMA, conform
+from . import frames
+
+GZIP_MAGIC = b"\x1f\x8b"
+#: Read this many bytes at a time: bounded memory whatever the capture size.
+BLOCK_BYTES = 8 << 20
+#: A record longer than this is corrupt, whatever the snap length says (pcap max is 256 KiB).
+MAX_RECORD = 1 << 24
+
+
+def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
+    """Open a file for reading, transparently decompressing gzip (read as a stream, no temp file)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
+    head = f.read(2)
+    f.seek(0)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    return f
+
+
+def read_head(path: str | os.PathLike, size: int = 65536) -> bytes:
+    """The first bytes of a file, decompressed if gzip; b'' when unreadable as gzip."""
+    with open_maybe_gzip(path) as f:
+        try:
+            return f.read(size)
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return b""
+
+
+def read_block(f: BinaryIO, path: str, size: int = BLOCK_BYTES) -> bytes:
+    try:
+        return f.read(size)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+
+
+def direction_from_pkttype(pkttype: pa.Array) -> pa.Array:
+    """Linux packet type 4 is outgoing; 0-3 arrived (to us, broadcast, multicast, other host)."""
+    values = pkttype.to_numpy(zero_copy_only=False)
+    valid = ~np.asarray(pkttype.is_null())
+    out = np.where(values == frames.PACKET_OUTGOING, "out", "in").astype(object)
+    out[~valid] = "unknown"
+    return pa.array(out, type=pa.string())
+
+
+def assemble(
+    decoded: dict[str, pa.Array],
+    *,
+    ts_ns: np.ndarray,
+    source: str,
+    first_record: int,
+    offsets: np.ndarray,
+    iface: pa.Array | str | None,
+    direction: pa.Array | None,
+) -> pa.Table:
+    """Turn decoded frame columns plus per-record metadata into an event table chunk."""
+    n = ts_ns.shape[0]
+    cols: dict[str, pa.Array | list | None] = dict(decoded)
+    cols["ts"] = pa.array(ts_ns.astype(np.int64, copy=False), type=pa.int64()).cast(
+        EVENT_SCHEMA.field("ts").type
+    )
+    cols["ts_basis"] = pa.array(["capture"] * n) if n else pa.array([], pa.string())
+    cols["source"] = pa.array([source] * n, type=pa.string())
+    cols["record"] = pa.array(np.arange(first_record, first_record + n, dtype=np.int64))
+    cols["offset"] = pa.array(offsets.astype(np.int64, copy=False))
+    if isinstance(iface, str):
+        iface = pa.array([iface] * n, type=pa.string())
+    cols["iface"] = iface
+    cols["point"] = iface
+    if direction is None:
+        direction = pa.array(["unknown"] * n, type=pa.string())
+    cols["direction"] = direction
+    return conform(cols, n)
+
+
+def concat(chunks: list[pa.Table]) -> pa.Table:
+    if not chunks:
+        return EVENT_SCHEMA.empty_table()
+    return pa.concat_tables(chunks).unify_dictionaries().combine_chunks()
+
+
+def blocks(f: BinaryIO, path: str) -> Iterator[tuple[bytes, int]]:
+    """Yield (bytes, file offset of their first byte) in blocks of BLOCK_BYTES."""
+    pos = f.tell()
+    while True:
+        data = read_block(f, path)
+        if not data:
+            return
+        yield data, pos
+        pos += len(data)
+
+
+def as_stream(data: bytes) -> BinaryIO:
+    return io.BytesIO(data)
