@@ -27,8 +27,7 @@ def write(tmp_path, name, data):
 @pytest.mark.parametrize("endian", ["<", ">"])
 @pytest.mark.parametrize("nano", [False, True])
 def test_pcap_byte_orders_and_resolutions(tmp_path, endian, nano):
-    frames = [(1764040201.123456, synth.eth(synth.tcp4())),
-              (1764040202.5, synth.eth(synth.udp4()))]
+    frames = [(1764040201.123456, synth.eth(synth.tcp4())), (1764040202.5, synth.eth(synth.udp4()))]
     if nano:
         frames[0] = (1764040201_123456789, frames[0][1])
     path = write(tmp_path, "eth7.pcap", synth.pcap_bytes(frames, endian=endian, nano=nano))
@@ -68,7 +67,10 @@ def test_ipv6_extension_headers_and_fragment(tmp_path):
         plen = len(ext) + len(payload)
         return struct.pack("!IHBB", 6 << 28 | 0xBEEF, plen, 0, 63) + src + dst + ext + payload
 
-    frames = [(1.0, synth.eth(v6(hop + frag_first, body))), (2.0, synth.eth(v6(hop + frag_later, b"z" * 16)))]
+    frames = [
+        (1.0, synth.eth(v6(hop + frag_first, body))),
+        (2.0, synth.eth(v6(hop + frag_later, b"z" * 16))),
+    ]
     path = write(tmp_path, "eth1.pcap", synth.pcap_bytes(frames))
     first, later = rows(pcap.read(path)[0])
     assert first["ip_version"] == 6 and first["proto"] == 6
@@ -84,9 +86,13 @@ def test_ipv4_fragments(tmp_path):
     whole = synth.udp4(payload=b"a" * 40)
     first = dpkt.ip.IP(src=whole.src, dst=whole.dst, p=17, id=99, mf=1, data=bytes(whole.data)[:24])
     first.len = len(bytes(first))
-    later = dpkt.ip.IP(src=whole.src, dst=whole.dst, p=17, id=99, offset=3, data=bytes(whole.data)[24:])
+    later = dpkt.ip.IP(
+        src=whole.src, dst=whole.dst, p=17, id=99, offset=3, data=bytes(whole.data)[24:]
+    )
     later.len = len(bytes(later))
-    path = write(tmp_path, "eth1.pcap", synth.pcap_bytes([(1.0, synth.eth(first)), (1.1, synth.eth(later))]))
+    path = write(
+        tmp_path, "eth1.pcap", synth.pcap_bytes([(1.0, synth.eth(first)), (1.1, synth.eth(later))])
+    )
     a, b = rows(pcap.read(path)[0])
     assert a["more_fragments"] is True and a["frag_offset"] == 0 and a["dport"] == 53
     assert b["more_fragments"] is False and b["frag_offset"] == 3
@@ -101,7 +107,9 @@ def test_icmp_error_names_quoted_flow(tmp_path):
     echo = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=321, seq=9, data=b"ping"))
     ping = dpkt.ip.IP(src=synth.ip4("10.0.0.1"), dst=synth.ip4("10.0.0.2"), p=1, data=echo)
     ping.len = len(bytes(ping))
-    path = write(tmp_path, "eth1.pcap", synth.pcap_bytes([(1.0, synth.eth(ip)), (2.0, synth.eth(ping))]))
+    path = write(
+        tmp_path, "eth1.pcap", synth.pcap_bytes([(1.0, synth.eth(ip)), (2.0, synth.eth(ping))])
+    )
     err, req = rows(pcap.read(path)[0])
     assert (err["icmp_type"], err["icmp_code"]) == (3, 3)
     assert addr_text(err["inner_src"]) == "172.16.70.16"
@@ -112,8 +120,13 @@ def test_icmp_error_names_quoted_flow(tmp_path):
 
 
 def test_arp_keeps_its_addresses(tmp_path):
-    arp = dpkt.arp.ARP(op=1, sha=synth.MAC_A, spa=synth.ip4("172.16.70.16"), tha=b"\0" * 6,
-                       tpa=synth.ip4("172.16.70.15"))
+    arp = dpkt.arp.ARP(
+        op=1,
+        sha=synth.MAC_A,
+        spa=synth.ip4("172.16.70.16"),
+        tha=b"\0" * 6,
+        tpa=synth.ip4("172.16.70.15"),
+    )
     frame = b"\xff" * 6 + synth.MAC_A + b"\x08\x06" + bytes(arp)
     path = write(tmp_path, "eth1.pcap", synth.pcap_bytes([(1.0, frame)]))
     (r,) = rows(pcap.read(path)[0])
@@ -123,7 +136,10 @@ def test_arp_keeps_its_addresses(tmp_path):
 
 def test_sll2_interface_index_and_direction(tmp_path):
     ip = bytes(synth.tcp4())
-    frames = [(1.0, synth.sll2(ip, ifindex=3, pkttype=4)), (2.0, synth.sll2(ip, ifindex=5, pkttype=0))]
+    frames = [
+        (1.0, synth.sll2(ip, ifindex=3, pkttype=4)),
+        (2.0, synth.sll2(ip, ifindex=5, pkttype=0)),
+    ]
     path = write(tmp_path, "any.pcap", synth.pcap_bytes(frames, linktype=276))
     out, inn = rows(pcap.read(path)[0])
     assert (out["ifindex"], out["pkttype"], out["direction"]) == (3, 4, "out")
@@ -173,7 +189,9 @@ def test_gzip_forms_read_and_sniffed(tmp_path):
     assert sniff(path) == "pcap"
     table, _ = pcap.read(path)
     assert table.column("iface").to_pylist() == ["eth1"]
-    ng = synth.pcapng_bytes([{"name": "eth1"}], [{"iface": 0, "ts": 1.0, "frame": synth.eth(synth.udp4())}])
+    ng = synth.pcapng_bytes(
+        [{"name": "eth1"}], [{"iface": 0, "ts": 1.0, "frame": synth.eth(synth.udp4())}]
+    )
     path = write(tmp_path, "x.gz", gzip.compress(ng))
     assert sniff(path) == "pcapng"
     assert pcapng.read(path)[0].num_rows == 1
@@ -189,7 +207,9 @@ def test_truncated_pcap_reads_complete_records_and_warns(tmp_path):
 
 
 def test_corrupt_pcap_record_names_packet_and_offset(tmp_path):
-    data = bytearray(synth.pcap_bytes([(1.0, synth.eth(synth.tcp4())), (2.0, synth.eth(synth.udp4()))]))
+    data = bytearray(
+        synth.pcap_bytes([(1.0, synth.eth(synth.tcp4())), (2.0, synth.eth(synth.udp4()))])
+    )
     second = 24 + 16 + len(synth.eth(synth.tcp4()))
     struct.pack_into("<I", data, second + 8, 0x7FFFFFFF)
     path = write(tmp_path, "bad.pcap", bytes(data))
@@ -206,7 +226,11 @@ def test_unknown_link_type_is_an_error(tmp_path):
 
 
 def test_corrupt_pcapng_block_length(tmp_path):
-    ng = bytearray(synth.pcapng_bytes([{"name": "eth1"}], [{"iface": 0, "ts": 1.0, "frame": synth.eth(synth.tcp4())}]))
+    ng = bytearray(
+        synth.pcapng_bytes(
+            [{"name": "eth1"}], [{"iface": 0, "ts": 1.0, "frame": synth.eth(synth.tcp4())}]
+        )
+    )
     shb_len = struct.unpack_from("<I", ng, 4)[0]
     idb_len = struct.unpack_from("<I", ng, shb_len + 4)[0]
     struct.pack_into("<I", ng, shb_len + idb_len + 4, 13)

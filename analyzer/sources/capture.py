@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
-from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import InputError
 from ..schema import EVENT_SCHEMA, conform
@@ -23,7 +22,7 @@ MAX_RECORD = 1 << 24
 
 
 def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
-    """Open a file for reading, transparently decompressing gzip (read as a stream, no temp file)."""
+    """Open a file for reading, decompressing gzip as a stream (no temporary file)."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     except IsADirectoryError:
@@ -67,7 +66,7 @@ def assemble(
     *,
     ts_ns: np.ndarray,
     source: str,
-    first_record: int,
+    records: np.ndarray,
     offsets: np.ndarray,
     iface: pa.Array | str | None,
     direction: pa.Array | None,
@@ -80,7 +79,7 @@ def assemble(
     )
     cols["ts_basis"] = pa.array(["capture"] * n) if n else pa.array([], pa.string())
     cols["source"] = pa.array([source] * n, type=pa.string())
-    cols["record"] = pa.array(np.arange(first_record, first_record + n, dtype=np.int64))
+    cols["record"] = pa.array(records.astype(np.int64, copy=False))
     cols["offset"] = pa.array(offsets.astype(np.int64, copy=False))
     if isinstance(iface, str):
         iface = pa.array([iface] * n, type=pa.string())
@@ -93,21 +92,15 @@ def assemble(
 
 
 def concat(chunks: list[pa.Table]) -> pa.Table:
+    """One event table from chunks whose string dictionaries differ."""
     if not chunks:
         return EVENT_SCHEMA.empty_table()
     return pa.concat_tables(chunks).unify_dictionaries().combine_chunks()
 
 
-def blocks(f: BinaryIO, path: str) -> Iterator[tuple[bytes, int]]:
-    """Yield (bytes, file offset of their first byte) in blocks of BLOCK_BYTES."""
-    pos = f.tell()
-    while True:
-        data = read_block(f, path)
-        if not data:
-            return
-        yield data, pos
-        pos += len(data)
-
-
-def as_stream(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)
+def record_span(report, table: pa.Table) -> None:
+    """Set the report's first/last timestamps from a table's ts column."""
+    if table.num_rows:
+        ts = table.column("ts").cast(pa.int64())
+        report.first_ns = int(pc.min(ts).as_py())
+        report.last_ns = int(pc.max(ts).as_py())

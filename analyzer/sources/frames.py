@@ -34,7 +34,14 @@ SUPPORTED_LINKTYPES = frozenset(LINKTYPE_NAMES)
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
-IPV6_EXT_HEADERS = (0, 43, 60, 135, 139, 140)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6
+IPV6_EXT_HEADERS = (
+    0,
+    43,
+    60,
+    135,
+    139,
+    140,
+)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6
 IPV4_ICMP_ERRORS = (3, 4, 5, 11, 12)
 ICMPV6_ERRORS = (1, 2, 3, 4)
 ICMP_ECHO = {1: (0, 8, 13, 14, 15, 16), 58: (128, 129)}
@@ -277,7 +284,7 @@ def decode(
     _decode_l4(g, proto, l4, l4_ok, cols)
 
     # ICMP / ICMPv6: type, code, echo id/seq, and the packet an error quotes.
-    icmp = l4_ok & (((proto == 1) & (ip["ip_version"][0] == 4)) | ((proto == 58)))
+    icmp = l4_ok & (((proto == 1) & (ip["ip_version"][0] == 4)) | (proto == 58))
     ity, i_ok = g.uint(l4, 1, icmp)
     icode, _ = g.uint(l4 + 1, 1, i_ok)
     cols["icmp_type"] = (ity, i_ok)
@@ -290,7 +297,8 @@ def decode(
     cols["icmp_id"] = (eid, e_ok)
     cols["icmp_seq"] = (eseq, e_ok)
     err = i_ok & (
-        ((proto == 1) & np.isin(ity, IPV4_ICMP_ERRORS)) | ((proto == 58) & np.isin(ity, ICMPV6_ERRORS))
+        ((proto == 1) & np.isin(ity, IPV4_ICMP_ERRORS))
+        | ((proto == 58) & np.isin(ity, ICMPV6_ERRORS))
     )
     if err.any():
         inner_l3 = l4 + 8

@@ -17,8 +17,22 @@ import pyarrow as pa
 
 from ..errors import InputError
 from .base import SourceReport
-from .capture import MAX_RECORD, assemble, concat, direction_from_pkttype, open_maybe_gzip, read_block
-from .frames import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode
+from .capture import (
+    MAX_RECORD,
+    assemble,
+    concat,
+    direction_from_pkttype,
+    open_maybe_gzip,
+    read_block,
+    record_span,
+)
+from .frames import (
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NAMES,
+    SUPPORTED_LINKTYPES,
+    decode,
+)
 
 MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),
@@ -101,7 +115,10 @@ def iter_chunks(
                 buf = np.frombuffer(data, dtype=np.uint8)
                 off = np.asarray(starts, dtype=np.int64)
                 hdr = buf[off[:, None] + np.arange(RECORD_HEADER_LEN)].copy().view(u32)
-                ts_ns = hdr[:, 0].astype(np.int64) * 1_000_000_000 + hdr[:, 1].astype(np.int64) * ns_per_unit
+                ts_ns = (
+                    hdr[:, 0].astype(np.int64) * 1_000_000_000
+                    + hdr[:, 1].astype(np.int64) * ns_per_unit
+                )
                 caplen = hdr[:, 2].astype(np.int64)
                 decoded = decode(buf, off + RECORD_HEADER_LEN, caplen, linktype)
                 decoded["wire_len"] = pa.array(hdr[:, 3].astype(np.uint32))
@@ -112,7 +129,7 @@ def iter_chunks(
                     decoded,
                     ts_ns=ts_ns,
                     source=spath,
-                    first_record=record_no,
+                    records=np.arange(record_no, record_no + len(starts)),
                     offsets=base + off,
                     iface=iface,
                     direction=direction,
@@ -137,12 +154,5 @@ def read(path: str | os.PathLike, *, iface: str | None = None) -> tuple[pa.Table
     """Read a classic pcap (or pcap.gz) into the event table."""
     report = SourceReport(path=str(path), format="pcap")
     table = concat(list(iter_chunks(path, report, iface=iface)))
-    _span(report, table)
+    record_span(report, table)
     return table, report
-
-
-def _span(report: SourceReport, table: pa.Table) -> None:
-    if table.num_rows:
-        ts = table.column("ts").cast(pa.int64())
-        report.first_ns = int(pa.compute.min(ts).as_py())
-        report.last_ns = int(pa.compute.max(ts).as_py())

@@ -20,7 +20,15 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from .base import SourceReport
-from .capture import MAX_RECORD, assemble, concat, direction_from_pkttype, open_maybe_gzip, read_block
+from .capture import (
+    MAX_RECORD,
+    assemble,
+    concat,
+    direction_from_pkttype,
+    open_maybe_gzip,
+    read_block,
+    record_span,
+)
 from .frames import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode
 
 SHB, IDB, SPB, EPB, OPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000006, 0x00000002
@@ -118,12 +126,19 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
                     elif magic == b"\x1a\x2b\x3c\x4d":
                         endian = ">"
                     else:
-                        raise InputError(spath, "corrupt Section Header Block byte-order magic",
-                                         offset=base + pos)
+                        raise InputError(
+                            spath,
+                            "corrupt Section Header Block byte-order magic",
+                            offset=base + pos,
+                        )
                 btype, blen = struct.unpack_from(endian + "II", data, pos)
                 if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                    raise InputError(spath, f"corrupt block: impossible length {blen}",
-                                     record=record_no + len(p_start), offset=base + pos)
+                    raise InputError(
+                        spath,
+                        f"corrupt block: impossible length {blen}",
+                        record=record_no + len(p_start),
+                        offset=base + pos,
+                    )
                 if pos + blen > n:
                     break
                 end = pos + blen
@@ -136,17 +151,25 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
                     interfaces.append(iface)
                     section.append(iface.index)
                     report.detail["interfaces"].append(
-                        {"id": len(section) - 1, "name": iface.name,
-                         "linktype": iface.linktype,
-                         "linktype_name": LINKTYPE_NAMES.get(iface.linktype, str(iface.linktype))}
+                        {
+                            "id": len(section) - 1,
+                            "name": iface.name,
+                            "linktype": iface.linktype,
+                            "linktype_name": LINKTYPE_NAMES.get(
+                                iface.linktype, str(iface.linktype)
+                            ),
+                        }
                     )
                 elif btype in (EPB, SPB, OPB):
                     if btype == EPB:
-                        if_id, ts_hi, ts_lo, cap, orig = struct.unpack_from(endian + "IIIII", data, pos + 8)
+                        if_id, ts_hi, ts_lo, cap, orig = struct.unpack_from(
+                            endian + "IIIII", data, pos + 8
+                        )
                         dstart = pos + 28
                     elif btype == OPB:
                         if_id, _drops, ts_hi, ts_lo, cap, orig = struct.unpack_from(
-                            endian + "HHIIII", data, pos + 8)
+                            endian + "HHIIII", data, pos + 8
+                        )
                         dstart = pos + 28
                     else:
                         if_id, ts_hi, ts_lo = 0, 0, 0
@@ -157,11 +180,20 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
                             cap = min(cap, interfaces[section[if_id]].snaplen or cap)
                     record = record_no + len(p_start)
                     if if_id >= len(section):
-                        raise InputError(spath, f"packet names interface {if_id}, which this "
-                                         "section does not describe", record=record, offset=base + pos)
+                        raise InputError(
+                            spath,
+                            f"packet names interface {if_id}, which this section does not describe",
+                            record=record,
+                            offset=base + pos,
+                        )
                     if dstart + cap > end - 4:
-                        raise InputError(spath, f"corrupt packet block: captured length {cap} "
-                                         f"exceeds block length {blen}", record=record, offset=base + pos)
+                        raise InputError(
+                            spath,
+                            f"corrupt packet block: captured length {cap} "
+                            f"exceeds block length {blen}",
+                            record=record,
+                            offset=base + pos,
+                        )
                     flags = -1
                     if btype != SPB:
                         opt_pos = dstart + ((cap + 3) & ~3)
@@ -180,8 +212,19 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
                     report.detail["other_blocks"] += 1
                 pos = end
             if p_start:
-                yield _chunk(data, interfaces, spath, record_no, p_start, p_cap, p_orig, p_if,
-                             p_ts, p_flags, p_off)
+                yield _chunk(
+                    data,
+                    interfaces,
+                    spath,
+                    record_no,
+                    p_start,
+                    p_cap,
+                    p_orig,
+                    p_if,
+                    p_ts,
+                    p_flags,
+                    p_off,
+                )
                 record_no += len(p_start)
                 report.records += len(p_start)
                 report.used += len(p_start)
@@ -198,7 +241,9 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
             report.records += 1
     unsupported = {i.linktype for i in interfaces} - SUPPORTED_LINKTYPES
     if unsupported:
-        report.warnings.append(f"{spath}: interfaces with unsupported link types {sorted(unsupported)}")
+        report.warnings.append(
+            f"{spath}: interfaces with unsupported link types {sorted(unsupported)}"
+        )
 
 
 def _chunk(data, interfaces, spath, record_no, p_start, p_cap, p_orig, p_if, p_ts, p_flags, p_off):
@@ -216,8 +261,12 @@ def _chunk(data, interfaces, spath, record_no, p_start, p_cap, p_orig, p_if, p_t
         group_ifaces = [i.index for i in interfaces if i.linktype == linktype]
         sel = np.nonzero(np.isin(ifx, group_ifaces))[0]
         if linktype not in SUPPORTED_LINKTYPES:
-            raise InputError(spath, f"unsupported link type {linktype}",
-                             record=record_no + int(sel[0]), offset=int(offs[sel[0]]))
+            raise InputError(
+                spath,
+                f"unsupported link type {linktype}",
+                record=record_no + int(sel[0]),
+                offset=int(offs[sel[0]]),
+            )
         decoded = decode(buf, start[sel], cap[sel], linktype)
         decoded["wire_len"] = pa.array(orig[sel])
         ts_ns = np.zeros(sel.shape[0], dtype=np.int64)
@@ -227,16 +276,21 @@ def _chunk(data, interfaces, spath, record_no, p_start, p_cap, p_orig, p_if, p_t
         names = np.array([interfaces[i].name for i in range(len(interfaces))], dtype=object)
         iface = pa.array(names[ifx[sel]], type=pa.string())
         f = flags[sel]
-        dirs = np.where((f >= 0) & ((f & 3) == 1), "in", np.where((f >= 0) & ((f & 3) == 2), "out", "unknown"))
+        dirs = np.where(
+            (f >= 0) & ((f & 3) == 1), "in", np.where((f >= 0) & ((f & 3) == 2), "out", "unknown")
+        )
         direction = pa.array(dirs.astype(object), type=pa.string())
         if "pkttype" in decoded:
             by_type = direction_from_pkttype(decoded["pkttype"])
             direction = pc.if_else(pc.equal(direction, "unknown"), by_type, direction)
-        table = assemble(decoded, ts_ns=ts_ns, source=spath, first_record=0, offsets=offs[sel],
-                         iface=iface, direction=direction)
-        table = table.set_column(
-            table.schema.get_field_index("record"), "record",
-            pa.array(record_no + sel.astype(np.int64)),
+        table = assemble(
+            decoded,
+            ts_ns=ts_ns,
+            source=spath,
+            records=record_no + sel,
+            offsets=offs[sel],
+            iface=iface,
+            direction=direction,
         )
         parts.append(table)
         order.append(sel)
@@ -248,9 +302,7 @@ def _chunk(data, interfaces, spath, record_no, p_start, p_cap, p_orig, p_if, p_t
 
 def read(path: str | os.PathLike) -> tuple[pa.Table, SourceReport]:
     """Read a pcapng (or pcapng.gz) into the event table."""
-    from .pcap import _span
-
     report = SourceReport(path=str(path), format="pcapng")
     table = concat(list(iter_chunks(path, report)))
-    _span(report, table)
+    record_span(report, table)
     return table, report
