@@ -42,7 +42,11 @@ EVENT_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("source", DICT_STR, "Input file the row came from."),
     ("record", pa.int64(), "1-based packet number in the file, or line number for logs."),
     ("offset", pa.int64(), "Byte offset of the record in the (decompressed) file; null for logs."),
-    ("ifindex", pa.int32(), "Interface index from LINUX_SLL2 (resolved to iface by ip link); else null."),
+    (
+        "ifindex",
+        pa.int32(),
+        "Interface index from LINUX_SLL2 (resolved to iface by ip link); else null.",
+    ),
     ("pkttype", pa.int8(), "Linux packet type (0 host, 1 bcast, 2 mcast, 3 other, 4 outgoing)."),
     ("in_iface", DICT_STR, "LOG IN= device (empty string when IN= is empty); null for captures."),
     ("out_iface", DICT_STR, "LOG OUT= device; null for captures."),
@@ -85,11 +89,18 @@ EVENT_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("mark", pa.uint32(), "LOG MARK= (packet mark); null when not logged."),
     ("uid", pa.uint32(), "LOG UID= of the sending socket (--log-uid)."),
     ("gid", pa.uint32(), "LOG GID=."),
-    ("uptime_ns", pa.int64(), "Raw dmesg time: nanoseconds since boot, kept to re-align; else null."),
+    (
+        "uptime_ns",
+        pa.int64(),
+        "Raw dmesg time: nanoseconds since boot, kept to re-align; else null.",
+    ),
 ]
 
 EVENT_SCHEMA = pa.schema(
-    [pa.field(name, typ, nullable=name not in ("ts", "source", "record")) for name, typ, _ in EVENT_FIELDS],
+    [
+        pa.field(name, typ, nullable=name not in ("ts", "source", "record"))
+        for name, typ, _ in EVENT_FIELDS
+    ],
     metadata={"nicpath.schema": "events/1"},
 )
 FIELD_DOCS = {name: doc for name, _, doc in EVENT_FIELDS}

@@ -1,0 +1,227 @@
+"""The ``nicpath`` command: a thin layer over library functions; errors become exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .errors import NicpathError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
+
+
+class NicpathGroup(click.Group):
+    """Turns nicpath's own errors into one line on stderr and exit 2 (``--debug``: traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NicpathError as exc:
+            if ctx.meta.get("nicpath.debug"):
+                raise
+            click.echo(f"nicpath: error: {exc}", err=True)
+            ctx.exit(EXIT_INPUT)
+
+
+@click.group(cls=NicpathGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nicpath")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Find why packets left, or came back through, the wrong network card.
+
+    Reads captures (pcap, pcapng, tcpdump -i any), netfilter LOG lines and ip snapshots taken
+    on one multi-homed Linux host.
+    """
+    ctx.meta["nicpath.debug"] = debug
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+def inspect(paths: tuple[str, ...], fmt: str) -> None:
+    """List what a bundle (or files) holds: format, link type, counts, time span, interfaces."""
+    from .inspect import inspect_paths, render_text
+
+    report = inspect_paths(paths)
+    if fmt == "json":
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        click.echo(render_text(report))
+
+
+def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise click.BadParameter(f"expected NAME=VALUE, got {v!r}", param_hint=option)
+        out.append((key, val))
+    return out
+
+
+def input_options(f):
+    """The input options shared by every command that reads captures and logs."""
+    options = [
+        click.argument("paths", nargs=-1),
+        click.option(
+            "--pcap",
+            "pcaps",
+            multiple=True,
+            metavar="IFACE=FILE",
+            help="A per-card capture and the card it was taken on.",
+        ),
+        click.option(
+            "--log",
+            "logs",
+            multiple=True,
+            metavar="FILE",
+            help="A kernel log (dmesg, dmesg -T, syslog, journald) with LOG lines.",
+        ),
+        click.option(
+            "--ip",
+            "ip_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="A directory of ip snapshots (ip -j addr/link/route/rule, or text).",
+        ),
+        click.option(
+            "--boot-time",
+            type=float,
+            metavar="EPOCH",
+            help="Boot time for raw dmesg stamps (default: the bundle's btime).",
+        ),
+        click.option(
+            "--hook-prefix",
+            "hook_prefixes",
+            multiple=True,
+            metavar="PREFIX=HOOK",
+            help="Map a LOG prefix to a hook, e.g. 'OUT-ALL=filter/OUTPUT'.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes) -> dict:
+    """The input options as keyword arguments of ``read_events`` / ``analyze``."""
+    if not (paths or pcaps or logs):
+        raise click.UsageError("give a bundle directory, a capture or a log")
+    return {
+        "pcaps": _pairs(pcaps, "--pcap"),
+        "logs": logs,
+        "ip_dirs": ip_dirs,
+        "boot_time": boot_time,
+        "hook_prefixes": dict(_pairs(hook_prefixes, "--hook-prefix")) or None,
+    }
+
+
+@main.command()
+@input_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text table, or JSON lines (one event per line).",
+)
+@click.option("--parquet", "parquet", metavar="FILE", help="Also write the event table as Parquet.")
+def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet) -> None:
+    """Read every input into one event table on one clock, and show it."""
+    from .events import read_events
+    from .outputs import counts_lines, write_jsonl, write_parquet
+    from .render import event_lines
+
+    result = read_events(
+        paths, **_read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes)
+    )
+    if parquet:
+        write_parquet(result.events, parquet)
+    if fmt == "json":
+        write_jsonl(result.events, sys.stdout)
+    else:
+        for line in event_lines(result.events):
+            click.echo(line)
+    summary = counts_lines(result.counts(), result.clock.to_dict())
+    click.echo("\n".join(summary), err=fmt == "json")
+
+
+@main.command()
+@input_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text report, or one JSON document.",
+)
+@click.option(
+    "--parquet",
+    "parquet_dir",
+    metavar="DIR",
+    help="Also write events.parquet, flows.parquet and findings.parquet into DIR.",
+)
+@click.pass_context
+def analyze(ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet_dir) -> None:
+    """Build per-flow timelines and report every finding, with its evidence packets.
+
+    Exit code 0: no findings; 1: findings; 2: bad input.
+    """
+    from .report import text_report, write_json, write_parquet_dir
+
+    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes)
+    if parquet_dir:
+        write_parquet_dir(analysis, parquet_dir)
+    if fmt == "json":
+        write_json(analysis, sys.stdout)
+    else:
+        click.echo("\n".join(text_report(analysis)))
+    ctx.exit(EXIT_FINDINGS if analysis.findings else EXIT_OK)
+
+
+@main.command()
+@input_options
+@click.option(
+    "--flow",
+    "flow_spec",
+    required=True,
+    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, flow_spec, fmt) -> None:
+    """Show one flow packet by packet, with every card and hook each packet crossed."""
+    from .timeline import flow_timeline, select_flow, timeline_lines
+
+    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes)
+    flow_id = select_flow(analysis, flow_spec)
+    rows = flow_timeline(analysis, flow_id)
+    if fmt == "json":
+        rows = rows.assign(ts=rows["ts"].astype("int64"))
+        click.echo(rows.to_json(orient="records", lines=True), nl=False)
+    else:
+        from .detectors.base import flow_text
+
+        click.echo(f"flow {flow_id}: {flow_text(analysis.context.flow_info[flow_id])}")
+        click.echo("\n".join(timeline_lines(rows)))
+
+
+def _analysis(paths, *options):
+    from .analyze import analyze as run
+
+    return run(paths, **_read_options(paths, *options))

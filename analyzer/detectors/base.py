@@ -1,0 +1,191 @@
+"""What every detector works from (``Context``) and what it returns (``Finding``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..flows import FlowTables, words_to_bytes
+from ..render import proto_name, ts_text
+from ..schema import addr_text
+from ..sources.ipsnap import HostState
+
+#: How many evidence packets a finding lists.
+EVIDENCE_PACKETS = 5
+
+
+@dataclass
+class Finding:
+    """One finding: a kind of failure on one flow (one per switch for egress changes)."""
+
+    kind: str
+    severity: str
+    flow: dict[str, Any]
+    ifaces: list[str]
+    first_ts: float
+    last_ts: float
+    packets: int
+    evidence: list[dict[str, Any]]
+    summary: str
+    flow_id: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "kind": self.kind,
+            "severity": self.severity,
+            "flow": self.flow,
+            "flow_id": self.flow_id,
+            "ifaces": self.ifaces,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "packets": self.packets,
+            "evidence": self.evidence,
+            "summary": self.summary,
+        }
+        out.update(self.extra)
+        return out
+
+
+def flow_text(flow: dict[str, Any]) -> str:
+    """``tcp 172.16.70.16:42244 -> 172.16.70.15:5000`` (the form --flow accepts)."""
+
+    def ep(a, p):
+        return f"[{a}]:{p}" if ":" in a else f"{a}:{p}"
+
+    return f"{flow['proto']} {ep(flow['src'], flow['sport'])} -> {ep(flow['dst'], flow['dport'])}"
+
+
+@dataclass
+class Context:
+    """Flows, packets and the host's snapshots, with the lookups detectors share."""
+
+    tables: FlowTables
+    host: HostState | None
+
+    @cached_property
+    def packets(self) -> pd.DataFrame:
+        """Packets with ``egress`` (card an outgoing packet left through) and ``arrival``."""
+        pk = self.tables.packets
+        if pk.empty:
+            return pk.assign(egress=pd.Series(dtype=object), arrival=pd.Series(dtype=object))
+        memo: dict[tuple, str | None] = {}
+
+        def reduce(cards: tuple) -> str | None:
+            if cards not in memo:
+                memo[cards] = self.card(cards)
+            return memo[cards]
+
+        return pk.assign(egress=pk["out_cards"].map(reduce), arrival=pk["in_cards"].map(reduce))
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        return self.tables.flows
+
+    @property
+    def has_addresses(self) -> bool:
+        return bool(self.host) and any(s.addresses for s in self.host.snapshots)
+
+    @cached_property
+    def flow_info(self) -> dict[int, dict[str, Any]]:
+        fl = self.flows
+        if fl.empty:
+            return {}
+        src = words_to_bytes(fl["src_hi"].to_numpy(), fl["src_lo"].to_numpy())
+        dst = words_to_bytes(fl["dst_hi"].to_numpy(), fl["dst_lo"].to_numpy())
+        out = {}
+        for i, fid in enumerate(fl["flow_id"].to_numpy()):
+            proto = int(fl["proto"].iat[i])
+            name = proto_name(proto)
+            if name == "icmp6":
+                name = "icmp"
+            out[int(fid)] = {
+                "proto": name,
+                "src": addr_text(src[i]),
+                "sport": int(fl["sport"].iat[i]),
+                "dst": addr_text(dst[i]),
+                "dport": int(fl["dport"].iat[i]),
+            }
+        return out
+
+    @cached_property
+    def _hierarchy(self) -> dict[str, str]:
+        """card -> the device above it (macvlan/VLAN child over parent, master over member)."""
+        above: dict[str, str] = {}
+        if not self.host:
+            return above
+        for snap in self.host.snapshots:
+            for link in snap.links:
+                if link.parent:
+                    above.setdefault(link.parent, link.name)
+                if link.master:
+                    above.setdefault(link.name, link.master)
+        return above
+
+    def card(self, cards: tuple[str, ...]) -> str | None:
+        """The routing-level card among those one packet crossed: a packet seen on a macvlan or
+        VLAN device and its parent, or on a bridge/bond and its member, left through the upper
+        one; so the same packet on both is never a change of card."""
+        cards = tuple(c for c in cards if c)
+        if not cards:
+            return None
+        if len(cards) == 1:
+            return cards[0]
+        above = self._hierarchy
+        tops = [c for c in cards if not (c in above and above[c] in cards)]
+        return sorted(tops)[0] if tops else sorted(cards)[0]
+
+    def evidence(self, packet_ids: list[int]) -> list[dict[str, Any]]:
+        """Source file, record, time and point of each observation of the given packets."""
+        obs = self.tables.observations
+        rows = obs[obs["packet_id"].isin(packet_ids[:EVIDENCE_PACKETS])]
+        out = []
+        for r in rows.itertuples(index=False):
+            out.append(
+                {
+                    "source": r.source,
+                    "record": int(r.record),
+                    "ts": ts_text(int(r.ts)),
+                    "point": r.point if isinstance(r.point, str) else None,
+                    "direction": r.direction,
+                    "packet": int(r.packet_id),
+                }
+            )
+        return out
+
+    def finding(
+        self,
+        kind: str,
+        fact_severity: str,
+        flow_id: int,
+        ifaces: list[str],
+        pkts: pd.DataFrame,
+        summary: str,
+        *,
+        lead_in: list[int] | None = None,
+        **extra: Any,
+    ) -> Finding:
+        """A finding over the packets ``pkts`` that show it; ``lead_in`` packets (the last one
+        before a change) head the evidence without counting as showing it."""
+        ts = pkts["ts"].to_numpy()
+        return Finding(
+            kind=kind,
+            severity=fact_severity,
+            flow=self.flow_info[int(flow_id)],
+            flow_id=int(flow_id),
+            ifaces=list(ifaces),
+            first_ts=round(float(ts.min()) / 1e9, 6),
+            last_ts=round(float(ts.max()) / 1e9, 6),
+            packets=len(pkts),
+            evidence=self.evidence((lead_in or []) + [int(p) for p in pkts["packet_id"]]),
+            summary=summary,
+            extra=extra,
+        )
+
+
+def when(ns: int | float | np.integer) -> str:
+    return ts_text(int(ns))

@@ -1,0 +1,105 @@
+"""reply_address_mismatch: an answer to a flow comes from another address than it went to.
+
+Kernel fact F1: a connected socket holds LOCAL_IP:LPORT / REMOTE_IP:RPORT and gets only packets
+carrying exactly that pair, swapped. A "reply" to the flow's local address and port, from its
+remote port, at the time of the flow, but from another address, reaches the host and never the
+socket: TCP answers it with a RST, UDP with ICMP port unreachable. Reported on the request's flow
+(started by this host), naming the foreign address. A packet that opens a conversation the host
+takes part in (it answers with anything but a RST) is a flow of its own, not a stray reply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..flows import words_to_bytes
+from ..schema import addr_text
+from . import register
+from .base import Context, Finding, flow_text, when
+
+#: A stray reply is counted against a flow if it arrives up to this long after its last packet.
+LATE_REPLY_NS = 5_000_000_000
+
+
+@register("reply_address_mismatch", fact="F1")
+def detect(ctx: Context) -> list[Finding]:
+    """F1: a socket pins both addresses; an answer from another address never reaches it."""
+    fl, pk = ctx.flows, ctx.packets
+    if fl.empty:
+        return []
+    requests = fl[fl["local"] == "initiator"]
+    # Flows the host only receives (a RST back is allowed): candidates for stray replies.
+    flags = pk["tcp_flags"].fillna(0).astype(np.int64)
+    answered = pk[(pk["direction"] == "out") & ((flags & 0x04) == 0)]["flow_id"].unique()
+    strays = fl[(fl["local"] != "initiator") & ~fl["flow_id"].isin(answered)]
+    if requests.empty or strays.empty:
+        return []
+    left = requests.rename(columns=lambda c: f"req_{c}")
+    pairs = strays.merge(
+        left,
+        left_on=["proto", "dst_hi", "dst_lo", "dport", "sport"],
+        right_on=["req_proto", "req_src_hi", "req_src_lo", "req_sport", "req_dport"],
+    )
+    pairs = pairs[
+        ((pairs["src_hi"] != pairs["req_dst_hi"]) | (pairs["src_lo"] != pairs["req_dst_lo"]))
+        & (pairs["first_ns"] >= pairs["req_first_ns"])
+        & (pairs["first_ns"] <= pairs["req_last_ns"] + LATE_REPLY_NS)
+    ]
+    findings = []
+    for req_id, group in pairs.groupby("req_flow_id", sort=False):
+        flow = ctx.flow_info[int(req_id)]
+        stray_ids = group["flow_id"].to_numpy()
+        rows = pk[pk["flow_id"].isin(stray_ids)].sort_values("order")
+        foreign = sorted(
+            {
+                addr_text(b)
+                for b in words_to_bytes(group["src_hi"].to_numpy(), group["src_lo"].to_numpy())
+            }
+        )
+        cards = list(dict.fromkeys(rows["arrival"].dropna()))
+        bounced = _bounces(ctx, group)
+        answer = "RSTs" if flow["proto"] == "tcp" else "ICMP port unreachables"
+        summary = (
+            f"{flow_text(flow)}: {len(rows)} replies arrived from {', '.join(foreign)} instead of "
+            f"{flow['dst']}, from {when(rows['ts'].iat[0])}; the socket is connected to "
+            f"{flow['dst']} and never gets them"
+            + (f" (the host sent {bounced} {answer} back)." if bounced else ".")
+        )
+        findings.append(
+            ctx.finding(
+                "reply_address_mismatch",
+                "error",
+                req_id,
+                cards,
+                rows,
+                summary,
+                foreign_addr=foreign[0] if len(foreign) == 1 else foreign,
+            )
+        )
+    return findings
+
+
+def _bounces(ctx: Context, strays) -> int:
+    """How many ICMP errors or RSTs the host sent back for the stray packets."""
+    errors = ctx.tables.errors
+    count = 0
+    if not errors.empty:
+        for s in strays.itertuples(index=False):
+            hit = errors[
+                (errors["inner_src_hi"] == s.src_hi)
+                & (errors["inner_src_lo"] == s.src_lo)
+                & (errors["inner_sport"] == s.sport)
+                & (errors["inner_dport"] == s.dport)
+            ]
+            # The same error seen at several points: count it at the point that saw most.
+            count += int(hit.groupby("source").size().max()) if len(hit) else 0
+    pk = ctx.packets
+    flags = pk["tcp_flags"].fillna(0).astype(np.int64)
+    count += int(
+        (
+            (pk["flow_id"].isin(strays["flow_id"]))
+            & (pk["direction"] == "out")
+            & ((flags & 0x04) != 0)
+        ).sum()
+    )
+    return count

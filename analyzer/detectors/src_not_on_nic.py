@@ -1,0 +1,60 @@
+"""src_not_on_nic: an outgoing packet leaves a card that does not hold its source address.
+
+Kernel facts F2 and F3: the source address is chosen once, when the flow starts (from the route,
+or from the SYN's destination for an accepted connection), and never changes; the egress card is
+chosen again for every packet. After a route change the two disagree and a card emits packets
+with another card's address. Addresses come from the ``ip addr`` snapshot in force at the
+packet's time; a bridge or bond master's addresses count for its members. Packets whose source
+is no address of this host (forwarded traffic) are not this host's sockets and are left alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..flows import words_to_bytes
+from ..schema import addr_text
+from . import register
+from .base import Context, Finding, flow_text, when
+
+
+@register("src_not_on_nic", fact="F2", needs_addresses=True)
+def detect(ctx: Context) -> list[Finding]:
+    """F2/F3: the pinned source stays while the egress card changes."""
+    pk = ctx.packets
+    out = pk[(pk["direction"] == "out") & pk["egress"].notna()]
+    if out.empty or not ctx.host:
+        return []
+    snaps = ctx.host.snapshots
+    taken = np.array([s.taken_at if s.taken_at is not None else -np.inf for s in snaps])
+    snap_idx = np.maximum(np.searchsorted(taken, out["ts"].to_numpy() / 1e9, side="right") - 1, 0)
+    out = out.assign(snap=snap_idx)
+    combos = out[["src_hi", "src_lo", "egress", "snap"]].drop_duplicates()
+    verdict: dict[tuple, tuple[bool, str]] = {}
+    for hi, lo, card, si in combos.itertuples(index=False):
+        addr = addr_text(words_to_bytes(np.array([hi]), np.array([lo]))[0])
+        snap = snaps[si]
+        local = {a.address for a in snap.addresses}
+        on_card = addr in snap.addresses_of(card, include_master=True)
+        holders = [h for h in snap.holder_of(addr) if h != card]
+        verdict[(hi, lo, card, si)] = (addr in local and not on_card, ", ".join(holders))
+    keys = list(zip(out["src_hi"], out["src_lo"], out["egress"], out["snap"], strict=True))
+    bad = np.array([verdict[k][0] for k in keys], dtype=bool)
+    holder = [verdict[k][1] for k in keys]
+    out = out.assign(bad=bad, holder=holder)
+    findings = []
+    for flow_id, rows in out[out["bad"]].sort_values("order").groupby("flow_id", sort=False):
+        flow = ctx.flow_info[int(flow_id)]
+        cards = list(dict.fromkeys(rows["egress"]))
+        first = rows.iloc[0]
+        src = addr_text(words_to_bytes(np.array([first["src_hi"]]), np.array([first["src_lo"]]))[0])
+        owner = f" (it belongs to {first['holder']})" if first["holder"] else ""
+        summary = (
+            f"{flow_text(flow)}: {len(rows)} packets left {', '.join(cards)} with source {src}, "
+            f"which {cards[0]} does not hold{owner}, from {when(first['ts'])}: the source was "
+            "pinned when the flow started and the route now picks another card."
+        )
+        findings.append(
+            ctx.finding("src_not_on_nic", "error", flow_id, cards, rows, summary, src_addr=src)
+        )
+    return findings

@@ -1,0 +1,305 @@
+"""From observations to packets to flows.
+
+The event table holds one row per observation: the same packet seen on a card, again in
+``any.pcap``, on a macvlan child and its parent, and in a LOG line. This stage
+
+1. keys every flow packet by its conversation (TCP/UDP ports, ICMP echo id; IPv4 and IPv6),
+2. splits conversations into flows (a new SYN with a new initial sequence number, or a long
+   silence, starts a new flow on a reused port) and orients each by its initiator (the sender of
+   the SYN, else of the first packet seen),
+3. joins the observations of one packet (same flow and direction, IP ID, length, TCP flags,
+   echo sequence, close in time) into one packet with every point it crossed.
+
+Everything is columnar (pandas over the Arrow columns); no per-packet Python objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+#: Observations of one packet are at most this far apart (ns): hooks and captures see a packet
+#: within microseconds; matched log lines are exact. Retransmissions are further apart.
+SAME_PACKET_WINDOW_NS = 20_000_000
+#: A silence this long on a UDP/ICMP conversation starts a new flow (ns).
+FLOW_IDLE_NS = 120 * 1_000_000_000
+
+ECHO_TYPES = {1: (0, 8), 58: (128, 129)}
+ERROR_TYPES = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
+
+FLOW_COLUMNS = [
+    "flow_id",
+    "proto",
+    "src",
+    "sport",
+    "dst",
+    "dport",
+    "first_ns",
+    "last_ns",
+    "packets",
+    "observations",
+    "local",
+    "ip_version",
+]
+
+
+def addr_words(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_binary(16) column as an (n, 2) big-endian uint64 array (nulls as zeros)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.uint64)
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * 16 : (arr.offset + n) * 16]
+    words = raw.reshape(n, 16).copy().view(">u8").astype(np.uint64)
+    if arr.null_count:
+        words[np.asarray(arr.is_null())] = 0
+    return words
+
+
+def words_to_bytes(hi: np.ndarray, lo: np.ndarray) -> list[bytes]:
+    both = np.empty((len(hi), 2), dtype=">u8")
+    both[:, 0] = hi
+    both[:, 1] = lo
+    return [bytes(row) for row in both.view(np.uint8).reshape(-1, 16)]
+
+
+@dataclass
+class FlowTables:
+    """``observations``: event rows of flow packets with flow_id, packet_id and orientation;
+    ``packets``: one row per packet; ``flows``: one row per flow; ``errors``: ICMP errors with the
+    flow they quote."""
+
+    observations: pd.DataFrame
+    packets: pd.DataFrame
+    flows: pd.DataFrame
+    errors: pd.DataFrame
+
+
+def _frame(events: pa.Table) -> pd.DataFrame:
+    cols = [
+        "ts",
+        "point",
+        "iface",
+        "hook",
+        "direction",
+        "source",
+        "record",
+        "proto",
+        "sport",
+        "dport",
+        "icmp_type",
+        "icmp_code",
+        "icmp_id",
+        "icmp_seq",
+        "tcp_flags",
+        "tcp_seq",
+        "tcp_ack",
+        "ip_id",
+        "ip_len",
+        "ip_version",
+        "in_iface",
+        "out_iface",
+        "inner_proto",
+        "inner_sport",
+        "inner_dport",
+    ]
+    df = events.select(cols).to_pandas()
+    for c in ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface"):
+        df[c] = df[c].astype(object)
+    df["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
+    for name in ("src", "dst", "inner_src", "inner_dst"):
+        w = addr_words(events.column(name))
+        df[f"{name}_hi"] = w[:, 0]
+        df[f"{name}_lo"] = w[:, 1]
+    df["row"] = np.arange(len(df))
+    return df
+
+
+def _flow_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    proto = df["proto"]
+    ported = proto.isin([6, 17, 132, 136]) & df["sport"].notna() & df["dport"].notna()
+    echo = ((proto == 1) & df["icmp_type"].isin(ECHO_TYPES[1])) | (
+        (proto == 58) & df["icmp_type"].isin(ECHO_TYPES[58])
+    )
+    echo &= df["icmp_id"].notna()
+    error = ((proto == 1) & df["icmp_type"].isin(ERROR_TYPES[1])) | (
+        (proto == 58) & df["icmp_type"].isin(ERROR_TYPES[58])
+    )
+    flow = df[(ported | echo) & df["ip_version"].notna()].copy()
+    is_echo = echo[flow.index]
+    flow["sport"] = np.where(is_echo, flow["icmp_id"], flow["sport"]).astype(np.int64)
+    flow["dport"] = np.where(is_echo, flow["icmp_id"], flow["dport"]).astype(np.int64)
+    errors = df[error & df["inner_proto"].notna()].copy()
+    return flow, errors
+
+
+def _conversations(flow: pd.DataFrame) -> pd.DataFrame:
+    a = (flow["src_hi"].to_numpy(), flow["src_lo"].to_numpy(), flow["sport"].to_numpy())
+    b = (flow["dst_hi"].to_numpy(), flow["dst_lo"].to_numpy(), flow["dport"].to_numpy())
+    a_first = (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] <= b[2]))))
+    for i, name in enumerate(("hi", "lo", "port")):
+        flow[f"e1_{name}"] = np.where(a_first, a[i], b[i])
+        flow[f"e2_{name}"] = np.where(a_first, b[i], a[i])
+    flow["from_e1"] = a_first
+    keys = ["proto", "e1_hi", "e1_lo", "e1_port", "e2_hi", "e2_lo", "e2_port"]
+    flow["conv"] = flow.groupby(keys, sort=False, dropna=False).ngroup()
+    return flow.sort_values(["conv", "ts", "row"], kind="stable")
+
+
+def _split_flows(flow: pd.DataFrame) -> pd.DataFrame:
+    """New flow: a SYN with another initial sequence number, or a long silence."""
+    flags = flow["tcp_flags"].fillna(0).astype(np.int64)
+    is_syn = (flow["proto"] == 6) & ((flags & 0x12) == 0x02)
+    syn_seq = flow["tcp_seq"].where(is_syn)
+    prev_syn = syn_seq.groupby(flow["conv"]).transform(lambda s: s.ffill().shift())
+    new_isn = is_syn & prev_syn.notna() & flow["tcp_seq"].notna() & (flow["tcp_seq"] != prev_syn)
+    gap = flow.groupby("conv")["ts"].diff()
+    idle = gap > FLOW_IDLE_NS
+    first = flow["conv"] != flow["conv"].shift()
+    flow["flow_id"] = (first | new_isn | idle).cumsum() - 1
+    return flow
+
+
+def _orient(flow: pd.DataFrame) -> pd.DataFrame:
+    flags = flow["tcp_flags"].fillna(0).astype(np.int64)
+    syn = (flow["proto"] == 6) & ((flags & 0x12) == 0x02)
+    first_syn = flow[syn].groupby("flow_id")["from_e1"].first()
+    first_any = flow.groupby("flow_id")["from_e1"].first()
+    init_e1 = first_any.copy()
+    init_e1.loc[first_syn.index] = first_syn
+    flow["from_initiator"] = flow["from_e1"] == flow["flow_id"].map(init_e1)
+    return flow
+
+
+def _join_observations(flow: pd.DataFrame) -> pd.DataFrame:
+    """packet_id per observation: one packet seen at several points becomes one packet."""
+    sig_cols = ["flow_id", "from_initiator", "ip_id", "ip_len", "tcp_flags", "icmp_seq"]
+    sig = flow[sig_cols].astype("float64").fillna(-1)
+    flow = flow.assign(sig=sig.groupby(sig_cols, sort=False).ngroup().to_numpy())
+    flow = flow.sort_values(["sig", "ts", "row"], kind="stable")
+    # Chain observations of one signature that follow each other within the window.
+    ts = flow["ts"].to_numpy()
+    new_sig = flow["sig"].to_numpy() != np.roll(flow["sig"].to_numpy(), 1)
+    if len(flow):
+        new_sig[0] = True
+    gap = ts - np.roll(ts, 1)
+    chain = np.cumsum(new_sig | (gap > SAME_PACKET_WINDOW_NS))
+    flow["chain"] = chain
+    # A point that appears twice in one chain saw two packets: the k-th sighting at each point
+    # belongs to the k-th packet.
+    flow["nth"] = flow.groupby(["chain", "source", "point"], sort=False, dropna=False).cumcount()
+    flow["packet_id"] = flow.groupby(["chain", "nth"], sort=False).ngroup()
+    return flow.sort_values(["ts", "row"], kind="stable")
+
+
+def _packets(obs: pd.DataFrame) -> pd.DataFrame:
+    is_capture = obs["hook"].isna()
+    obs = obs.assign(
+        cap_ts=obs["ts"].where(is_capture),
+        out_card=obs["iface"].where(obs["direction"] == "out"),
+        in_card=obs["iface"].where(obs["direction"] == "in"),
+        is_out=obs["direction"] == "out",
+        is_in=obs["direction"] == "in",
+    )
+    g = obs.groupby("packet_id", sort=False)
+    cards_out = obs.dropna(subset=["out_card"]).drop_duplicates(["packet_id", "out_card"])
+    cards_in = obs.dropna(subset=["in_card"]).drop_duplicates(["packet_id", "in_card"])
+    pk = pd.DataFrame(
+        {
+            "flow_id": g["flow_id"].first(),
+            "from_initiator": g["from_initiator"].first(),
+            "ts": g["cap_ts"].min().fillna(g["ts"].min()).astype(np.int64),
+            # Position in the time-sorted event table: orders packets that share a timestamp
+            # (whole-second syslog lines keep their file order).
+            "order": g["row"].min(),
+            "out": g["is_out"].any(),
+            "in": g["is_in"].any(),
+            "out_cards": cards_out.groupby("packet_id")["out_card"].agg(tuple),
+            "in_cards": cards_in.groupby("packet_id")["in_card"].agg(tuple),
+            "points": g["point"].agg(lambda s: sorted(set(s.dropna()))),
+            "observations": g.size(),
+            "src_hi": g["src_hi"].first(),
+            "src_lo": g["src_lo"].first(),
+            "dst_hi": g["dst_hi"].first(),
+            "dst_lo": g["dst_lo"].first(),
+            "sport": g["sport"].first(),
+            "dport": g["dport"].first(),
+            "proto": g["proto"].first(),
+            "tcp_flags": g["tcp_flags"].first(),
+            "ip_len": g["ip_len"].first(),
+            "first_source": g["source"].first(),
+            "first_record": g["record"].first(),
+            "first_point": g["point"].first(),
+        }
+    )
+    for c in ("out_cards", "in_cards"):
+        pk[c] = pk[c].apply(lambda v: v if isinstance(v, tuple) else ())
+    pk["direction"] = np.where(
+        pk["out"] & ~pk["in"], "out", np.where(pk["in"] & ~pk["out"], "in", "unknown")
+    )
+    return pk.reset_index().sort_values(["order"], kind="stable")
+
+
+def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
+    init = obs[obs["from_initiator"]].groupby("flow_id").first()
+    resp = obs[~obs["from_initiator"]].groupby("flow_id").first()
+    fl = pd.DataFrame(index=packets["flow_id"].unique())
+    fl.index.name = "flow_id"
+    first_obs = obs.groupby("flow_id").first()
+    # Initiator endpoint: from an initiator packet if seen, else the reverse of a responder one.
+    src_hi = init["src_hi"].reindex(fl.index).fillna(resp["dst_hi"].reindex(fl.index))
+    src_lo = init["src_lo"].reindex(fl.index).fillna(resp["dst_lo"].reindex(fl.index))
+    dst_hi = init["dst_hi"].reindex(fl.index).fillna(resp["src_hi"].reindex(fl.index))
+    dst_lo = init["dst_lo"].reindex(fl.index).fillna(resp["src_lo"].reindex(fl.index))
+    sport = init["sport"].reindex(fl.index).fillna(resp["dport"].reindex(fl.index))
+    dport = init["dport"].reindex(fl.index).fillna(resp["sport"].reindex(fl.index))
+    fl["proto"] = first_obs["proto"].reindex(fl.index).astype(np.int64)
+    fl["ip_version"] = first_obs["ip_version"].reindex(fl.index).astype(np.int64)
+    fl["src_hi"] = src_hi.astype(np.uint64)
+    fl["src_lo"] = src_lo.astype(np.uint64)
+    fl["dst_hi"] = dst_hi.astype(np.uint64)
+    fl["dst_lo"] = dst_lo.astype(np.uint64)
+    fl["sport"] = sport.astype(np.int64)
+    fl["dport"] = dport.astype(np.int64)
+    pg = packets.groupby("flow_id")
+    fl["first_ns"] = pg["ts"].min()
+    fl["last_ns"] = pg["ts"].max()
+    fl["packets"] = pg.size()
+    fl["observations"] = obs.groupby("flow_id").size()
+    # Which end is this host: the initiator when the host sent its packets, else the responder.
+    init_out = packets[packets["from_initiator"]].groupby("flow_id")["out"].any()
+    init_in = packets[packets["from_initiator"]].groupby("flow_id")["in"].any()
+    resp_out = packets[~packets["from_initiator"]].groupby("flow_id")["out"].any()
+    resp_in = packets[~packets["from_initiator"]].groupby("flow_id")["in"].any()
+    host_is_init = init_out.reindex(fl.index, fill_value=False) | resp_in.reindex(
+        fl.index, fill_value=False
+    )
+    host_is_resp = resp_out.reindex(fl.index, fill_value=False) | init_in.reindex(
+        fl.index, fill_value=False
+    )
+    fl["local"] = np.where(
+        host_is_init & ~host_is_resp,
+        "initiator",
+        np.where(host_is_resp & ~host_is_init, "responder", "unknown"),
+    )
+    return fl.reset_index()
+
+
+def build_flows(events: pa.Table) -> FlowTables:
+    """Flows, packets and their observations from an event table."""
+    df = _frame(events)
+    flow, errors = _flow_rows(df)
+    if flow.empty:
+        empty = pd.DataFrame()
+        return FlowTables(flow, empty, pd.DataFrame(columns=FLOW_COLUMNS), errors)
+    flow = _conversations(flow)
+    flow = _split_flows(flow)
+    flow = _orient(flow)
+    obs = _join_observations(flow)
+    packets = _packets(obs)
+    flows = _flows(obs, packets)
+    return FlowTables(obs, packets, flows, errors)

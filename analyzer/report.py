@@ -1,0 +1,134 @@
+"""Outputs of ``nicpath analyze``: a text report, one JSON document, or Parquet tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .analyze import Analysis
+from .detectors.base import flow_text
+from .outputs import counts_lines, write_parquet
+from .timeline import flow_timeline, timeline_lines
+
+FINDINGS_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("severity", pa.string()),
+        ("flow_id", pa.int64()),
+        ("proto", pa.string()),
+        ("src", pa.string()),
+        ("sport", pa.int32()),
+        ("dst", pa.string()),
+        ("dport", pa.int32()),
+        ("ifaces", pa.list_(pa.string())),
+        ("first_ts", pa.timestamp("us", tz="UTC")),
+        ("last_ts", pa.timestamp("us", tz="UTC")),
+        ("packets", pa.int64()),
+        ("summary", pa.string()),
+        ("details", pa.string()),  # JSON: evidence and kind-specific fields (foreign_addr, ...)
+    ]
+)
+
+FLOWS_SCHEMA = pa.schema(
+    [
+        ("flow_id", pa.int64()),
+        ("proto", pa.string()),
+        ("src", pa.string()),
+        ("sport", pa.int32()),
+        ("dst", pa.string()),
+        ("dport", pa.int32()),
+        ("local", pa.string()),
+        ("first_ts", pa.timestamp("us", tz="UTC")),
+        ("last_ts", pa.timestamp("us", tz="UTC")),
+        ("packets", pa.int64()),
+        ("observations", pa.int64()),
+    ]
+)
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1e6)
+
+
+def findings_table(analysis: Analysis) -> pa.Table:
+    rows = []
+    for f in analysis.findings:
+        d = f.to_dict()
+        details = {k: v for k, v in d.items() if k not in FINDINGS_SCHEMA.names and k != "flow"}
+        rows.append(
+            {
+                "kind": f.kind,
+                "severity": f.severity,
+                "flow_id": f.flow_id,
+                **f.flow,
+                "ifaces": f.ifaces,
+                "first_ts": _us(f.first_ts),
+                "last_ts": _us(f.last_ts),
+                "packets": f.packets,
+                "summary": f.summary,
+                "details": json.dumps(details),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=FINDINGS_SCHEMA)
+
+
+def flows_table(analysis: Analysis) -> pa.Table:
+    rows = [
+        {**r, "first_ts": _us(r["first_ts"]), "last_ts": _us(r["last_ts"])}
+        for r in analysis.flows_records()
+    ]
+    return pa.Table.from_pylist(rows, schema=FLOWS_SCHEMA)
+
+
+def write_parquet_dir(analysis: Analysis, directory: str) -> None:
+    """``events.parquet``, ``flows.parquet``, ``findings.parquet`` (schemas in docs/outputs.md)."""
+    os.makedirs(directory, exist_ok=True)
+    write_parquet(analysis.events.events, os.path.join(directory, "events.parquet"))
+    pq.write_table(flows_table(analysis), os.path.join(directory, "flows.parquet"))
+    pq.write_table(findings_table(analysis), os.path.join(directory, "findings.parquet"))
+
+
+def write_json(analysis: Analysis, out: TextIO) -> None:
+    json.dump(analysis.to_dict(), out, indent=2, default=str)
+    out.write("\n")
+
+
+def text_report(analysis: Analysis) -> list[str]:
+    """What was read, which detectors ran, then each finding with its evidence, by flow."""
+    lines = counts_lines(analysis.events.counts(), analysis.events.clock.to_dict())
+    for path, reason in analysis.events.inputs.ignored:
+        lines.append(f"  ignored {path}: {reason}")
+    lines.append("detectors:")
+    for kind, status in analysis.detectors.items():
+        lines.append(f"  {kind}: {status}")
+    n_flows = len(analysis.tables.flows)
+    lines.append(f"{n_flows} flows, {len(analysis.findings)} findings")
+    by_flow: dict[int, list] = {}
+    for f in analysis.findings:
+        by_flow.setdefault(f.flow_id, []).append(f)
+    for flow_id, findings in by_flow.items():
+        lines.append("")
+        lines.append(f"flow {flow_id}: {flow_text(findings[0].flow)}")
+        timeline = flow_timeline(analysis, flow_id)
+        for f in findings:
+            lines.append(
+                f"  [{f.severity}] {f.kind} ({' -> '.join(f.ifaces)}), {f.packets} packets"
+            )
+            lines.append(f"    {f.summary}")
+            evidence_ids = {e["packet"] for e in f.evidence}
+            shown = timeline[timeline["packet_id"].isin(evidence_ids)]
+            for line in timeline_lines(shown):
+                lines.append(f"      {line}")
+            sources = sorted({f"{e['source']}#{e['record']}" for e in f.evidence})
+            lines.append(
+                f"    evidence: {', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}"
+            )
+    return lines
+
+
+def summary(analysis: Analysis) -> dict[str, Any]:
+    return {"flows": len(analysis.tables.flows), "findings": len(analysis.findings)}
