@@ -29,9 +29,11 @@ MATCH_KEYS = (
     "icmp_seq",
     "tcp_seq",
 )
-#: How far apart (seconds) a syslog line and its packet may be: the line is truncated to the
-#: second, and the machine's wall clock may drift from the capture's a little.
-SYSLOG_WINDOW = 2.0
+#: Slack (seconds) around the second a syslog line names: the line is truncated to the second
+#: and stamped by the same host clock the capture uses, so its packet lies within that second.
+SYSLOG_WINDOW = 0.005
+#: Captured candidates for one syslog line further apart than this (ns) make the match ambiguous.
+AMBIGUOUS_NS = 10_000_000
 #: A boot-time estimate further than this from the given btime is not trusted (seconds).
 BTIME_TOLERANCE = 2.0
 
@@ -97,9 +99,9 @@ def align(captures: pa.Table, logs: pa.Table, report: ClockReport) -> pa.Table:
     """Return ``logs`` with ``ts``/``ts_basis`` moved onto the capture clock where possible."""
     if not logs.num_rows:
         return logs
-    uptime = logs.column("uptime_ns").to_numpy(zero_copy_only=False)
-    uptime = np.asarray(pd.array(uptime, dtype="Int64").to_numpy(dtype="float64", na_value=np.nan))
-    is_raw = ~np.isnan(uptime)
+    up = logs.column("uptime_ns").combine_chunks()
+    is_raw = np.asarray(up.is_valid())
+    uptime = up.fill_null(0).to_numpy().astype(np.int64)
     ts = logs.column("ts").cast(pa.int64()).to_numpy().copy()
     basis = np.asarray(logs.column("ts_basis").to_pylist(), dtype=object)
     # Whole-second wall clock rows (syslog); journald and dmesg -T rows keep their own time.
@@ -146,7 +148,7 @@ def align(captures: pa.Table, logs: pa.Table, report: ClockReport) -> pa.Table:
             )
         if boot is not None:
             report.boot_time_used = boot
-            ts[is_raw] = (boot * 1e9 + uptime[is_raw]).astype(np.int64)
+            ts[is_raw] = round(boot * 1e9) + uptime[is_raw]
             basis[is_raw] = tag
 
     if is_wall.any() and caps is not None:
@@ -158,6 +160,11 @@ def align(captures: pa.Table, logs: pa.Table, report: ClockReport) -> pa.Table:
             # syslog truncates to the second: the packet is at or after the line's second.
             ok = (delta > -SYSLOG_WINDOW * 1e9) & (delta < (1 + SYSLOG_WINDOW) * 1e9)
             pairs = pairs[ok].assign(dist=np.abs(delta[ok] - 5e8))
+            # A line whose key fits packets far apart in time (repeated neighbour discovery,
+            # say) is ambiguous: it keeps its own whole second rather than a guess.
+            spread = pairs.groupby("log_row")["ts_ns"].agg(lambda t: t.max() - t.min())
+            clear = spread.index[spread <= AMBIGUOUS_NS]
+            pairs = pairs[pairs["log_row"].isin(clear)]
             best = pairs.sort_values("dist").drop_duplicates("log_row")
             rows_ = best["log_row"].to_numpy()
             ts[rows_] = best["ts_ns"].to_numpy()

@@ -247,7 +247,7 @@ RULE_SELECTORS = (
 def _rules_json(data: list, family: int | None) -> list[Rule]:
     out = []
     for d in data:
-        sel = {k: d[k] for k in RULE_SELECTORS if k in d}
+        sel = {k: d[k] for k in RULE_SELECTORS if k in d and d[k] != "all"}
         fam = family or _family(d.get("src") or d.get("dst"))
         action = d.get("action", "table" if "table" in d else "nop")
         if "goto" in d:

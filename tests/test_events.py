@@ -1,0 +1,88 @@
+"""One event table on one clock, whatever capture form or log rendering a bundle brings."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from analyzer.events import read_events
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLES = sorted(p.parent for p in (ROOT / "samples").glob("*/scenario.json"))
+PACKET = ("src", "dst", "proto", "sport", "dport", "ip_id", "ip_len", "tcp_seq", "icmp_seq")
+
+
+def cards(bundle: Path) -> list[str]:
+    return [
+        i["name"] for i in json.loads((bundle / "scenario.json").read_text())["host"]["interfaces"]
+    ]
+
+
+def seen(result) -> Counter:
+    t = result.events.filter(result.events.column("ip_version").is_valid())
+    return Counter(
+        tuple(r[k] for k in ("iface", "direction", *PACKET))
+        for r in t.select(["iface", "direction", *PACKET]).to_pylist()
+    )
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_capture_forms_give_the_same_packets_cards_and_directions(bundle):
+    ip = [str(bundle / "ip")]
+    per_card = seen(read_events([str(bundle / f"{c}.pcap") for c in cards(bundle)], ip_dirs=ip))
+    assert not any(k[1] == "unknown" for k in per_card), "per-card direction from the MACs"
+    assert seen(read_events([str(bundle / "any.pcap")], ip_dirs=ip)) == per_card
+    assert seen(read_events([str(bundle / "all.pcapng")], ip_dirs=ip)) == per_card
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_log_renderings_give_the_same_rows_on_one_clock(bundle):
+    caps = [str(bundle / f"{c}.pcap") for c in cards(bundle)]
+    btime = float((bundle / "btime").read_text())
+    tables = {}
+    for name in ("kern.dmesg", "kern.syslog", "kern.journal"):
+        res = read_events(
+            caps, logs=[str(bundle / name)], ip_dirs=[str(bundle / "ip")], boot_time=btime
+        )
+        t = res.events.filter(res.events.column("hook").is_valid()).sort_by("record")
+        tables[name] = t.select(
+            ["ts", "ts_basis", "hook", "iface", "direction", *PACKET]
+        ).to_pylist()
+        if name == "kern.dmesg":
+            assert res.clock.boot_estimate is not None
+            assert abs(res.clock.boot_estimate - btime) < 1.0
+
+    def fields(rows):
+        return [{k: v for k, v in r.items() if k not in ("ts", "ts_basis")} for r in rows]
+
+    dmesg = tables["kern.dmesg"]
+    assert fields(tables["kern.syslog"]) == fields(dmesg) == fields(tables["kern.journal"])
+    # dmesg: boot time estimated from matched packets; journald: its own microsecond clock;
+    # syslog: the matched packet's time, or its whole second when no packet matched.
+    for j, s, d in zip(tables["kern.journal"], tables["kern.syslog"], dmesg, strict=True):
+        assert abs((j["ts"] - d["ts"]).total_seconds()) < 0.002
+        limit = 0.002 if s["ts_basis"] == "matched" else 1.0
+        assert abs((s["ts"] - d["ts"]).total_seconds()) < limit
+
+
+def test_raw_dmesg_without_boot_time_is_placed_by_matching_packets():
+    bundle = ROOT / "samples" / "egress_switch_tcp"
+    res = read_events(
+        [str(bundle / "eth1.pcap"), str(bundle / "eth2.pcap")],
+        logs=[str(bundle / "kern.dmesg")],
+        ip_dirs=[str(bundle / "ip")],
+    )
+    assert res.clock.boot_time_given is None
+    assert res.clock.boot_matches > 50 and res.clock.boot_estimate_spread < 0.001
+    bases = set(res.events.column("ts_basis").to_pylist())
+    assert bases == {"capture", "boot-estimated"}
+
+
+def test_sll2_without_link_snapshot_keeps_the_index_and_says_so():
+    bundle = ROOT / "samples" / "egress_switch_tcp"
+    res = read_events([str(bundle / "any.pcap")])
+    assert res.events.column("iface").null_count == res.events.num_rows
+    assert any("interface index" in w for r in res.reports for w in r.warnings)
