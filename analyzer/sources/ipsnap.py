@@ -479,28 +479,41 @@ def _load(path: Path, part: str) -> list:
     family = 6 if part.endswith("6") else None
     base = part.rstrip("6")
     jfile, tfile = path / f"{part}.json", path / f"{part}.txt"
-    if jfile.exists():
-        try:
-            data = json.loads(jfile.read_text() or "[]")
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                jfile, f"not valid JSON: {exc.msg}", record=exc.lineno, unit="line"
-            ) from None
-        return {
-            "addr": _addrs_json,
-            "link": _links_json,
-            "route": lambda d: _routes_json(d, family),
-            "rule": lambda d: _rules_json(d, family),
-        }[base](data)
-    if tfile.exists():
-        lines = tfile.read_text().splitlines()
+    source = jfile if jfile.exists() else tfile if tfile.exists() else None
+    if source is None:
+        return []
+    try:
+        text = source.read_bytes().decode("utf-8")
+        if source is jfile:
+            try:
+                data = json.loads(text or "[]")
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    jfile, f"not valid JSON: {exc.msg}", record=exc.lineno, unit="line"
+                ) from None
+            if not isinstance(data, list):
+                raise InputError(jfile, "expected a JSON list, as ip -j prints")
+            return {
+                "addr": _addrs_json,
+                "link": _links_json,
+                "route": lambda d: _routes_json(d, family),
+                "rule": lambda d: _rules_json(d, family),
+            }[base](data)
         return {
             "addr": _addrs_text,
             "link": _links_text,
             "route": lambda ls, p: _routes_text(ls, p, family),
             "rule": lambda ls, p: _rules_text(ls, p, family),
-        }[base](lines, str(tfile))
-    return []
+        }[base](text.splitlines(), str(source))
+    except UnicodeDecodeError as exc:
+        raise InputError(source, "not UTF-8 text", offset=exc.start) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            source,
+            f"not {'ip -j' if source is jfile else 'ip'} {base} output: {type(exc).__name__} {exc}",
+        ) from None
 
 
 def read_snapshot(path: str | os.PathLike) -> Snapshot:

@@ -1,0 +1,122 @@
+"""The commands as a user runs them: output forms, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from analyzer.cli import main
+from tests import synth
+
+ROOT = Path(__file__).resolve().parent.parent
+TCP = str(ROOT / "samples" / "egress_switch_tcp")
+CLEAN = str(ROOT / "samples" / "clean_multihomed")
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_version_help_and_module_entry():
+    assert run("--version").output.startswith("nicpath, version ")
+    assert "analyze" in run("--help").output
+    out = subprocess.run(
+        [sys.executable, "-m", "analyzer", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert "nicpath" in out.stdout
+
+
+def test_analyze_exit_codes_and_report():
+    found = run("analyze", TCP)
+    assert found.exit_code == 1, found.output
+    assert "egress_change (eth2 -> eth1)" in found.output
+    assert "---- egress changes: eth2 -> eth1 ----" in found.output
+    assert "kern.syslog: 138 lines read, 113 used, 25 skipped" in found.output
+    clean = run("analyze", CLEAN)
+    assert clean.exit_code == 0, clean.output
+    assert " 0 findings" in clean.output
+
+
+def test_analyze_json_and_parquet(tmp_path):
+    res = run("analyze", TCP, "--format", "json", "--parquet", str(tmp_path / "out"))
+    doc = json.loads(res.output)
+    assert set(doc) >= {"inputs", "flows", "findings"}
+    kinds = sorted(f["kind"] for f in doc["findings"])
+    assert kinds == ["egress_change", "src_not_on_nic"]
+    f = next(f for f in doc["findings"] if f["kind"] == "egress_change")
+    assert f["flow"]["dport"] == 5000 and f["ifaces"] == ["eth2", "eth1"]
+    assert f["evidence"] and {"source", "record", "ts", "point"} <= set(f["evidence"][0])
+    findings = pq.read_table(tmp_path / "out" / "findings.parquet").to_pylist()
+    assert sorted(r["kind"] for r in findings) == kinds
+    assert pq.read_table(tmp_path / "out" / "flows.parquet").num_rows == len(doc["flows"])
+    events = pq.read_table(tmp_path / "out" / "events.parquet")
+    assert events.schema.metadata[b"nicpath.schema"] == b"events/1"
+
+
+def test_timeline_by_spec_and_id():
+    by_spec = run("timeline", TCP, "--flow", "tcp 172.16.70.15:5000 172.16.70.16:32904")
+    assert by_spec.exit_code == 0, by_spec.output
+    assert "---- egress changes: eth2 -> eth1 ----" in by_spec.output
+    first = by_spec.output.splitlines()[0]
+    flow_id = first.split()[1].rstrip(":")
+    assert run("timeline", TCP, "--flow", flow_id).output == by_spec.output
+    missing = run("timeline", TCP, "--flow", "udp 1.2.3.4:1 5.6.7.8:2")
+    assert missing.exit_code == 2 and "no flow" in missing.output
+
+
+def test_events_json_lines_and_counts():
+    res = CliRunner().invoke(main, ["events", str(Path(TCP) / "eth1.pcap"), "--format", "json"])
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(lines) == 57 and lines[0]["iface"] == "eth1"
+    assert "57 packets read, 57 used, 0 skipped" in res.stderr
+
+
+def test_pcap_option_names_the_card(tmp_path):
+    res = run("events", "--pcap", f"uplink={Path(TCP) / 'eth1.pcap'}", "--format", "json")
+    assert json.loads(res.stdout.splitlines()[0])["iface"] == "uplink"
+
+
+@pytest.mark.parametrize(
+    "make,expect",
+    [
+        (lambda p: None, "no such file or directory"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"hello world, not a capture\x00\x01"), "unrecognised content"),
+        (
+            lambda p: p.write_bytes(synth.pcap_bytes([(1.0, b"\0" * 20)], linktype=147)),
+            "unsupported link type 147",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, make, expect):
+    path = tmp_path / "input.pcap"
+    make(path)
+    for command in ("inspect", "events", "analyze"):
+        res = run(command, str(path))
+        assert res.exit_code == 2, (command, res.output)
+        assert res.output.startswith("nicpath: error: ") and expect in res.output
+        assert "Traceback" not in res.output and str(path) in res.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    res = run("--debug", "events", str(tmp_path / "missing.pcap"))
+    assert res.exit_code != 0 and res.exception is not None
+
+
+def test_inspect_lists_the_bundle():
+    res = run("inspect", TCP)
+    assert res.exit_code == 0
+    assert "any.pcap: pcap LINUX_SLL2 (us)" in res.output
+    assert "ip snapshot 'after-1'" in res.output
+    assert "change at" in res.output
+    assert "boot time: " in res.output
