@@ -25,8 +25,8 @@ def _compare(path: str) -> int:
 
 def test_synthetic_mixed_capture(tmp_path):
     path = tmp_path / "eth0.pcap"
-    path.write_bytes(synth.pcap_bytes(synth.mixed_frames(6000)))
-    assert _compare(str(path)) == 6000
+    path.write_bytes(synth.pcap_bytes(synth.mixed_frames(20000)))
+    assert _compare(str(path)) == 20000
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob("samples/*/*.pcap")))

@@ -1,0 +1,87 @@
+"""Flow building corner cases the lab does not record: port reuse, one packet at several
+points, a macvlan child and its parent."""
+
+from __future__ import annotations
+
+import dpkt
+
+from analyzer.analyze import analyze
+from tests import synth
+
+MAC_MV = bytes.fromhex("020000000009")
+T0 = 1_764_040_200_000_000_000
+
+
+def write_ip(d, links: str, addrs: str):
+    d.mkdir()
+    (d / "link.txt").write_text(links)
+    (d / "addr.txt").write_text(addrs)
+    return str(d)
+
+
+LINKS = (
+    "2: eth1: <BROADCAST,UP> mtu 1500 state UP\n"
+    "    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff\n"
+    "3: mv0@eth1: <BROADCAST,UP> mtu 1500 state UP\n"
+    "    link/ether 02:00:00:00:00:09 brd ff:ff:ff:ff:ff:ff\n"
+)
+ADDRS = "3: mv0@eth1: <BROADCAST,UP> mtu 1500 state UP\n    inet 10.0.0.1/24 scope global mv0\n"
+
+
+def tcp(seq, flags, sport=40000, ip_id=1, src="10.0.0.1", dst="10.0.0.2", dport=80):
+    return synth.tcp4(src, dst, sport, dport, flags=flags, seq=seq, ip_id=ip_id)
+
+
+def test_port_reuse_starts_a_new_flow_and_a_packet_seen_twice_counts_once(tmp_path):
+    frames = []
+    t = T0
+    for isn in (1000, 900000):  # the same 4-tuple, a new connection with a new ISN
+        for k, (flags, frm_us) in enumerate(
+            [
+                (dpkt.tcp.TH_SYN, True),
+                (0x12, False),
+                (dpkt.tcp.TH_ACK, True),
+                (dpkt.tcp.TH_FIN | 0x10, True),
+            ]
+        ):
+            t += 10_000_000
+            if frm_us:
+                ip = tcp(isn + k, flags, ip_id=isn % 65536 + k)
+                frames.append((t, synth.eth(ip, src=synth.MAC_A, dst=synth.MAC_B)))
+            else:
+                ip = tcp(5, flags, sport=80, dport=40000, src="10.0.0.2", dst="10.0.0.1", ip_id=k)
+                frames.append((t, synth.eth(ip, src=synth.MAC_B, dst=synth.MAC_A)))
+    (tmp_path / "eth1.pcap").write_bytes(synth.pcap_bytes(frames))
+    sll = [
+        (ts + 3000, synth.sll2(f[14:], ifindex=2, pkttype=4 if f[6:12] == synth.MAC_A else 0))
+        for ts, f in frames
+    ]
+    (tmp_path / "any.pcap").write_bytes(synth.pcap_bytes(sll, linktype=276))
+    ip = write_ip(tmp_path / "ip", LINKS.replace("02:00:00:00:00:01", synth.MAC_A.hex(":")), "")
+    result = analyze([str(tmp_path / "eth1.pcap"), str(tmp_path / "any.pcap")], ip_dirs=[ip])
+    flows = result.flows_records()
+    assert len(flows) == 2
+    assert all(f["packets"] == 4 and f["observations"] == 8 for f in flows)
+    assert all(
+        (f["src"], f["sport"], f["local"]) == ("10.0.0.1", 40000, "initiator") for f in flows
+    )
+    assert result.findings == []
+
+
+def test_macvlan_child_and_parent_are_one_card(tmp_path):
+    frames_parent, frames_child = [], []
+    for k in range(6):
+        ip = tcp(100 + k, 0x18, ip_id=k)
+        frame = synth.eth(ip, src=MAC_MV, dst=synth.MAC_B)
+        frames_child.append((T0 + k * 10_000_000, frame))
+        frames_parent.append((T0 + k * 10_000_000 + 2000, frame))
+    # The parent sees every packet of its child again (F7).
+    (tmp_path / "mv0.pcap").write_bytes(synth.pcap_bytes(frames_child))
+    (tmp_path / "eth1.pcap").write_bytes(synth.pcap_bytes(frames_parent))
+    ip = write_ip(tmp_path / "ip", LINKS, ADDRS)
+    result = analyze([str(tmp_path / "mv0.pcap"), str(tmp_path / "eth1.pcap")], ip_dirs=[ip])
+    (flow,) = result.flows_records()
+    assert (flow["packets"], flow["observations"]) == (6, 12)
+    assert list(result.context.packets["egress"]) == ["mv0"] * 6
+    # 10.0.0.1 is mv0's: on the parent it is neither a change of card nor a foreign source.
+    assert result.findings == []
