@@ -13,6 +13,18 @@ from .errors import NicpathError
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 
 
+def format_option(help_text: str):
+    """``--format text|json``, shared by every command that prints results."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help=help_text,
+    )
+
+
 class NicpathGroup(click.Group):
     """Turns nicpath's own errors into one line on stderr and exit 2 (``--debug``: traceback)."""
 
@@ -41,14 +53,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("Output format.")
 def inspect(paths: tuple[str, ...], fmt: str) -> None:
     """List what a bundle (or files) holds: format, link type, counts, time span, interfaces."""
     from .inspect import inspect_paths, render_text
@@ -130,14 +135,7 @@ def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes) -> dict
 
 @main.command()
 @input_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text table, or JSON lines (one event per line).",
-)
+@format_option("text table, or JSON lines (one event per line).")
 @click.option("--parquet", "parquet", metavar="FILE", help="Also write the event table as Parquet.")
 def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet) -> None:
     """Read every input into one event table on one clock, and show it."""
@@ -161,14 +159,7 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet) 
 
 @main.command()
 @input_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text report, or one JSON document.",
-)
+@format_option("text report, or one JSON document.")
 @click.option(
     "--parquet",
     "parquet_dir",
@@ -201,9 +192,7 @@ def analyze(ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, par
     required=True,
     help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text lines, or JSON lines (one packet per line).")
 def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, flow_spec, fmt) -> None:
     """Show one flow packet by packet, with every card and hook each packet crossed."""
     from .timeline import flow_timeline, select_flow, timeline_lines

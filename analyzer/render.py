@@ -55,11 +55,12 @@ def ts_text(ns: int) -> str:
     return f"{stamp:%Y-%m-%dT%H:%M:%S}.{ns % 1_000_000_000 // 1000:06d}Z"
 
 
-def endpoint(addr: bytes | None, port: int | None) -> str:
-    text = addr_text(addr) or "?"
-    if port is None:
+def endpoint(addr: bytes | str | None, port: int | None) -> str:
+    """``10.0.0.1:80`` or ``[fd00::1]:80``; the address as column bytes or as text."""
+    text = (addr_text(addr) if isinstance(addr, bytes) else addr) or "?"
+    if port is None or port != port:  # None or NaN
         return text
-    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+    return f"[{text}]:{int(port)}" if ":" in text else f"{text}:{int(port)}"
 
 
 def event_lines(table: pa.Table, *, batch_rows: int = 65536) -> Iterator[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,18 +99,10 @@ def timeline_lines(rows: pd.DataFrame) -> list[str]:
         card = r.card if isinstance(r.card, str) else "?"
         lines.append(
             f"{ts_text(int(r.ts))}  {r.direction:<7} {card:<8} "
-            f"{endpoint_text(r.src, r.sport)} -> {endpoint_text(r.dst, r.dport)}"
+            f"{endpoint(r.src, r.sport)} -> {endpoint(r.dst, r.dport)}"
             f"{'  [' + flags + ']' if flags else ''}  len {length}  seen at {points}"
         )
     return lines
 
 
-def endpoint_text(addr: str, port: Any) -> str:
-    return (
-        endpoint(None, None)
-        if addr is None
-        else (f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}")
-    )
-
-
-__all__ = ["endpoint", "flow_timeline", "select_flow", "timeline_lines"]
+__all__ = ["flow_timeline", "select_flow", "timeline_lines"]
