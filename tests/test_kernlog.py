@@ -171,6 +171,16 @@ def test_mixed_file_counts_every_line(tmp_path):
     assert table.column("record").to_pylist() == [4, 6]
 
 
+@pytest.mark.parametrize("field", ["TTL=5300", "SPT=70000", "TOS=0x1ff", "DPT=-1"])
+def test_out_of_range_field_is_skipped_not_cast(field):
+    key = field.split("=")[0]
+    line = SEED_OUT.replace(f"{key}=64" if key == "TTL" else f"{key}=", f"{field} X=", 1)
+    rows, report = parse(f"[ 1.0] {SEED_OUT}", f"[ 2.0] {line}")
+    assert len(rows) == 1 and rows[0]["record"] == 1
+    assert report.skipped == {"unparsable LOG line": 1}
+    assert report.detail["unparsable_lines"] == [2]
+
+
 def test_empty_file_is_an_error(tmp_path):
     path = tmp_path / "kern.log"
     path.write_text("")

@@ -165,6 +165,26 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+def _int_limits() -> dict[str, int]:
+    """Largest value each integer event column holds, so a corrupt line is rejected, not cast."""
+    out = {}
+    for field in EVENT_SCHEMA:
+        if pa.types.is_unsigned_integer(field.type):
+            out[field.name] = (1 << field.type.bit_width) - 1
+    return out
+
+
+INT_LIMITS = _int_limits()
+
+
+def _in_range(row: dict) -> dict:
+    for key, value in row.items():
+        limit = INT_LIMITS.get(key)
+        if limit is not None and isinstance(value, int) and not 0 <= value <= limit:
+            raise BadLine(f"{key}={value} out of range")
+    return row
+
+
 def _int(value: str, base: int = 10) -> int:
     try:
         return int(value, base)
@@ -269,7 +289,7 @@ def _packet(tokens: list[str]) -> dict:
     if proto == 58 and row.get("icmp_type") not in (128, 129):
         row.pop("icmp_id", None)
         row.pop("icmp_seq", None)
-    return row
+    return _in_range(row)
 
 
 class _Hooks:
