@@ -13,14 +13,14 @@ from .errors import NicpathError
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 
 
-def format_option(help_text: str):
+def format_option(help_text: str, default: str | None = "text"):
     """``--format text|json``, shared by every command that prints results."""
     return click.option(
         "--format",
         "fmt",
         type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
+        default=default,
+        show_default=default is not None,
         help=help_text,
     )
 
@@ -114,13 +114,21 @@ def input_options(f):
             metavar="PREFIX=HOOK",
             help="Map a LOG prefix to a hook, e.g. 'OUT-ALL=filter/OUTPUT'.",
         ),
+        click.option(
+            "--jobs",
+            "-j",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Decode this many capture files at once, in worker processes.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes) -> dict:
+def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs) -> dict:
     """The input options as keyword arguments of ``read_events`` / ``analyze``."""
     if not (paths or pcaps or logs):
         raise click.UsageError("give a bundle directory, a capture or a log")
@@ -130,30 +138,46 @@ def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes) -> dict
         "ip_dirs": ip_dirs,
         "boot_time": boot_time,
         "hook_prefixes": dict(_pairs(hook_prefixes, "--hook-prefix")) or None,
+        "jobs": jobs,
     }
 
 
 @main.command()
 @input_options
-@format_option("text table, or JSON lines (one event per line).")
-@click.option("--parquet", "parquet", metavar="FILE", help="Also write the event table as Parquet.")
-def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet) -> None:
-    """Read every input into one event table on one clock, and show it."""
-    from .events import read_events
-    from .outputs import counts_lines, write_jsonl, write_parquet
-    from .render import event_lines
+@format_option(
+    "text table, or JSON lines (one event per line). Default: text, none with --parquet.",
+    default=None,
+)
+@click.option("--parquet", "parquet", metavar="FILE", help="Write the event table as Parquet.")
+def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet) -> None:
+    """Read every input into one event table on one clock, and show it.
 
-    result = read_events(
-        paths, **_read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes)
+    The table is streamed in time order: a capture of any size is read, shown and written in
+    flat memory.
+    """
+    from .events import stream_events
+    from .outputs import ParquetStream, counts_lines, write_jsonl
+    from .render import event_lines
+    from .schema import EVENT_SCHEMA
+
+    stream = stream_events(
+        paths, **_read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     )
-    if parquet:
-        write_parquet(result.events, parquet)
-    if fmt == "json":
-        write_jsonl(result.events, sys.stdout)
-    else:
-        for line in event_lines(result.events):
-            click.echo(line)
-    summary = counts_lines(result.counts(), result.clock.to_dict())
+    if fmt is None:
+        fmt = "none" if parquet else "text"
+    sink = ParquetStream(parquet, EVENT_SCHEMA) if parquet else None
+    try:
+        for chunk in stream.chunks:
+            if sink:
+                sink.write(chunk)
+            if fmt == "json":
+                write_jsonl(chunk, sys.stdout)
+            elif fmt == "text":
+                click.echo("\n".join(event_lines(chunk)))
+    finally:
+        if sink:
+            sink.close()
+    summary = counts_lines(stream.counts(), stream.clock.to_dict())
     click.echo("\n".join(summary), err=fmt == "json")
 
 
@@ -167,14 +191,16 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet) 
     help="Also write events.parquet, flows.parquet and findings.parquet into DIR.",
 )
 @click.pass_context
-def analyze(ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, parquet_dir) -> None:
+def analyze(
+    ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet_dir
+) -> None:
     """Build per-flow timelines and report every finding, with its evidence packets.
 
     Exit code 0: no findings; 1: findings; 2: bad input.
     """
     from .report import text_report, write_json, write_parquet_dir
 
-    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes)
+    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     if parquet_dir:
         write_parquet_dir(analysis, parquet_dir)
     if fmt == "json":
@@ -193,11 +219,13 @@ def analyze(ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, fmt, par
     help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
 )
 @format_option("text lines, or JSON lines (one packet per line).")
-def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, flow_spec, fmt) -> None:
+def timeline(
+    paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt
+) -> None:
     """Show one flow packet by packet, with every card and hook each packet crossed."""
     from .timeline import flow_timeline, select_flow, timeline_lines
 
-    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes)
+    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     flow_id = select_flow(analysis, flow_spec)
     rows = flow_timeline(analysis, flow_id)
     if fmt == "json":

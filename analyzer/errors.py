@@ -30,6 +30,11 @@ class InputError(NicpathError):
         self.unit = unit
         super().__init__(str(self))
 
+    def __reduce__(self):
+        """Picklable, so an error in a ``--jobs`` worker reaches the user unchanged."""
+        kwargs = {"record": self.record, "offset": self.offset, "unit": self.unit}
+        return (_rebuild_input_error, (self.path, self.message, kwargs))
+
     def __str__(self) -> str:
         where = [self.path]
         if self.record is not None:
@@ -37,3 +42,7 @@ class InputError(NicpathError):
         if self.offset is not None:
             where.append(f"byte offset {self.offset}")
         return f"{', '.join(where)}: {self.message}"
+
+
+def _rebuild_input_error(path: str, message: str, kwargs: dict) -> InputError:
+    return InputError(path, message, **kwargs)

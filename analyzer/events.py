@@ -7,20 +7,28 @@ on the capture clock (``clock.align``), and concatenates everything in time orde
 
 from __future__ import annotations
 
+import heapq
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 
-from .bundle import Inputs, collect
+from .bundle import InputFile, Inputs, collect
 from .clock import ClockReport, align
 from .errors import InputError
 from .schema import EVENT_SCHEMA
-from .sources import kernlog, read_capture
+from .sources import iter_capture, kernlog
 from .sources.base import SourceReport
-from .sources.capture import concat
+from .sources.capture import CHUNK_ROWS, concat, record_span
 from .sources.ipsnap import HostState, read_snapshots
 
 
@@ -66,69 +74,226 @@ def _card_macs(host: HostState) -> dict[str, set[bytes]]:
     return out
 
 
-def _resolve_ifindex(table: pa.Table, host: HostState | None, report: SourceReport) -> pa.Table:
-    if table.column("ifindex").null_count == table.num_rows:
-        return table
-    names = host.links_by_index() if host else {}
-    idx = table.column("ifindex").to_pylist()
-    resolved = [names.get(i) if i is not None else None for i in idx]
-    missing = sorted({i for i, n in zip(idx, resolved, strict=True) if i is not None and n is None})
-    if missing:
-        why = "no ip link snapshot" if not host else "not in the ip link snapshot"
-        report.warnings.append(
-            f"{report.path}: interface index {', '.join(map(str, missing))} {why}: "
-            "rows keep the index, the card name is unknown"
+class _CardResolver:
+    """Per chunk of a capture: card names for interface indexes (``tcpdump -i any``) and
+    direction from the source MAC on per-card captures; warnings once per input."""
+
+    def __init__(self, host: HostState | None, report: SourceReport) -> None:
+        self.host = host
+        self.report = report
+        names = host.links_by_index() if host else {}
+        self.index = pa.array(sorted(names), pa.int64())
+        self.names = pa.array([names[i] for i in sorted(names)], pa.string())
+        macs = _card_macs(host) if host else {}
+        self.macs = {card: pa.array(sorted(m), pa.binary(6)) for card, m in macs.items()}
+        self.missing_index: set[int] = set()
+        self.no_mac: set[str] = set()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self._direction_from_mac(self._resolve_ifindex(table))
+
+    def _resolve_ifindex(self, table: pa.Table) -> pa.Table:
+        ifindex = table.column("ifindex")
+        if ifindex.null_count == table.num_rows:
+            return table
+        ifindex = ifindex.combine_chunks().cast(pa.int64())
+        pos = pc.index_in(ifindex, value_set=self.index)
+        unknown = pc.and_(pc.is_valid(ifindex), pc.is_null(pos))
+        if pc.any(unknown).as_py():
+            self.missing_index.update(pc.unique(ifindex.filter(unknown)).to_pylist())
+        names = pc.take(self.names, pos)
+        iface = pc.if_else(pc.is_valid(table.column("iface")), table.column("iface"), names)
+        iface = iface.cast(pa.string()).dictionary_encode().cast(EVENT_SCHEMA.field("iface").type)
+        table = table.set_column(
+            table.schema.get_field_index("iface"), EVENT_SCHEMA.field("iface"), iface
         )
-    arr = (
-        pa.array(resolved, type=pa.string())
-        .dictionary_encode()
-        .cast(EVENT_SCHEMA.field("iface").type)
-    )
-    has_name = pc.is_valid(table.column("iface"))
-    iface = pc.if_else(has_name, table.column("iface"), arr)
-    i = table.schema.get_field_index("iface")
-    table = table.set_column(i, EVENT_SCHEMA.field("iface"), iface)
-    return table.set_column(
-        table.schema.get_field_index("point"), EVENT_SCHEMA.field("point"), iface
-    )
-
-
-def _direction_from_mac(table: pa.Table, host: HostState | None, report: SourceReport) -> pa.Table:
-    """A per-card Ethernet capture: a frame whose source MAC is the card's leaves through it."""
-    unknown = np.asarray(
-        pc.equal(table.column("direction"), "unknown").to_numpy(zero_copy_only=False)
-    )
-    if not unknown.any():
-        return table
-    macs = _card_macs(host) if host else {}
-    ifaces = table.column("iface").to_pylist()
-    src = table.column("eth_src").to_pylist()
-    direction = table.column("direction").to_pylist()
-    no_mac = set()
-    for card in set(ifaces):
-        if card not in macs:
-            no_mac.add(card)
-    for k in np.nonzero(unknown)[0]:
-        card = ifaces[k]
-        if card in macs and src[k] is not None:
-            direction[k] = "out" if src[k] in macs[card] else "in"
-    if no_mac:
-        why = "no ip link snapshot" if not host else "card not in the ip link snapshot"
-        report.warnings.append(
-            f"{report.path}: direction unknown for card {', '.join(sorted(map(str, no_mac)))} "
-            f"({why} gives its MAC)"
+        return table.set_column(
+            table.schema.get_field_index("point"), EVENT_SCHEMA.field("point"), iface
         )
-    arr = (
-        pa.array(direction, type=pa.string())
-        .dictionary_encode()
-        .cast(EVENT_SCHEMA.field("direction").type)
-    )
-    return table.set_column(
-        table.schema.get_field_index("direction"), EVENT_SCHEMA.field("direction"), arr
-    )
+
+    def _direction_from_mac(self, table: pa.Table) -> pa.Table:
+        """A per-card Ethernet capture: a frame whose source MAC is the card's leaves it."""
+        direction = table.column("direction").combine_chunks()
+        unknown = pc.equal(direction.cast(pa.string()), "unknown")
+        if not pc.any(unknown).as_py():
+            return table
+        iface = table.column("iface").combine_chunks().cast(pa.string())
+        eth_src = table.column("eth_src").combine_chunks()
+        out = np.asarray(direction.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+        todo = np.asarray(unknown.fill_null(False))
+        for card in pc.unique(iface.filter(unknown)).to_pylist():
+            if card not in self.macs:
+                self.no_mac.add(str(card))
+                continue
+            on_card = todo & np.asarray(pc.equal(iface, card).fill_null(False))
+            has_mac = np.asarray(pc.is_valid(eth_src))
+            leaving = np.asarray(pc.is_in(eth_src, value_set=self.macs[card]).fill_null(False))
+            out[on_card & has_mac & leaving] = "out"
+            out[on_card & has_mac & ~leaving] = "in"
+        arr = (
+            pa.array(out, type=pa.string())
+            .dictionary_encode()
+            .cast(EVENT_SCHEMA.field("direction").type)
+        )
+        return table.set_column(
+            table.schema.get_field_index("direction"), EVENT_SCHEMA.field("direction"), arr
+        )
+
+    def finish(self) -> None:
+        """Say once per input what could not be resolved."""
+        report = self.report
+        if self.missing_index:
+            why = "no ip link snapshot" if not self.host else "not in the ip link snapshot"
+            report.warnings.append(
+                f"{report.path}: interface index {', '.join(map(str, sorted(self.missing_index)))}"
+                f" {why}: rows keep the index, the card name is unknown"
+            )
+        if self.no_mac:
+            why = "no ip link snapshot" if not self.host else "card not in the ip link snapshot"
+            report.warnings.append(
+                f"{report.path}: direction unknown for card {', '.join(sorted(self.no_mac))} "
+                f"({why} gives its MAC)"
+            )
 
 
-def read_events(
+#: Rows gathered before the merge emits what every input has passed (bounded memory).
+MERGE_ROWS = CHUNK_ROWS
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    ts = table.column("ts").combine_chunks().cast(pa.int64())
+    if table.num_rows < 2 or pc.all(pc.greater_equal(pc.pairwise_diff(ts), 0)).as_py():
+        return table
+    return table.take(pc.sort_indices(ts))
+
+
+def _split_at(pending: list[pa.Table], watermark: int) -> tuple[pa.Table | None, pa.Table | None]:
+    """The pending rows up to ``watermark`` in time order, and the rest as they are: one copy of
+    each, whatever the number of pending chunks."""
+    table = pa.concat_tables(pending).unify_dictionaries()
+    ts = table.column("ts").cast(pa.int64())
+    ready = pc.less_equal(ts, watermark)
+    idx = pc.indices_nonzero(ready)
+    if len(idx) == table.num_rows:
+        return _sorted(table.combine_chunks()), None
+    rest = table.filter(pc.invert(ready)).combine_chunks()
+    if not len(idx):
+        return None, rest
+    order = pc.sort_indices(pc.take(ts, idx))
+    return table.take(pc.take(idx, order)), rest
+
+
+def merge_by_time(sources: list[Iterator[pa.Table]]) -> Iterator[pa.Table]:
+    """Merge inputs, each in time order, into one stream of chunks in time order.
+
+    Reads next from the input that is furthest behind and emits the rows every unfinished input
+    has passed, so memory holds a few chunks per input, whatever the capture sizes. A row older
+    than an earlier chunk of its own file (a capture's own disorder) is emitted with the next
+    chunk, not lost.
+    """
+    if len(sources) == 1:
+        yield from (_sorted(chunk) for chunk in sources[0] if chunk.num_rows)
+        return
+    behind = [(-(1 << 62), k) for k in range(len(sources))]
+    heapq.heapify(behind)
+    last = {k: -(1 << 62) for k in range(len(sources))}
+    pending: list[pa.Table] = []
+    rows = 0
+    while behind:
+        _, k = heapq.heappop(behind)
+        chunk = next(sources[k], None)
+        if chunk is None:
+            del last[k]
+        else:
+            if not chunk.num_rows:
+                heapq.heappush(behind, (last[k], k))
+                continue
+            chunk = _sorted(chunk)
+            pending.append(chunk)
+            rows += chunk.num_rows
+            last[k] = max(last[k], chunk.column("ts").cast(pa.int64())[-1].as_py())
+            heapq.heappush(behind, (last[k], k))
+        if not last:
+            if pending:
+                yield _sorted(concat(pending))
+            return
+        if not pending or (rows < MERGE_ROWS and chunk is not None):
+            continue
+        ready, rest = _split_at(pending, min(last.values()))
+        if ready is not None:
+            yield ready
+        pending = [rest] if rest is not None else []
+        rows = rest.num_rows if rest is not None else 0
+
+
+class LogCandidates:
+    """Keeps the captured rows that could be the packet of some LOG line (same ports and
+    length), so aligning the logs needs them, not the whole capture, in memory."""
+
+    def __init__(self, logs: pa.Table) -> None:
+        self.values = {c: pc.unique(logs.column(c).combine_chunks()) for c in MATCH_COLUMNS}
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        mask = pc.is_valid(table.column("ip_version"))
+        for c, values in self.values.items():
+            mask = pc.and_(mask, pc.is_in(table.column(c), value_set=values, skip_nulls=False))
+        return table.filter(mask)
+
+
+MATCH_COLUMNS = ("sport", "dport", "ip_len")
+
+
+def _capture_chunks(
+    item: InputFile, host: HostState | None, report: SourceReport
+) -> Iterator[pa.Table]:
+    resolve = _CardResolver(host, report)
+    for chunk in iter_capture(item.path, item.format, report, iface=item.iface):
+        chunk = resolve(chunk)
+        record_span(report, chunk)
+        yield chunk
+    resolve.finish()
+
+
+def _spill(
+    item: InputFile, host: HostState | None, keep: LogCandidates | None, spill_dir: str
+) -> tuple[str, SourceReport, pa.Table]:
+    """Decode one capture into an Arrow IPC stream file; return it, its report and the rows
+    LOG lines may match. Runs in a worker process under ``--jobs``."""
+    report = SourceReport(path=item.path, format=item.format)
+    path = os.path.join(spill_dir, f"{abs(hash((item.path, item.iface))):x}.arrows")
+    candidates = []
+    with pa.OSFile(path, "wb") as sink, ipc.new_stream(sink, EVENT_SCHEMA) as writer:
+        for chunk in _capture_chunks(item, host, report):
+            writer.write_table(chunk)
+            if keep is not None:
+                candidates.append(keep(chunk))
+    return path, report, concat(candidates)
+
+
+def _read_spill(path: str) -> Iterator[pa.Table]:
+    with pa.memory_map(path) as source:
+        for batch in ipc.open_stream(source):
+            yield pa.Table.from_batches([batch])
+
+
+@dataclass
+class EventStream:
+    """The event table as chunks in time order, and the accounting every report shows.
+
+    ``chunks`` can be iterated once; the reports and clock are complete when it is exhausted.
+    """
+
+    chunks: Iterator[pa.Table]
+    reports: list[SourceReport]
+    clock: ClockReport
+    host: HostState | None
+    inputs: Inputs
+
+    def counts(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.reports]
+
+
+def stream_events(
     paths: list[str] | tuple[str, ...] = (),
     *,
     pcaps: list[tuple[str, str]] | tuple = (),
@@ -137,47 +302,106 @@ def read_events(
     boot_time: float | None = None,
     hook_prefixes: dict[str, str] | None = None,
     inputs: Inputs | None = None,
-) -> EventsResult:
-    """Read bundles and files into the event table (``schema.EVENT_SCHEMA``), sorted by time.
+    jobs: int = 1,
+) -> EventStream:
+    """Read bundles and files into the event table as a stream of time-ordered chunks.
 
-    >>> res = read_events(["samples/egress_switch_tcp"])  # doctest: +SKIP
-    >>> res.events.to_pandas()  # doctest: +SKIP
+    Captures are read a block at a time and merged by time, so memory stays flat whatever
+    their size. LOG lines (small) are read first; when there are any, each capture is decoded
+    once into a temporary Arrow file while the rows that LOG lines may match are kept, the logs
+    are put on the capture clock, and the temporary files are merged with them. ``jobs`` > 1
+    decodes that many captures at once in worker processes.
     """
     if inputs is None:
         inputs = collect(paths, pcaps=pcaps, logs=logs, ip_dirs=ip_dirs, boot_time=boot_time)
     host = _load_host(inputs)
-    reports: list[SourceReport] = []
-    capture_tables = []
-    for item in inputs.captures:
-        table, report = read_capture(item.path, item.format, iface=item.iface)
-        table = _resolve_ifindex(table, host, report)
-        table = _direction_from_mac(table, host, report)
-        capture_tables.append(table)
-        reports.append(report)
-    captures = concat(capture_tables)
-
     clock = ClockReport(boot_time_given=inputs.boot_time, boot_time_source=inputs.boot_time_source)
+    cap_reports = [SourceReport(path=c.path, format=c.format) for c in inputs.captures]
+    log_reports: list[SourceReport] = []
     log_tables = []
-    year = None
-    if captures.num_rows:
-        first = pc.min(captures.column("ts")).as_py()
-        year = first.year if first else None
+    year = _capture_year(inputs) if inputs.logs else None
     for item in inputs.logs:
         table, report = kernlog.read(
             item.path, boot_time=inputs.boot_time, year=year, hook_prefixes=hook_prefixes
         )
         log_tables.append(table)
-        reports.append(report)
-    logs_table = align(captures, concat(log_tables), clock) if log_tables else concat([])
+        log_reports.append(report)
+    raw_logs = concat(log_tables)
+    reports = cap_reports + log_reports
+    stream = EventStream(iter(()), reports, clock, host, inputs)
 
-    events = concat([captures, logs_table])
-    if not events.num_rows:
-        names = ", ".join(r.path for r in reports)
-        warnings = "; ".join(w for r in reports for w in r.warnings)
-        raise InputError(
-            names,
-            "no packet and no LOG line in the inputs: nothing to analyze"
-            + (f" ({warnings})" if warnings else ""),
+    def chunks() -> Iterator[pa.Table]:
+        emitted = 0
+        for chunk in _merged(inputs, host, raw_logs, cap_reports, clock, jobs):
+            emitted += chunk.num_rows
+            yield chunk
+        if not emitted:
+            names = ", ".join(r.path for r in reports)
+            warnings = "; ".join(w for r in reports for w in r.warnings)
+            raise InputError(
+                names,
+                "no packet and no LOG line in the inputs: nothing to analyze"
+                + (f" ({warnings})" if warnings else ""),
+            )
+
+    stream.chunks = chunks()
+    return stream
+
+
+def _merged(
+    inputs: Inputs,
+    host: HostState | None,
+    raw_logs: pa.Table,
+    cap_reports: list[SourceReport],
+    clock: ClockReport,
+    jobs: int,
+) -> Iterator[pa.Table]:
+    items = inputs.captures
+    if not raw_logs.num_rows and jobs <= 1:
+        yield from merge_by_time(
+            [_capture_chunks(it, host, r) for it, r in zip(items, cap_reports, strict=True)]
         )
-    events = events.take(pc.sort_indices(events.column("ts")))
-    return EventsResult(events=events, reports=reports, clock=clock, host=host, inputs=inputs)
+        return
+    keep = LogCandidates(raw_logs) if raw_logs.num_rows else None
+    with tempfile.TemporaryDirectory(prefix="nicpath-") as spill_dir:
+        if jobs > 1 and len(items) > 1:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                done = list(pool.map(_spill, items, repeat(host), repeat(keep), repeat(spill_dir)))
+        else:
+            done = [_spill(it, host, keep, spill_dir) for it in items]
+        for report, (_, got, _) in zip(cap_reports, done, strict=True):
+            report.__dict__.update(got.__dict__)
+        sources = [_read_spill(path) for path, _, _ in done]
+        if raw_logs.num_rows:
+            logs = align(concat([c for _, _, c in done]), raw_logs, clock)
+            sources.append(iter([_sorted(logs)]))
+        yield from merge_by_time(sources)
+
+
+def _capture_year(inputs: Inputs) -> int | None:
+    """The year of the first captured packet: syslog lines carry none."""
+    for item in inputs.captures:
+        scratch = SourceReport(path=item.path, format=item.format)
+        for chunk in iter_capture(item.path, item.format, scratch, iface=item.iface):
+            if chunk.num_rows:
+                return pc.min(chunk.column("ts")).as_py().year
+    return None
+
+
+def read_events(*args: Any, **kwargs: Any) -> EventsResult:
+    """Read bundles and files into one in-memory event table (``schema.EVENT_SCHEMA``) in time
+    order: ``stream_events`` gathered. Takes the same arguments.
+
+    >>> res = read_events(["samples/egress_switch_tcp"])  # doctest: +SKIP
+    >>> res.events.to_pandas()  # doctest: +SKIP
+    """
+    stream = stream_events(*args, **kwargs)
+    events = concat(list(stream.chunks))
+    return EventsResult(
+        events=events,
+        reports=stream.reports,
+        clock=stream.clock,
+        host=stream.host,
+        inputs=stream.inputs,
+    )

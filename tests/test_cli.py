@@ -120,3 +120,17 @@ def test_inspect_lists_the_bundle():
     assert "ip snapshot 'after-1'" in res.output
     assert "change at" in res.output
     assert "boot time: " in res.output
+
+
+def test_events_parquet_streams_with_jobs_and_prints_only_counts(tmp_path):
+    out = tmp_path / "events.parquet"
+    one = run("events", TCP, "--parquet", str(out))
+    assert one.exit_code == 0, one.output
+    assert one.output.startswith("inputs:")  # no table on stdout when writing a file
+    table_one = pq.read_table(out)
+    two = run("events", TCP, "--parquet", str(out), "--jobs", "2")
+    assert two.exit_code == 0, two.output
+    assert pq.read_table(out).equals(table_one)
+    assert table_one.num_rows == 714
+    shown = run("events", TCP, "--parquet", str(out), "--format", "text")
+    assert shown.output.count(" -> ") >= 714

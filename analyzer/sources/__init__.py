@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import pyarrow as pa
 
 from ..errors import InputError
 from . import pcap, pcapng
@@ -47,6 +50,17 @@ def sniff(path: str | os.PathLike) -> str:
         f"(first bytes {head[:8].hex(' ')})",
         offset=0,
     )
+
+
+def iter_capture(
+    path: str | os.PathLike, fmt: str, report, *, iface: str | None = None
+) -> Iterator[pa.Table]:
+    """Yield a capture of a sniffed format as event-table chunks, one read block each."""
+    if fmt == "pcap":
+        return pcap.iter_chunks(path, report, iface=iface)
+    if fmt == "pcapng":
+        return pcapng.iter_chunks(path, report)
+    raise InputError(path, f"not a capture ({fmt})")
 
 
 def read_capture(path: str | os.PathLike, fmt: str, *, iface: str | None = None):

@@ -16,7 +16,9 @@ from . import frames
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Read this many bytes at a time: bounded memory whatever the capture size.
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 4 << 20
+#: At most this many packets per event-table chunk (headers-only captures pack many per block).
+CHUNK_ROWS = 1 << 15
 #: A record longer than this is corrupt, whatever the snap length says (pcap max is 256 KiB).
 MAX_RECORD = 1 << 24
 
@@ -99,8 +101,9 @@ def concat(chunks: list[pa.Table]) -> pa.Table:
 
 
 def record_span(report, table: pa.Table) -> None:
-    """Set the report's first/last timestamps from a table's ts column."""
+    """Widen the report's first/last timestamps to cover a table (or one chunk) of rows."""
     if table.num_rows:
-        ts = table.column("ts").cast(pa.int64())
-        report.first_ns = int(pc.min(ts).as_py())
-        report.last_ns = int(pc.max(ts).as_py())
+        lo, hi = pc.min_max(table.column("ts").cast(pa.int64())).values()
+        lo, hi = lo.as_py(), hi.as_py()
+        report.first_ns = lo if report.first_ns is None else min(report.first_ns, lo)
+        report.last_ns = hi if report.last_ns is None else max(report.last_ns, hi)

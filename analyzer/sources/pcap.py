@@ -18,6 +18,7 @@ import pyarrow as pa
 from ..errors import InputError
 from .base import SourceReport
 from .capture import (
+    CHUNK_ROWS,
     MAX_RECORD,
     assemble,
     concat,
@@ -92,29 +93,33 @@ def iter_chunks(
         record_no = 1
         while True:
             block = read_block(f, spath)
+            at_end = not block
             data = carry + block if carry else block
+            del block  # one copy of the block held while its packets are decoded
             if not data:
                 break
             n = len(data)
+            buf = np.frombuffer(data, dtype=np.uint8)
             pos = 0
-            starts: list[int] = []
-            while pos + RECORD_HEADER_LEN <= n:
-                caplen = unpack_len(data, pos + 8)[0]
-                if caplen > limit:
-                    raise InputError(
-                        spath,
-                        f"corrupt record: captured length {caplen} exceeds {limit}",
-                        record=record_no + len(starts),
-                        offset=base + pos,
-                    )
-                if pos + RECORD_HEADER_LEN + caplen > n:
+            while True:
+                starts: list[int] = []
+                while pos + RECORD_HEADER_LEN <= n and len(starts) < CHUNK_ROWS:
+                    caplen = unpack_len(data, pos + 8)[0]
+                    if caplen > limit:
+                        raise InputError(
+                            spath,
+                            f"corrupt record: captured length {caplen} exceeds {limit}",
+                            record=record_no + len(starts),
+                            offset=base + pos,
+                        )
+                    if pos + RECORD_HEADER_LEN + caplen > n:
+                        break
+                    starts.append(pos)
+                    pos += RECORD_HEADER_LEN + caplen
+                if not starts:
                     break
-                starts.append(pos)
-                pos += RECORD_HEADER_LEN + caplen
-            if starts:
-                buf = np.frombuffer(data, dtype=np.uint8)
                 off = np.asarray(starts, dtype=np.int64)
-                hdr = buf[off[:, None] + np.arange(RECORD_HEADER_LEN)].copy().view(u32)
+                hdr = buf[off[:, None] + np.arange(RECORD_HEADER_LEN)].view(u32)
                 ts_ns = (
                     hdr[:, 0].astype(np.int64) * 1_000_000_000
                     + hdr[:, 1].astype(np.int64) * ns_per_unit
@@ -139,7 +144,7 @@ def iter_chunks(
                 report.used += len(starts)
             carry = data[pos:]
             base += pos
-            if not block:
+            if at_end:
                 break
         if carry:
             report.warnings.append(

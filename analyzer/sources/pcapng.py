@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from ..errors import InputError
 from .base import SourceReport
 from .capture import (
+    CHUNK_ROWS,
     MAX_RECORD,
     assemble,
     concat,
@@ -34,6 +35,9 @@ from .frames import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode
 SHB, IDB, SPB, EPB, OPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000006, 0x00000002
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 OPT_END, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET, OPT_EPB_FLAGS = 0, 2, 9, 14, 2
+#: An EPB whose first option is epb_flags (what dumpcap writes): read it without the walk.
+FLAGS_FIRST = {e: struct.pack(e + "HH", OPT_EPB_FLAGS, 4) for e in "<>"}
+U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
 
 
 def looks_like_pcapng(head: bytes) -> bool:
@@ -90,147 +94,163 @@ def _interface(data: bytes, pos: int, end: int, endian: str, index: int) -> Inte
     return iface
 
 
+@dataclass
+class _Packets:
+    """Where each packet block of one chunk is: data start, lengths, interface, time, flags."""
+
+    start: list[int] = field(default_factory=list)
+    cap: list[int] = field(default_factory=list)
+    orig: list[int] = field(default_factory=list)
+    iface: list[int] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    flags: list[int] = field(default_factory=list)
+    offset: list[int] = field(default_factory=list)
+
+
+class _Walker:
+    """Walks pcapng blocks in order, keeping section state (byte order, interface ids)."""
+
+    def __init__(self, spath: str, report: SourceReport) -> None:
+        self.spath = spath
+        self.report = report
+        self.interfaces: list[Interface] = []
+        self.section: list[int] = []  # this section's interface ids -> global index
+        self.endian = "<"
+        report.detail["interfaces"] = []
+
+    def walk(self, data: bytes, pos: int, base: int, record_no: int) -> tuple[int, _Packets]:
+        """Read whole blocks from ``pos`` until the data ends or a chunk is full."""
+        n = len(data)
+        out = _Packets()
+        while pos + 12 <= n and len(out.start) < CHUNK_ROWS:
+            if data[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+                self._byte_order(data, pos, base)
+            btype, blen = struct.unpack_from(self.endian + "II", data, pos)
+            if blen < 12 or blen % 4 or blen > MAX_RECORD:
+                raise InputError(
+                    self.spath,
+                    f"corrupt block: impossible length {blen}",
+                    record=record_no + len(out.start),
+                    offset=base + pos,
+                )
+            if pos + blen > n:
+                break
+            if btype in (EPB, SPB, OPB):
+                self._packet(data, pos, btype, blen, base, record_no + len(out.start), out)
+            elif btype == SHB:
+                self.section = []
+                self.report.detail["sections"] = self.report.detail.get("sections", 0) + 1
+            elif btype == IDB:
+                self._interface(data, pos, pos + blen)
+            else:
+                self.report.detail["other_blocks"] = self.report.detail.get("other_blocks", 0) + 1
+            pos += blen
+        return pos, out
+
+    def _byte_order(self, data: bytes, pos: int, base: int) -> None:
+        magic = data[pos + 8 : pos + 12]
+        if magic == b"\x4d\x3c\x2b\x1a":
+            self.endian = "<"
+        elif magic == b"\x1a\x2b\x3c\x4d":
+            self.endian = ">"
+        else:
+            raise InputError(
+                self.spath, "corrupt Section Header Block byte-order magic", offset=base + pos
+            )
+
+    def _interface(self, data: bytes, pos: int, end: int) -> None:
+        iface = _interface(data, pos, end, self.endian, len(self.interfaces))
+        self.interfaces.append(iface)
+        self.section.append(iface.index)
+        self.report.detail["interfaces"].append(
+            {
+                "id": len(self.section) - 1,
+                "name": iface.name,
+                "linktype": iface.linktype,
+                "linktype_name": LINKTYPE_NAMES.get(iface.linktype, str(iface.linktype)),
+            }
+        )
+
+    def _packet(
+        self, data: bytes, pos: int, btype: int, blen: int, base: int, record: int, out: _Packets
+    ) -> None:
+        endian, end = self.endian, pos + blen
+        if btype == EPB:
+            if_id, ts_hi, ts_lo, cap, orig = struct.unpack_from(endian + "IIIII", data, pos + 8)
+            dstart = pos + 28
+        elif btype == OPB:
+            if_id, _drops, ts_hi, ts_lo, cap, orig = struct.unpack_from(
+                endian + "HHIIII", data, pos + 8
+            )
+            dstart = pos + 28
+        else:
+            if_id, ts_hi, ts_lo = 0, 0, 0
+            (orig,) = struct.unpack_from(endian + "I", data, pos + 8)
+            dstart = pos + 12
+            cap = min(orig, blen - 16)
+            if self.section:
+                cap = min(cap, self.interfaces[self.section[0]].snaplen or cap)
+        if if_id >= len(self.section):
+            raise InputError(
+                self.spath,
+                f"packet names interface {if_id}, which this section does not describe",
+                record=record,
+                offset=base + pos,
+            )
+        if dstart + cap > end - 4:
+            raise InputError(
+                self.spath,
+                f"corrupt packet block: captured length {cap} exceeds block length {blen}",
+                record=record,
+                offset=base + pos,
+            )
+        flags = -1
+        if btype != SPB:
+            opt_pos = dstart + ((cap + 3) & ~3)
+            if data[opt_pos : opt_pos + 4] == FLAGS_FIRST[endian] and opt_pos + 8 <= end - 4:
+                flags = U32[endian](data, opt_pos + 4)[0]
+            else:
+                for code, value in _options(data, opt_pos, end - 4, endian):
+                    if code == OPT_EPB_FLAGS and len(value) == 4:
+                        flags = struct.unpack(endian + "I", value)[0]
+        out.start.append(dstart)
+        out.cap.append(cap)
+        out.orig.append(orig)
+        out.iface.append(self.section[if_id])
+        out.ts.append((ts_hi << 32) | ts_lo)
+        out.flags.append(flags)
+        out.offset.append(base + pos)
+
+
 def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Table]:
-    """Yield the capture as event-table chunks, one per read block."""
+    """Yield the capture as event-table chunks of at most ``CHUNK_ROWS`` packets."""
     spath = str(path)
-    interfaces: list[Interface] = []
-    section: list[int] = []  # this section's interface ids -> global index
-    report.detail["interfaces"] = []
+    walker = _Walker(spath, report)
     with open_maybe_gzip(path) as f:
         head = read_block(f, spath, 12)
         if len(head) < 12 or not looks_like_pcapng(head):
             raise InputError(spath, "not a pcapng file (no Section Header Block)", offset=0)
         carry = head
         base = 0
-        endian = "<"
         record_no = 1
         while True:
             block = read_block(f, spath)
+            at_end = not block
             data = carry + block if carry else block
-            n = len(data)
+            del block  # one copy of the block held while its packets are decoded
             pos = 0
-            # per packet: data start, caplen, origlen, global iface index, ts units, flags
-            p_start: list[int] = []
-            p_cap: list[int] = []
-            p_orig: list[int] = []
-            p_if: list[int] = []
-            p_ts: list[int] = []
-            p_flags: list[int] = []
-            p_off: list[int] = []
-            while pos + 12 <= n:
-                btype_raw = data[pos : pos + 4]
-                if btype_raw == b"\x0a\x0d\x0d\x0a":
-                    magic = data[pos + 8 : pos + 12]
-                    if magic == b"\x4d\x3c\x2b\x1a":
-                        endian = "<"
-                    elif magic == b"\x1a\x2b\x3c\x4d":
-                        endian = ">"
-                    else:
-                        raise InputError(
-                            spath,
-                            "corrupt Section Header Block byte-order magic",
-                            offset=base + pos,
-                        )
-                btype, blen = struct.unpack_from(endian + "II", data, pos)
-                if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                    raise InputError(
-                        spath,
-                        f"corrupt block: impossible length {blen}",
-                        record=record_no + len(p_start),
-                        offset=base + pos,
-                    )
-                if pos + blen > n:
+            while True:
+                pos, packets = walker.walk(data, pos, base, record_no)
+                if not packets.start:
                     break
-                end = pos + blen
-                if btype == SHB:
-                    section = []
-                    report.detail.setdefault("sections", 0)
-                    report.detail["sections"] += 1
-                elif btype == IDB:
-                    iface = _interface(data, pos, end, endian, len(interfaces))
-                    interfaces.append(iface)
-                    section.append(iface.index)
-                    report.detail["interfaces"].append(
-                        {
-                            "id": len(section) - 1,
-                            "name": iface.name,
-                            "linktype": iface.linktype,
-                            "linktype_name": LINKTYPE_NAMES.get(
-                                iface.linktype, str(iface.linktype)
-                            ),
-                        }
-                    )
-                elif btype in (EPB, SPB, OPB):
-                    if btype == EPB:
-                        if_id, ts_hi, ts_lo, cap, orig = struct.unpack_from(
-                            endian + "IIIII", data, pos + 8
-                        )
-                        dstart = pos + 28
-                    elif btype == OPB:
-                        if_id, _drops, ts_hi, ts_lo, cap, orig = struct.unpack_from(
-                            endian + "HHIIII", data, pos + 8
-                        )
-                        dstart = pos + 28
-                    else:
-                        if_id, ts_hi, ts_lo = 0, 0, 0
-                        (orig,) = struct.unpack_from(endian + "I", data, pos + 8)
-                        dstart = pos + 12
-                        cap = min(orig, blen - 16)
-                        if section and if_id < len(section):
-                            cap = min(cap, interfaces[section[if_id]].snaplen or cap)
-                    record = record_no + len(p_start)
-                    if if_id >= len(section):
-                        raise InputError(
-                            spath,
-                            f"packet names interface {if_id}, which this section does not describe",
-                            record=record,
-                            offset=base + pos,
-                        )
-                    if dstart + cap > end - 4:
-                        raise InputError(
-                            spath,
-                            f"corrupt packet block: captured length {cap} "
-                            f"exceeds block length {blen}",
-                            record=record,
-                            offset=base + pos,
-                        )
-                    flags = -1
-                    if btype != SPB:
-                        opt_pos = dstart + ((cap + 3) & ~3)
-                        for code, value in _options(data, opt_pos, end - 4, endian):
-                            if code == OPT_EPB_FLAGS and len(value) == 4:
-                                flags = struct.unpack(endian + "I", value)[0]
-                    p_start.append(dstart)
-                    p_cap.append(cap)
-                    p_orig.append(orig)
-                    p_if.append(section[if_id])
-                    p_ts.append((ts_hi << 32) | ts_lo)
-                    p_flags.append(flags)
-                    p_off.append(base + pos)
-                else:
-                    report.detail.setdefault("other_blocks", 0)
-                    report.detail["other_blocks"] += 1
-                pos = end
-            if p_start:
-                yield _chunk(
-                    data,
-                    interfaces,
-                    spath,
-                    record_no,
-                    p_start,
-                    p_cap,
-                    p_orig,
-                    p_if,
-                    p_ts,
-                    p_flags,
-                    p_off,
-                )
-                record_no += len(p_start)
-                report.records += len(p_start)
-                report.used += len(p_start)
+                yield _chunk(data, walker.interfaces, spath, record_no, packets)
+                count = len(packets.start)
+                record_no += count
+                report.records += count
+                report.used += count
             carry = data[pos:]
             base += pos
-            if not block:
+            if at_end:
                 break
         if carry:
             report.warnings.append(
@@ -239,25 +259,27 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
             )
             report.skip("truncated block at end of file")
             report.records += 1
-    unsupported = {i.linktype for i in interfaces} - SUPPORTED_LINKTYPES
+    unsupported = {i.linktype for i in walker.interfaces} - SUPPORTED_LINKTYPES
     if unsupported:
         report.warnings.append(
             f"{spath}: interfaces with unsupported link types {sorted(unsupported)}"
         )
 
 
-def _chunk(data, interfaces, spath, record_no, p_start, p_cap, p_orig, p_if, p_ts, p_flags, p_off):
+def _chunk(
+    data: bytes, interfaces: list[Interface], spath: str, record_no: int, packets: _Packets
+) -> pa.Table:
     buf = np.frombuffer(data, dtype=np.uint8)
-    start = np.asarray(p_start, dtype=np.int64)
-    cap = np.asarray(p_cap, dtype=np.int64)
-    orig = np.asarray(p_orig, dtype=np.uint32)
-    ifx = np.asarray(p_if, dtype=np.int64)
-    units = np.asarray(p_ts, dtype=np.uint64)
-    flags = np.asarray(p_flags, dtype=np.int64)
-    offs = np.asarray(p_off, dtype=np.int64)
+    start = np.asarray(packets.start, dtype=np.int64)
+    cap = np.asarray(packets.cap, dtype=np.int64)
+    orig = np.asarray(packets.orig, dtype=np.uint32)
+    ifx = np.asarray(packets.iface, dtype=np.int64)
+    units = np.asarray(packets.ts, dtype=np.uint64)
+    flags = np.asarray(packets.flags, dtype=np.int64)
+    offs = np.asarray(packets.offset, dtype=np.int64)
     parts = []
     order = []
-    for linktype in sorted({interfaces[i].linktype for i in set(p_if)}):
+    for linktype in sorted({interfaces[i].linktype for i in set(packets.iface)}):
         group_ifaces = [i.index for i in interfaces if i.linktype == linktype]
         sel = np.nonzero(np.isin(ifx, group_ifaces))[0]
         if linktype not in SUPPORTED_LINKTYPES:
