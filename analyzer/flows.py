@@ -155,7 +155,7 @@ def _split_flows(flow: pd.DataFrame) -> pd.DataFrame:
     flags = flow["tcp_flags"].fillna(0).astype(np.int64)
     is_syn = (flow["proto"] == 6) & ((flags & 0x12) == 0x02)
     syn_seq = flow["tcp_seq"].where(is_syn)
-    prev_syn = syn_seq.groupby(flow["conv"]).transform(lambda s: s.ffill().shift())
+    prev_syn = syn_seq.groupby(flow["conv"]).ffill().groupby(flow["conv"]).shift()
     new_isn = is_syn & prev_syn.notna() & flow["tcp_seq"].notna() & (flow["tcp_seq"] != prev_syn)
     gap = flow.groupby("conv")["ts"].diff()
     idle = gap > FLOW_IDLE_NS
@@ -196,6 +196,45 @@ def _join_observations(flow: pd.DataFrame) -> pd.DataFrame:
     return flow.sort_values(["ts", "row"], kind="stable")
 
 
+def _sets_per_packet(packet_id: np.ndarray, labels: pd.Series, packets: np.ndarray) -> np.ndarray:
+    """For each of ``packets``, the sorted tuple of distinct non-null labels (cards, points)
+    its observations have; ``()`` when none.
+
+    Done on codes, not per packet in Python: each packet's labels become a bit set (one bit per
+    distinct label, several 64-bit words when there are many), and only the few distinct bit
+    sets are turned into tuples.
+    """
+    out = np.empty(len(packets), dtype=object)
+    out[:] = [()] * len(packets)
+    cat = pd.Categorical(labels)
+    names = np.asarray(cat.categories, dtype=object)
+    order = np.argsort(names)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order] = np.arange(len(names))
+    has = cat.codes >= 0
+    if not has.any():
+        return out
+    pid, bit = packet_id[has], rank[cat.codes[has]]
+    row = np.searchsorted(packets, pid)
+    words = np.zeros((len(packets), max(1, (len(names) + 63) // 64)), dtype=np.uint64)
+    one = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
+    np.bitwise_or.at(words, (row, bit // 64), one)
+    seen = np.flatnonzero(np.bincount(row, minlength=len(packets)))
+    if words.shape[1] == 1:  # up to 64 distinct labels: a 1-D unique, much faster
+        sets, which = np.unique(words[seen, 0], return_inverse=True)
+        sets = sets[:, None]
+    else:
+        sets, which = np.unique(words[seen], axis=0, return_inverse=True)
+    sorted_names = names[order]
+    tuples = np.empty(len(sets), dtype=object)
+    tuples[:] = [
+        tuple(sorted_names[np.nonzero(np.unpackbits(w.view(np.uint8), bitorder="little"))[0]])
+        for w in sets
+    ]
+    out[seen] = tuples[which.ravel()]
+    return out
+
+
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     is_capture = obs["hook"].isna()
     obs = obs.assign(
@@ -205,9 +244,8 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
         is_out=obs["direction"] == "out",
         is_in=obs["direction"] == "in",
     )
-    g = obs.groupby("packet_id", sort=False)
-    cards_out = obs.dropna(subset=["out_card"]).drop_duplicates(["packet_id", "out_card"])
-    cards_in = obs.dropna(subset=["in_card"]).drop_duplicates(["packet_id", "in_card"])
+    g = obs.groupby("packet_id", sort=True)  # sorted ids: _sets_per_packet needs them
+    pid = obs["packet_id"].to_numpy()
     pk = pd.DataFrame(
         {
             "flow_id": g["flow_id"].first(),
@@ -218,9 +256,6 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
             "order": g["row"].min(),
             "out": g["is_out"].any(),
             "in": g["is_in"].any(),
-            "out_cards": cards_out.groupby("packet_id")["out_card"].agg(tuple),
-            "in_cards": cards_in.groupby("packet_id")["in_card"].agg(tuple),
-            "points": g["point"].agg(lambda s: sorted(set(s.dropna()))),
             "observations": g.size(),
             "src_hi": g["src_hi"].first(),
             "src_lo": g["src_lo"].first(),
@@ -236,8 +271,12 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
             "first_point": g["point"].first(),
         }
     )
-    for c in ("out_cards", "in_cards"):
-        pk[c] = pk[c].apply(lambda v: v if isinstance(v, tuple) else ())
+    for column, labels in (
+        ("out_cards", obs["out_card"]),
+        ("in_cards", obs["in_card"]),
+        ("points", obs["point"]),
+    ):
+        pk[column] = _sets_per_packet(pid, labels, pk.index.to_numpy())
     pk["direction"] = np.where(
         pk["out"] & ~pk["in"], "out", np.where(pk["in"] & ~pk["out"], "in", "unknown")
     )
