@@ -1,0 +1,1 @@
+"""nicpath's benchmark: ``python -m bench`` (see bench/README.md)."""

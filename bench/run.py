@@ -1,0 +1,285 @@
+"""Time nicpath against the reference methods on generated captures; write bench/RESULTS.md.
+
+Every method runs as its own process (what a user runs), several times; each result is the
+median wall time with its spread (min-max), packets/s, and the process's peak RSS. Ratios are
+taken between methods of the same run on the same file, so a noisy machine moves both sides.
+
+    python -m bench                       # 10^6 and 10^7 packets, full-size and headers-only
+    python -m bench --sizes 1e5 --runs 1  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .generate import generate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PROFILES = {
+    "full": {"full_size": True, "snaplen": None},
+    "headers": {"full_size": False, "snaplen": 96},
+}
+#: Above this many full-size packets only host.pcap is written (the other forms would not fit
+#: in this machine's page cache together, and disk reads would be measured instead).
+BIG_FULL_SIZE = 5_000_000
+TSHARK_FIELDS = [
+    "frame.time_epoch",
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "ip.proto",
+    "ip.id",
+    "ip.len",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "tcp.flags",
+    "tcp.seq_raw",
+    "icmp.type",
+    "vlan.id",
+]
+
+
+@dataclass
+class Timing:
+    method: str
+    packets: int
+    seconds: list[float] = field(default_factory=list)
+    rss_mib: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.packets / self.median
+
+    def row(self, base: Timing | None) -> str:
+        spread = f"{min(self.seconds):.2f}-{max(self.seconds):.2f}"
+        ratio = f"{base.median / self.median * self.packets / base.packets:.2f}" if base else ""
+        return (
+            f"| {self.method} | {self.packets:,} | {self.median:.2f} | {spread} | "
+            f"{self.rate / 1000:,.0f} k | {max(self.rss_mib):.0f} | {ratio} | {self.note} |"
+        )
+
+
+def run_once(argv: list[str]) -> tuple[float, float]:
+    """Wall time and peak RSS (MiB) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):  # analyze exits 1 when it has findings
+        raise RuntimeError(f"{' '.join(argv)} exited {code}: {err[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def measure(method: str, argv: list[str], packets: int, runs: int, note: str = "") -> Timing:
+    t = Timing(method, packets, note=note)
+    for _ in range(runs):
+        seconds, rss = run_once(argv)
+        t.seconds.append(seconds)
+        t.rss_mib.append(rss)
+    print(f"  {method}: median {t.median:.2f} s, {t.rate / 1000:,.0f} k packets/s", flush=True)
+    return t
+
+
+def nicpath(*args: str) -> list[str]:
+    return [sys.executable, "-m", "analyzer", *args]
+
+
+def bundle(data: str, packets: int, profile: str) -> tuple[str, dict]:
+    """Generate (or reuse) the capture bundle for one size and profile."""
+    path = os.path.join(data, f"{profile}-{packets}")
+    meta = os.path.join(path, "generated.json")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            return path, json.load(f)
+    forms = ("host", "pcap", "sll2", "pcapng")
+    if profile == "full" and packets >= BIG_FULL_SIZE:
+        forms = ("host",)
+    t = time.perf_counter()
+    summary = generate(path, packets, forms=forms, **PROFILES[profile])
+    print(f"  generated {path} in {time.perf_counter() - t:.1f} s", flush=True)
+    return path, summary
+
+
+def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int) -> list[Timing]:
+    print(f"{packets:,} packets, {profile}", flush=True)
+    path, summary = bundle(data, packets, profile)
+    files = summary["files"]
+    out = os.path.join(data, "out.parquet")
+    host = os.path.join(path, "host.pcap")
+    ip = os.path.join(path, "ip", "before")
+    results = [
+        measure(
+            "nicpath events host.pcap", nicpath("events", host, "--parquet", out), packets, runs
+        )
+    ]
+    if "any.pcap" in files:
+        results.append(
+            measure(
+                "nicpath events any.pcap (SLL2)",
+                nicpath("events", os.path.join(path, "any.pcap"), "--parquet", out),
+                packets,
+                runs,
+            )
+        )
+    if "all.pcapng" in files:
+        results.append(
+            measure(
+                "nicpath events all.pcapng",
+                nicpath("events", os.path.join(path, "all.pcapng"), "--parquet", out),
+                packets,
+                runs,
+            )
+        )
+    cards = sorted(f for f in files if f.startswith("eth") and f.endswith(".pcap"))
+    if cards:
+        argv = nicpath(
+            "events", *[os.path.join(path, c) for c in cards], "--ip", ip, "--parquet", out
+        )
+        results.append(measure("nicpath events 4 card pcaps --jobs 1", argv, packets, runs))
+        results.append(
+            measure("nicpath events 4 card pcaps --jobs 2", [*argv, "--jobs", "2"], packets, runs)
+        )
+    if "any.pcap" in files and packets <= 2_000_000:
+        results.append(
+            measure(
+                "nicpath analyze any.pcap",
+                nicpath("analyze", os.path.join(path, "any.pcap"), "--ip", ip, "--format", "json"),
+                packets,
+                runs,
+            )
+        )
+    results.append(
+        measure(
+            "numpy.fromfile (read only)",
+            [sys.executable, "-m", "bench.reference", "read", host],
+            packets,
+            runs,
+        )
+    )
+    ref_path, ref_host, ref_n, note = path, host, packets, ""
+    if packets > ref_packets:
+        ref_path, _ = bundle(data, ref_packets, profile)
+        ref_host, ref_n = os.path.join(ref_path, "host.pcap"), ref_packets
+        note = f"on the first {ref_packets:,} packets"
+    results.append(
+        measure(
+            "dpkt object loop",
+            [sys.executable, "-m", "bench.reference", "dpkt", ref_host],
+            ref_n,
+            runs,
+            note,
+        )
+    )
+    if shutil.which("tshark"):
+        argv = ["tshark", "-n", "-r", ref_host, "-T", "fields"]
+        for f in TSHARK_FIELDS:
+            argv += ["-e", f]
+        results.append(measure("tshark -T fields", argv, ref_n, runs, note))
+    return results
+
+
+def ratios(results: list[Timing]) -> list[str]:
+    by = {t.method: t for t in results}
+    base = by["nicpath events host.pcap"]
+
+    def rel(name: str, other: Timing = base) -> str:
+        t = by.get(name)
+        return f"{other.rate / t.rate:.1f}x" if t else "n/a"
+
+    lines = [
+        f"- nicpath events on classic pcap: {base.rate / 1000:,.0f} k packets/s, "
+        f"peak RSS {max(base.rss_mib):.0f} MiB",
+        f"- packets/s of nicpath over dpkt object loop: {rel('dpkt object loop')}; "
+        f"over tshark: {rel('tshark -T fields')}",
+    ]
+    for name in ("nicpath events any.pcap (SLL2)", "nicpath events all.pcapng"):
+        if name in by:
+            lines.append(f"- {name}: {base.rate / by[name].rate:.2f}x the time of classic pcap")
+    one = by.get("nicpath events 4 card pcaps --jobs 1")
+    two = by.get("nicpath events 4 card pcaps --jobs 2")
+    if one and two:
+        lines.append(f"- 4 card pcaps, --jobs 2 vs --jobs 1: {one.median / two.median:.2f}x faster")
+    an = by.get("nicpath analyze any.pcap")
+    sll = by.get("nicpath events any.pcap (SLL2)")
+    if an and sll:
+        lines.append(f"- analyze vs events on any.pcap: {an.median / sll.median:.1f}x the time")
+    return lines
+
+
+def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[str]) -> None:
+    lines = [
+        "# nicpath benchmark",
+        "",
+        f"Generated by `python -m bench {' '.join(argv)}` on {time.strftime('%Y-%m-%d')}: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}. Each method is a whole process; times are medians over "
+        "the runs, spread is min-max, RSS is the peak resident set of the process. `ratio` is "
+        "the method's packets/s relative to `nicpath events host.pcap` in the same run "
+        "(below 1: slower). Captures come from `bench/generate.py` (mixed TCP/UDP/ICMP/ARP, "
+        "IPv4/IPv6, VLAN, fragments, IP options, four cards, 20 000 flows, eight that change "
+        "egress); `full` has full-size data packets, `headers` is cut at snap length 96.",
+        "",
+    ]
+    for title, results in all_results.items():
+        base = next(t for t in results if t.method == "nicpath events host.pcap")
+        lines += [
+            f"## {title}",
+            "",
+            "| method | packets | median s | spread s | packets/s | peak RSS MiB | ratio | note |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        lines += [t.row(base) for t in results]
+        lines += ["", *ratios(results), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1e6,1e7", help="packet counts, comma separated")
+    p.add_argument("--profiles", default="headers,full", help="headers and/or full")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--reference-packets",
+        type=float,
+        default=1e6,
+        help="dpkt and tshark run on at most this many packets (they are slow)",
+    )
+    p.add_argument(
+        "--data", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "nicpath-bench")
+    )
+    p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    args = p.parse_args(argv)
+    os.makedirs(args.data, exist_ok=True)
+    results = {}
+    for size in [int(float(s)) for s in args.sizes.split(",")]:
+        for profile in args.profiles.split(","):
+            title = f"{size:,} packets, {profile}"
+            results[title] = scenario(
+                args.data, size, profile, args.runs, int(args.reference_packets)
+            )
+            write_results(results, args.out, argv)
+    print(f"wrote {args.out}")
+    return 0
