@@ -133,18 +133,24 @@ def test_truth_flows_are_in_the_captures(bundle):
             seen.add((r["src"], r["dst"], r["proto"], sport, dport))
     proto_no = {"tcp": 6, "udp": 17, "icmp": 1}
     named = truth["flows"] + [f["flow"] for f in truth["expected_findings"]] + truth["quiet_flows"]
+    translated = {
+        tuple(f[k] for k in ("proto", "src", "sport", "dst", "dport")): f["nat"]
+        for f in truth["flows"]
+        if "nat" in f
+    }
     for flow in named:
         proto = proto_no[flow["proto"]]
         if proto == 1 and ":" in flow["src"]:
             proto = 58
-        key = (
-            addr_bytes(flow["src"]),
-            addr_bytes(flow["dst"]),
-            proto,
-            flow["sport"],
-            flow["dport"],
-        )
-        assert key in seen, f"{bundle.name}: flow {flow} is not in the per-card captures"
+        # A translated flow is on the wire as sent (DNAT: the card sees it before NAT) or as
+        # translated (SNAT: after NAT).
+        nat = translated.get(tuple(flow[k] for k in ("proto", "src", "sport", "dst", "dport")))
+        forms = [flow] + ([nat] if nat else [])
+        keys = {
+            (addr_bytes(f["src"]), addr_bytes(f["dst"]), proto, f["sport"], f["dport"])
+            for f in forms
+        }
+        assert keys & seen, f"{bundle.name}: flow {flow} is not in the per-card captures"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=ids(BUNDLES))

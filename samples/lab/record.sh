@@ -5,17 +5,21 @@
 # "switch" namespace, veth pairs, runs a few seconds of bounded traffic from the python
 # generators in this directory, performs the mid-flow change, and writes
 # samples/<scenario>/ (see samples/README.md).  Nothing in the root namespace is touched
-# except the sysctl net.netfilter.nf_log_all_netns=1.
+# except the sysctl net.netfilter.nf_log_all_netns=1.  NICPATH_LAB_NS (default np) is the
+# first word of every namespace name, so that labs run side by side never collide.
 set -u
 LAB=$(cd "$(dirname "$0")" && pwd)
 SAMPLES=$(dirname "$LAB")
 export PYTHONDONTWRITEBYTECODE=1
 WORKROOT=/tmp/nplab
+NSP=${NICPATH_LAB_NS:-np}
 SCENARIOS=(egress_switch_tcp egress_switch_udp accepted_secondary asymmetric_return
-           reply_wrong_source no_routes ipv6_egress_switch clean_multihomed)
+           reply_wrong_source no_routes ipv6_egress_switch clean_multihomed nat_pinned
+           rp_filter_drop)
 declare -A TAG=([egress_switch_tcp]=est [egress_switch_udp]=esu [accepted_secondary]=acc
                 [asymmetric_return]=asy [reply_wrong_source]=rws [no_routes]=nor
-                [ipv6_egress_switch]=e6t [clean_multihomed]=clm)
+                [ipv6_egress_switch]=e6t [clean_multihomed]=clm [nat_pinned]=nat
+                [rp_filter_drop]=rpf)
 
 NSLIST=()     # namespaces created by this run (deleted on exit)
 PIDS=()       # background processes started by this run (killed by pid on exit)
@@ -84,7 +88,7 @@ plug() {  # plug NODE_NS NODE_IF SW_NS BR SW_PORT: veth from a node to a bridge 
 
 mac_of() { ip -n "$1" -j link show dev "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])'; }
 
-log_rules() {  # log_rules NS FAMILIES(4,6,46) TCPSEQ(0/1) NFT(0/1)
+log_rules() {  # log_rules NS FAMILIES(4,6,46) TCPSEQ(0/1) NFT(0/1); no INPUT rule for $LOGNOIN
     local ns=$1 fam=$2 seq=$3 nft=$4 p chain hook word io
     local tcpopt=""; [ "$seq" = 1 ] && tcpopt="--log-tcp-sequence"
     if [ "$nft" = 1 ]; then
@@ -103,6 +107,7 @@ log_rules() {  # log_rules NS FAMILIES(4,6,46) TCPSEQ(0/1) NFT(0/1)
         for p in tcp udp icmp; do
             local o=""; [ $p = tcp ] && o=$tcpopt
             ip netns exec "$ns" iptables -A OUTPUT ! -o lo -p $p -j LOG $o --log-prefix "[FILTER-OUTPUT $p] "
+            [[ " $LOGNOIN " == *" $p "* ]] && continue
             ip netns exec "$ns" iptables -A INPUT ! -i lo -p $p -j LOG $o --log-prefix "[FILTER-INPUT $p] "
         done
     fi
@@ -127,6 +132,10 @@ snapshot() {  # snapshot MOMENT: ip state of the host namespace into ip/MOMENT/
     ip -n "$H" link > "$d/link.txt"
     ip -n "$H" route show table all > "$d/route.txt"
     ip -n "$H" rule > "$d/rule.txt"
+    # netfilter rules and per-card sysctls (rp_filter, log_martians, ...) at this moment
+    ip netns exec "$H" iptables-save > "$d/iptables.txt" 2>/dev/null
+    ip netns exec "$H" nft list ruleset > "$d/nft.txt" 2>/dev/null
+    ip netns exec "$H" sysctl net.ipv4.conf > "$d/sysctl.txt" 2>/dev/null
     if [ "$V6" = 1 ]; then
         ip -n "$H" -6 -j route show table all > "$d/route6.json"
         ip -n "$H" -6 -j rule > "$d/rule6.json"
@@ -434,14 +443,107 @@ traffic_clean_multihomed() {
     wait "${pids[@]}"
 }
 
+setup_nat_pinned() {
+    mkswitch "$S" "${NSP}br0" "${NSP}br1"
+    mkns "$H"; mkns "$P1"; mkns "$P2"
+    plug "$H" eth1 "$S" "${NSP}br0" "${T}h1"
+    plug "$H" eth2 "$S" "${NSP}br1" "${T}h2"
+    plug "$P1" "vp${T}a" "$S" "${NSP}br0" "${T}p1"
+    plug "$P2" "vp${T}b" "$S" "${NSP}br1" "${T}p2"
+    ip -n "$H" addr add 172.16.70.14/24 dev eth1
+    ip -n "$H" addr add 172.16.70.21/24 dev eth1
+    ip -n "$H" addr add 172.16.70.22/24 dev eth1
+    ip -n "$H" addr add 172.16.20.14/24 dev eth2
+    ip -n "$P1" addr add 172.16.70.15/24 dev "vp${T}a"
+    ip -n "$P2" addr add 172.16.20.15/24 dev "vp${T}b"
+    # SNAT in nat POSTROUTING: after filter OUTPUT (LOG: before NAT), before the card (capture)
+    ip netns exec "$H" iptables -t nat -A POSTROUTING -o eth1 -p tcp --dport 5000 -j SNAT --to-source 172.16.70.21
+    # DNAT in nat PREROUTING: after the card (capture), before filter INPUT (LOG: after NAT)
+    ip netns exec "$H" iptables -t nat -A PREROUTING -i eth2 -p tcp --dport 8080 -j DNAT --to-destination 172.16.20.14:5000
+}
+traffic_nat_pinned() {
+    bg srv-p1 "$P1" $(py tcp_flow.py) server --port 5000 --duration 9
+    bg srv-p2 "$P2" $(py udp_flow.py) server --port 5001 --duration 9
+    bg srv-host "$H" $(py tcp_flow.py) server --port 5000 --duration 9
+    sleep 0.5
+    local f="$W/flows.jsonl" pids=()
+    bg c-short "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 5 --interval 0.1 --flows "$f" \
+        --role ordinary --why "same kind as the pinned flow and translated the same way (SNAT to 172.16.70.21), closed before the rule change"
+    pids+=("$LASTPID")
+    sleep 0.1
+    bg c-old "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 35 --interval 0.1 --flows "$f" \
+        --role pinned --why "started under SNAT to 172.16.70.21; conntrack keeps that mapping after the rule is replaced"
+    pids+=("$LASTPID")
+    bg c-udp "$H" $(py udp_flow.py) client --dst 172.16.20.15 --port 5001 --count 30 --interval 0.1 --flows "$f" \
+        --role ordinary --why "UDP on eth2, not translated"
+    pids+=("$LASTPID")
+    bg c-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4667 --count 10 --interval 0.2 --flows "$f" \
+        --role ordinary --why "ping on eth1, not translated (the SNAT rule is for tcp dport 5000)"
+    pids+=("$LASTPID")
+    bg c-dnat "$P2" $(py tcp_flow.py) client --dst 172.16.20.14 --port 8080 --count 25 --interval 0.1 --flows "$f" \
+        --initiator peer --role dnat --why "peer2 connects to 172.16.20.14:8080, DNAT to the host's :5000: translated, the only flow of its kind"
+    pids+=("$LASTPID")
+    sleep 1.5
+    change iptables -t nat -R POSTROUTING 1 -o eth1 -p tcp --dport 5000 -j SNAT --to-source 172.16.70.22
+    sleep 0.5
+    bg c-new "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 12 --interval 0.1 --flows "$f" \
+        --role newer --why "same kind as the pinned flow, started after the rule change: SNAT to 172.16.70.22, as the rule now says"
+    pids+=("$LASTPID")
+    sleep 0.5
+    ip netns exec "$H" conntrack -L > "$B/conntrack.txt" 2>/dev/null
+    wait "${pids[@]}"
+}
+
+setup_rp_filter_drop() {
+    LOGNOIN="icmp"
+    SYSCTL_NOTE="net.ipv4.conf.eth1.rp_filter net.ipv4.conf.all.log_martians"
+    mkswitch "$S" "${NSP}br0" "${NSP}br1"
+    mkns "$H"; mkns "$P1"; mkns "$P2"
+    plug "$H" eth1 "$S" "${NSP}br0" "${T}h1"
+    plug "$H" eth2 "$S" "${NSP}br1" "${T}h2"
+    plug "$P1" "vp${T}a" "$S" "${NSP}br0" "${T}p1"
+    plug "$P2" "vp${T}b" "$S" "${NSP}br1" "${T}p2"
+    ip -n "$H" addr add 172.16.70.14/24 dev eth1
+    ip -n "$H" addr add 172.16.20.14/24 dev eth2
+    ip -n "$H" route add default via 172.16.20.15 dev eth2
+    ip -n "$H" rule add fwmark 0x1 table 100 pref 100
+    ip -n "$H" route add default via 172.16.70.15 dev eth1 table 100
+    ip netns exec "$H" sysctl -qw net.ipv4.conf.eth1.rp_filter=1 net.ipv4.conf.all.log_martians=1
+    ip -n "$P1" addr add 172.16.70.15/24 dev "vp${T}a"
+    ip -n "$P1" addr add 198.51.100.10/32 dev lo
+    ip -n "$P2" addr add 172.16.20.15/24 dev "vp${T}b"
+}
+traffic_rp_filter_drop() {
+    bg srv-svc "$P1" $(py udp_flow.py) server --bind 198.51.100.10 --port 5300 --duration 9
+    bg srv-p1 "$P1" $(py udp_flow.py) server --bind 172.16.70.15 --port 5301 --duration 9
+    bg srv-p2 "$P2" $(py tcp_flow.py) server --port 5000 --duration 9
+    sleep 0.5
+    local f="$W/flows.jsonl" pids=()
+    bg c-cover "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5301 --count 40 --interval 0.1 --flows "$f" \
+        --role ordinary --why "UDP on eth1 to the peer's own address: the route back is eth1's connected route, so the replies pass rp_filter and filter INPUT logs them (the log covers udp while the other flow's replies vanish)"
+    pids+=("$LASTPID")
+    bg c-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4667 --count 12 --interval 0.2 --flows "$f" \
+        --role ordinary --why "ping on eth1: its replies are on the wire and in no INPUT line because INPUT has no LOG rule for icmp: the log does not cover them"
+    pids+=("$LASTPID")
+    sleep 0.5
+    bg c-drop "$H" $(py udp_flow.py) client --mark 1 --dst 198.51.100.10 --port 5300 --count 25 --interval 0.1 --flows "$f" \
+        --role dropped --why "SO_MARK 1: rule fwmark 1 -> table 100 -> out eth1; the replies arrive on eth1, whose strict rp_filter finds the main table's route back to 198.51.100.10 through eth2 and drops them before filter INPUT"
+    pids+=("$LASTPID")
+    bg c-eth2 "$H" $(py tcp_flow.py) client --dst 172.16.20.15 --port 5000 --count 20 --interval 0.1 --flows "$f" \
+        --role ordinary --why "TCP on eth2 through the main table"
+    pids+=("$LASTPID")
+    wait "${pids[@]}"
+}
+
 # ---------------------------------------------------------------- one recording
 record_once() {
     local name=$1
     T=${TAG[$name]}
     W="$WORKROOT/$name"; rm -rf "$W"; mkdir -p "$W"; chmod 777 "$W"
     B="$SAMPLES/$name"; rm -rf "$B"; mkdir -p "$B"
-    H="np-$T-host"; S="np-$T-sw"; P1="np-$T-peer"; P2="np-$T-peer2"
-    CARDS=(eth1 eth2); V6=0; LOGFAM=4; LOGSEQ=0; LOGNFT=0; NCHANGE=0; DEVS=()
+    H="$NSP-$T-host"; S="$NSP-$T-sw"; P1="$NSP-$T-peer"; P2="$NSP-$T-peer2"
+    CARDS=(eth1 eth2); V6=0; LOGFAM=4; LOGSEQ=0; LOGNFT=0; LOGNOIN=""; NCHANGE=0; DEVS=()
+    SYSCTL_NOTE=""
     log "=== $name ($T)"
 
     bg kmsg root python3 "$LAB/kmsg_reader.py" --out "$W/kmsg.jsonl" --stop "$W/kmsg.stop" --timeout 120
@@ -451,7 +553,7 @@ record_once() {
     "setup_$name"
     log_rules "$H" "$LOGFAM" "$LOGSEQ" "$LOGNFT"
     ip netns exec "$H" sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.all.arp_announce \
-        net.ipv4.conf.all.arp_ignore > "$W/sysctl.txt" 2>&1
+        net.ipv4.conf.all.arp_ignore $SYSCTL_NOTE > "$W/sysctl.txt" 2>&1
     sleep 0.5
     snapshot before
     start_captures
@@ -468,7 +570,7 @@ record_once() {
         --info "$W/kern_info.json" || return 1
     awk '/^btime/ {print $2}' /proc/stat > "$B/btime"
     python3 "$LAB/truth.py" --scenario "$name" --bundle "$B" --work "$W" --traffic "$t0" "$t1" || return 1
-    python3 "$LAB/check.py" "$B" --namespaces "np-$T-" > "$W/check.txt" 2>&1
+    python3 "$LAB/check.py" "$B" --namespaces "$NSP-$T-" > "$W/check.txt" 2>&1
     local rc=$?
     cat "$W/check.txt" >&2
     { echo "--- $name try at $(date -u +%FT%TZ) rc=$rc"; cat "$W/check.txt"; } >> "$WORKROOT/$name.checks.log"
@@ -498,7 +600,7 @@ for sc in "${list[@]}"; do
     [ -n "${TAG[$sc]:-}" ] || { echo "unknown scenario $sc" >&2; exit 1; }
     run_scenario "$sc" || fail=1
 done
-left=$(ip netns list | grep -c '^np-')
+left=$(ip netns list | grep -c "^$NSP-")
 log "namespaces left: $left"
 [ "$left" = 0 ] || fail=1
 exit $fail

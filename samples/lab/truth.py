@@ -6,6 +6,16 @@ definitions of the lab brief (egress_change, src_not_on_nic, asymmetric_return,
 reply_address_mismatch, no_route_egress), over the flows the generators reported.  The plan
 of each scenario (what we expected the kernel to do) is only compared with that result; every
 difference becomes a note, and the capture wins.
+
+Issue 8 adds two findings that need more than the captures:
+- nat_pinned: each flow's translation is the kernel's own, from the bundle's conntrack.txt
+  (`conntrack -L` while the flows ran), and is checked against the captures (the translated
+  packets must be on the card).  Two flows of one kind (protocol, original source, destination,
+  destination port) whose packets overlap on the wire with different translations: the older
+  one is pinned; first_ts is its first packet on the wire once the newer one has appeared.
+- dropped_before_hook: a packet on a card's wire, to one of the host's addresses, with no
+  filter INPUT LOG line of its own (same addresses, ports, IP ID) while INPUT logged other
+  packets of its protocol less than a second before and after it (kern.journal times).
 """
 import argparse
 import collections
@@ -14,6 +24,7 @@ import ipaddress
 import json
 import os
 import platform
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +113,37 @@ PLANS = {
                     ("src_not_on_nic", "switched", ["eth1"]),
                     ("asymmetric_return", "switched", ["eth1", "eth2"])],
     },
+    "nat_pinned": {
+        "facts": ["F5"],
+        "description": (
+            "Host eth1 172.16.70.14/24 with secondary addresses 172.16.70.21 and 172.16.70.22 (bridge with peer "
+            "172.16.70.15), eth2 172.16.20.14/24 (bridge with peer2 172.16.20.15). nat POSTROUTING: '-o eth1 -p "
+            "tcp --dport 5000 -j SNAT --to-source 172.16.70.21'; nat PREROUTING: '-i eth2 -p tcp --dport 8080 -j "
+            "DNAT --to-destination 172.16.20.14:5000'. A long TCP flow host->peer:5000 starts under the first "
+            "rule; 1.5 s later the rule is replaced ('iptables -t nat -R POSTROUTING 1 ... --to-source "
+            "172.16.70.22') and a new flow of the same kind starts: it leaves eth1 as 172.16.70.22 while the "
+            "old one keeps 172.16.70.21 (F5: NAT is decided once per flow, conntrack keeps it). filter "
+            "OUTPUT/INPUT LOG lines see the packets before SNAT and after DNAT, the captures the other side. "
+            "A short flow of the same kind closes before the change; peer2's connection to :8080 is "
+            "translated by DNAT; UDP on eth2 and a ping on eth1 are not translated. conntrack.txt is "
+            "'conntrack -L' taken while both long flows ran; ip/*/iptables.txt and nft.txt are the rules."),
+        "planned": [("nat_pinned", "pinned", ["eth1"])],
+    },
+    "rp_filter_drop": {
+        "facts": ["F4"],
+        "description": (
+            "Host eth1 172.16.70.14/24 (bridge with peer 172.16.70.15, which also holds 198.51.100.10/32 on "
+            "lo), eth2 172.16.20.14/24 (bridge with peer2 172.16.20.15). Main table: the connected routes and "
+            "'default via 172.16.20.15 dev eth2'; 'ip rule add fwmark 0x1 table 100', table 100: 'default via "
+            "172.16.70.15 dev eth1'. eth1 has rp_filter=1 (strict), log_martians is on. A UDP client with "
+            "SO_MARK 1 sends to 198.51.100.10:5300 out of eth1; the answers arrive on eth1 (on its wire), the "
+            "reverse-path check looks 198.51.100.10 up without the mark, finds eth2 and drops them before "
+            "filter INPUT (F4: routes decide the way out; strict rp_filter demands the way back be the way "
+            "in), with martian log lines. UDP to 172.16.70.15 on eth1 is answered and logged at INPUT "
+            "meanwhile; INPUT has no LOG rule for icmp, so the ping's replies are on the wire but not covered "
+            "by the log; TCP runs on eth2."),
+        "planned": [("dropped_before_hook", "dropped", ["eth1"])],
+    },
     "clean_multihomed": {
         "facts": ["F2", "F3"],
         "description": (
@@ -122,6 +164,60 @@ def load_addrs(path):
     for link in json.load(open(path)):
         res[link["ifname"]] = {str(ipaddress.ip_address(a["local"])) for a in link.get("addr_info", [])}
     return res
+
+
+CT_TUPLE = re.compile(r"src=(\S+) dst=(\S+) (?:sport=(\d+) dport=(\d+)|type=\d+ code=\d+ id=(\d+))")
+
+
+def load_conntrack(path):
+    """conntrack -L -> {(proto, src, sport, dst, dport) original: (src, sport, dst, dport) after NAT}.
+
+    The translated original direction is the reply tuple reversed."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        words = line.split()
+        if not words:
+            continue
+        proto = words[1] if words[0] in ("ipv4", "ipv6") else words[0]
+        tuples = CT_TUPLE.findall(line)
+        if len(tuples) < 2:
+            continue
+
+        def tup(t):
+            sport = int(t[2]) if t[2] else int(t[4])
+            dport = int(t[3]) if t[3] else int(t[4])
+            return (str(ipaddress.ip_address(t[0])), sport, str(ipaddress.ip_address(t[1])), dport)
+
+        o, r = tup(tuples[0]), tup(tuples[1])
+        out[(proto,) + o] = (r[2], r[3], r[0], r[1])
+    return out
+
+
+JOURNAL = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})\+0000 \S+ kernel: (.*)$")
+LOG_IN = re.compile(r"^\[FILTER-INPUT \w+\] IN=\S* OUT=\S* .*?SRC=(\S+) DST=(\S+) .*? ID=(\d+) .*?PROTO=(\w+)"
+                    r"(?: SPT=(\d+) DPT=(\d+))?")
+
+
+def load_input_lines(path):
+    """filter INPUT LOG lines of kern.journal: [(wall time, proto, src, dst, sport, dport, ip id)]."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        m = JOURNAL.match(line.rstrip("\n"))
+        if not m:
+            continue
+        g = LOG_IN.match(m.group(2))
+        if not g:
+            continue
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        out.append((t, g.group(4).lower(), str(ipaddress.ip_address(g.group(1))),
+                    str(ipaddress.ip_address(g.group(2))), int(g.group(5)) if g.group(5) else None,
+                    int(g.group(6)) if g.group(6) else None, int(g.group(3))))
+    return out
 
 
 def main():
@@ -186,28 +282,46 @@ def main():
     events.sort(key=lambda e: (e[0], e[1]))
 
     flows = [json.loads(l) for l in open(os.path.join(a.work, "flows.jsonl")) if l.strip()]
+    conntrack = load_conntrack(os.path.join(B, "conntrack.txt"))
+    for f in flows:
+        nat = conntrack.get((f["proto"], f["src"], f["sport"], f["dst"], f["dport"]))
+        if nat and nat != (f["src"], f["sport"], f["dst"], f["dport"]):
+            f["nat"] = dict(zip(("src", "sport", "dst", "dport"), nat))
+    if conntrack and any(f["initiator"] == "host" and f["proto"] != "icmp" and
+                         (f["proto"], f["src"], f["sport"], f["dst"], f["dport"]) not in conntrack for f in flows):
+        print("warning: a host flow is not in conntrack.txt", file=sys.stderr)
+
+    def wire(f):
+        """The flow's tuple on the host's cards: after SNAT for the host's flows, before DNAT for
+        the peers' (the capture is taken on the card)."""
+        if "nat" in f and f["initiator"] == "host":
+            n = f["nat"]
+            return n["src"], n["sport"], n["dst"], n["dport"]
+        return f["src"], f["sport"], f["dst"], f["dport"]
 
     def fwd(f, i):
         if i is None or i["proto"] != f["proto"]:
             return False
         if f["proto"] == "icmp" and i.get("echo") != "request":
             return False
-        return (i["src"], i["sport"], i["dst"], i["dport"]) == (f["src"], f["sport"], f["dst"], f["dport"])
+        return (i["src"], i["sport"], i["dst"], i["dport"]) == wire(f)
 
     def rev(f, i):
         if i is None or i["proto"] != f["proto"]:
             return False
         if f["proto"] == "icmp" and i.get("echo") != "reply":
             return False
-        return (i["src"], i["sport"], i["dst"], i["dport"]) == (f["dst"], f["dport"], f["src"], f["sport"])
+        w = wire(f)
+        return (i["src"], i["sport"], i["dst"], i["dport"]) == (w[2], w[3], w[0], w[1])
 
     findings, flow_out, notes = [], [], []
     claimed = set()  # ids of events that are packets of some flow
     for f in flows:
-        local = f["src"] if f["initiator"] == "host" else f["dst"]
-        remote = f["dst"] if f["initiator"] == "host" else f["src"]
-        lport = f["sport"] if f["initiator"] == "host" else f["dport"]
-        rport = f["dport"] if f["initiator"] == "host" else f["sport"]
+        w = wire(f)
+        local = w[0] if f["initiator"] == "host" else w[2]
+        remote = w[2] if f["initiator"] == "host" else w[0]
+        lport = w[1] if f["initiator"] == "host" else w[3]
+        rport = w[3] if f["initiator"] == "host" else w[1]
         f.update(local=local, remote=remote, lport=lport, rport=rport)
         pk = []
         for idx, e in enumerate(events):
@@ -223,6 +337,8 @@ def main():
         fl = dict(key, role=f["role"],
                   first_ts=round(pk[0][0], 6) if pk else None, last_ts=round(pk[-1][0], 6) if pk else None,
                   packets=len(pk))
+        if "nat" in f:
+            fl["nat"] = f["nat"]
         flow_out.append(fl)
         outs = [p for p in pk if p[2] == "out"]
         # egress_change
@@ -274,6 +390,56 @@ def main():
                 seen.add(i["src"])
                 findings.append({"kind": "reply_address_mismatch", "flow": key, "ifaces": [c], "first_ts": ts,
                                  "foreign_addr": i["src"], "fact": "F1"})
+
+    # nat_pinned: flows of one kind, overlapping on the wire with different translations
+    def translation(f):
+        n = f.get("nat") or {"src": f["src"], "sport": f["sport"], "dst": f["dst"], "dport": f["dport"]}
+        return n["src"], n["dst"], n["dport"]
+
+    if conntrack:
+        kinds = collections.defaultdict(list)
+        for f in flows:
+            if f["_pk"] and f["proto"] != "icmp":
+                kinds[(f["proto"], f["src"], f["dst"], f["dport"])].append(f)
+        for group in kinds.values():
+            group.sort(key=lambda f: f["_pk"][0][0])
+            for i, old in enumerate(group):
+                for new in group[i + 1:]:
+                    start = new["_pk"][0][0]
+                    later = [p for p in old["_pk"] if p[0] >= start]
+                    if later and translation(old) != translation(new):
+                        key = {k: old[k] for k in ("proto", "src", "sport", "dst", "dport")}
+                        findings.append({"kind": "nat_pinned", "flow": key,
+                                         "ifaces": list(dict.fromkeys(p[1] for p in later)),
+                                         "first_ts": later[0][0], "fact": "F5",
+                                         "nat": old.get("nat"), "newer_flow": {k: new[k] for k in key},
+                                         "newer_nat": new.get("nat")})
+                        break
+
+    # dropped_before_hook: on the wire, to the host, no INPUT line of its own while INPUT logged
+    # other packets of its protocol around it
+    inputs = load_input_lines(os.path.join(B, "kern.journal"))
+    logged = {(p, s_, d, sp, dp, ipid) for _, p, s_, d, sp, dp, ipid in inputs}
+    for f in flows:
+        key = {k: f[k] for k in ("proto", "src", "sport", "dst", "dport")}
+        for ts, c, d, i in f["_pk"]:
+            if d != "in" or i["dst"] not in addrs_at(ts, c) or i["ver"] != 4:
+                continue
+            # filter INPUT sees an arriving packet after NAT is undone (replies) or done (DNAT)
+            if f["initiator"] == "host":
+                seen = (f["dst"], f["src"], f["dport"], f["sport"])
+            else:
+                n = f.get("nat") or f
+                seen = (n["src"], n["dst"], n["sport"], n["dport"])
+            if i["proto"] == "icmp":
+                seen = seen[:2] + (None, None)
+            if (i["proto"], *seen, i["ipid"]) in logged:
+                continue
+            around = [t for t, p, *_ in inputs if p == i["proto"] and abs(t - ts) <= 1.0]
+            if any(t <= ts for t in around) and any(t >= ts for t in around):
+                findings.append({"kind": "dropped_before_hook", "flow": key, "ifaces": [c], "first_ts": ts,
+                                 "fact": "F4"})
+                break
 
     for x in findings:
         x["first_ts"] = round(x["first_ts"], 6)
@@ -339,6 +505,15 @@ def main():
                          "recording; kern.journal/kern.syslog use wall = kmsg usec + %.6f, calibrated from the "
                          "read times of the records (time.time() - CLOCK_MONOTONIC was %.6f)"
                          % (k["kmsg_minus_monotonic_s"], k["calibrated_offset"], k["naive_offset"]))
+    if conntrack:
+        notes.append("translations from conntrack.txt: " + "; ".join(
+            "%s %s:%s -> %s:%s as %s:%s -> %s:%s" % (f["proto"], f["src"], f["sport"], f["dst"], f["dport"],
+                                                    f["nat"]["src"], f["nat"]["sport"], f["nat"]["dst"],
+                                                    f["nat"]["dport"]) for f in flows if "nat" in f))
+    if inputs:
+        martians = sum(1 for l in open(os.path.join(B, "kern.dmesg")) if "martian source" in l)
+        if martians:
+            notes.append("martian source lines in the kernel log: %d" % martians)
     if a.scenario == "accepted_secondary":
         notes.append("nftables 'log' rules (table inet filter) were used for the kernel log lines")
     sysctl = os.path.join(a.work, "sysctl.txt")

@@ -7,6 +7,7 @@ server: echoes each datagram with sendto() from the socket it arrived on.  Bound
 sink:   receives and counts, never answers (one-way inbound flow).
 client: connected socket, one datagram every --interval, --count times, reads echoes.
 oneway: like client but never expects an answer.
+--mark sets SO_MARK on the client socket: its route (and source) come from the fwmark rule.
 """
 import argparse
 import select
@@ -30,6 +31,7 @@ ap.add_argument("--flows")
 ap.add_argument("--role", default="ordinary")
 ap.add_argument("--why", default="")
 ap.add_argument("--initiator", default="host")
+ap.add_argument("--mark", type=int, help="SO_MARK of the client socket (policy routing by fwmark)")
 a = ap.parse_args()
 fam = socket.AF_INET6 if ":" in (a.dst or a.bind or a.src or "") else socket.AF_INET
 deadline = time.monotonic() + a.duration
@@ -50,6 +52,8 @@ if a.mode in ("server", "sink"):
     sys.exit(0)
 
 s = socket.socket(fam, socket.SOCK_DGRAM)
+if a.mark:
+    s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), a.mark)
 if a.src or a.sport:
     s.bind((a.src or "", a.sport))
 s.connect((a.dst, a.port))
