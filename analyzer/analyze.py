@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from .detectors import Context, Finding, run_all
 from .detectors.base import flow_text
 from .events import EventsResult, read_events
-from .flows import FlowTables, build_flows
+from .flows import FlowTables, build_flows, words_to_bytes
+from .nat import join_translations
+from .netstate import NetState, load
+from .schema import addr_text
 
 
 @dataclass
@@ -23,10 +27,16 @@ class Analysis:
     context: Context
     findings: list[Finding]
     detectors: dict[str, Any]
+    netstate: NetState
+
+    def counts(self) -> list[dict[str, Any]]:
+        """Per input file: what was read, used and skipped (captures, logs, conntrack.txt)."""
+        return self.events.counts() + [r.to_dict() for r in self.netstate.reports]
 
     def flows_records(self) -> list[dict[str, Any]]:
         info = self.context.flow_info
         fl = self.tables.flows
+        nat = translations(fl)
         out = []
         for r in fl.itertuples(index=False):
             out.append(
@@ -38,6 +48,7 @@ class Analysis:
                     "last_ts": round(r.last_ns / 1e9, 6),
                     "packets": int(r.packets),
                     "observations": int(r.observations),
+                    **nat.get(int(r.flow_id), NO_NAT),
                 }
             )
         return out
@@ -45,7 +56,7 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": {
-                "files": self.events.counts(),
+                "files": self.counts(),
                 "clock": self.events.clock.to_dict(),
                 "ignored": [{"path": p, "reason": r} for p, r in self.events.inputs.ignored],
             },
@@ -63,10 +74,39 @@ def analyze(paths=(), *, kinds: list[str] | None = None, **read_options) -> Anal
     ['egress_change', 'src_not_on_nic']
     """
     events = read_events(paths, **read_options)
-    tables = build_flows(events.events)
-    ctx = Context(tables, events.host)
+    tables = join_translations(events.events, build_flows(events.events))
+    state = load(events)
+    ctx = Context(tables, events.host, state)
     findings, status = run_all(ctx, kinds)
-    return Analysis(events, tables, ctx, findings, status)
+    return Analysis(events, tables, ctx, findings, status, state)
+
+
+#: The flow-table columns of a flow that is not translated.
+NO_NAT = {"nat_src": None, "nat_sport": None, "nat_dst": None, "nat_dport": None}
+
+
+def translations(flows: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    """flow id -> ``nat_src``/``nat_sport``/``nat_dst``/``nat_dport`` of translated flows."""
+    if flows.empty or "nat_src_hi" not in flows:
+        return {}
+    done = flows[flows["nat_src_hi"].notna()]
+    src = words_to_bytes(
+        done["nat_src_hi"].to_numpy(np.uint64), done["nat_src_lo"].to_numpy(np.uint64)
+    )
+    dst = words_to_bytes(
+        done["nat_dst_hi"].to_numpy(np.uint64), done["nat_dst_lo"].to_numpy(np.uint64)
+    )
+    return {
+        int(fid): {
+            "nat_src": addr_text(s),
+            "nat_sport": int(sp),
+            "nat_dst": addr_text(d),
+            "nat_dport": int(dp),
+        }
+        for fid, s, sp, d, dp in zip(
+            done["flow_id"], src, done["nat_sport"], dst, done["nat_dport"], strict=True
+        )
+    }
 
 
 def flows_table(analysis: Analysis) -> pa.Table:

@@ -1,9 +1,10 @@
 """Find the inputs in what a user names: bundle directories, single files, explicit options.
 
 A bundle (the layout of ``samples/``, see docs/bundle.md) holds captures and logs at its top
-level, found by content; ``ip/<moment>/`` snapshot directories; and three metadata files read by
-name: ``btime`` (boot time, epoch seconds), ``changes.log`` and ``scenario.json``. Anything else is
-listed as ignored with a reason, never dropped silently.
+level, found by content; ``ip/<moment>/`` snapshot directories; three metadata files read by
+name: ``btime`` (boot time, epoch seconds), ``changes.log`` and ``scenario.json``; and the
+connection table ``conntrack.txt`` (``conntrack -L``; also found by content when named as a
+file). Anything else is listed as ignored with a reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .sources import CAPTURE_FORMATS, IP_FORMATS, LOG_FORMAT, sniff
+from .sources import CAPTURE_FORMATS, CONNTRACK_FORMAT, IP_FORMATS, LOG_FORMAT, sniff
 
+CONNTRACK_FILES = {"conntrack.txt", "conntrack.txt.gz"}
 METADATA_FILES = {"btime", "changes.log", "scenario.json", "taken_at"}
 DOC_SUFFIXES = {".md", ".txt", ".rst"}
 
@@ -33,6 +35,7 @@ class Inputs:
     captures: list[InputFile] = field(default_factory=list)
     logs: list[InputFile] = field(default_factory=list)
     ip_dirs: list[str] = field(default_factory=list)
+    conntrack: list[str] = field(default_factory=list)
     boot_time: float | None = None
     boot_time_source: str | None = None
     changes: list[tuple[float, str]] = field(default_factory=list)
@@ -75,6 +78,8 @@ def _add_file(inputs: Inputs, path: str, iface: str | None = None) -> None:
         inputs.captures.append(InputFile(path, fmt, iface))
     elif fmt == LOG_FORMAT:
         inputs.logs.append(InputFile(path, fmt))
+    elif fmt == CONNTRACK_FORMAT:
+        inputs.conntrack.append(path)
     elif fmt in IP_FORMATS:
         parent = os.path.dirname(path) or "."
         if parent not in inputs.ip_dirs:
@@ -97,6 +102,8 @@ def _add_bundle(inputs: Inputs, root: str) -> None:
             inputs.changes.extend(read_changes(path))
         elif entry.name == "scenario.json":
             inputs.scenarios.append(path)
+        elif entry.name in CONNTRACK_FILES:
+            inputs.conntrack.append(path)
         elif entry.name in METADATA_FILES or Path(entry.name).suffix in DOC_SUFFIXES:
             inputs.ignored.append((path, "bundle metadata or documentation"))
         elif entry.stat().st_size == 0:

@@ -342,3 +342,11 @@ def build_flows(events: pa.Table) -> FlowTables:
     packets = _packets(obs)
     flows = _flows(obs, packets)
     return FlowTables(obs, packets, flows, errors)
+
+
+def rebuild(observations: pd.DataFrame, errors: pd.DataFrame) -> FlowTables:
+    """Packets and flows again from observations whose ``flow_id``/``packet_id`` a later stage
+    changed (``nat.join_translations`` merges the two tuples of a translated connection)."""
+    obs = observations.sort_values(["ts", "row"], kind="stable")
+    packets = _packets(obs)
+    return FlowTables(obs, packets, _flows(obs, packets), errors)

@@ -106,7 +106,7 @@ def counts_lines(reports: list[dict[str, Any]], clock: dict[str, Any] | None = N
     """Per input: records read, rows used, skipped by reason; then clock alignment notes."""
     lines = ["inputs:"]
     for r in reports:
-        unit = "lines" if r["format"] == "kernlog" else "packets"
+        unit = "lines" if r["format"] in ("kernlog", "conntrack") else "packets"
         skipped = sum(r["skipped"].values())
         lines.append(
             f"  {r['path']}: {r['records']} {unit} read, {r['used']} used, {skipped} skipped"

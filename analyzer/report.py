@@ -46,6 +46,10 @@ FLOWS_SCHEMA = pa.schema(
         ("last_ts", pa.timestamp("us", tz="UTC")),
         ("packets", pa.int64()),
         ("observations", pa.int64()),
+        ("nat_src", pa.string()),  # the initiator's packets after NAT; null: not translated
+        ("nat_sport", pa.int32()),
+        ("nat_dst", pa.string()),
+        ("nat_dport", pa.int32()),
     ]
 )
 
@@ -99,7 +103,7 @@ def write_json(analysis: Analysis, out: TextIO) -> None:
 
 def text_report(analysis: Analysis) -> list[str]:
     """What was read, which detectors ran, then each finding with its evidence, by flow."""
-    lines = counts_lines(analysis.events.counts(), analysis.events.clock.to_dict())
+    lines = counts_lines(analysis.counts(), analysis.events.clock.to_dict())
     for path, reason in analysis.events.inputs.ignored:
         lines.append(f"  ignored {path}: {reason}")
     lines.append("detectors:")

@@ -2,7 +2,8 @@
 
 A detector is a function ``(ctx: Context) -> list[Finding]`` registered with ``@register``. The
 registry is the single list every command runs; ``nicpath analyze`` reports which ran and, for
-those whose inputs were missing (no address snapshot, say), that they did not run and why.
+those whose inputs were missing (no address snapshot, or no capture or no LOG line where the
+finding needs the packet both on the wire and at a hook), that they did not run and why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from .base import Context, Finding
 
 Detector = Callable[[Context], list[Finding]]
 
+#: What a detector may need besides flows, and how a report says it is missing.
+NEEDS = {
+    "captures": "a capture (the packets on the card)",
+    "log": "a kernel log with LOG lines (the packets at the hooks)",
+}
+
 
 @dataclass(frozen=True)
 class Registered:
@@ -23,18 +30,25 @@ class Registered:
     run: Detector
     needs_addresses: bool = False
     doc: str = field(default="", compare=False)
+    needs: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Registered] = {}
 
 
 def register(
-    kind: str, *, fact: str, needs_addresses: bool = False
+    kind: str, *, fact: str, needs_addresses: bool = False, needs: tuple[str, ...] = ()
 ) -> Callable[[Detector], Detector]:
-    """Add a detector to the registry under the finding kind it reports."""
+    """Add a detector to the registry under the finding kind it reports; ``needs`` names the
+    inputs (keys of ``NEEDS``) without which it cannot see its finding."""
 
     def wrap(fn: Detector) -> Detector:
-        REGISTRY[kind] = Registered(kind, fact, fn, needs_addresses, (fn.__doc__ or "").strip())
+        unknown = set(needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"{kind}: unknown needs {sorted(unknown)}")
+        REGISTRY[kind] = Registered(
+            kind, fact, fn, needs_addresses, (fn.__doc__ or "").strip(), tuple(needs)
+        )
         return fn
 
     return wrap
@@ -50,6 +64,10 @@ def run_all(ctx: Context, kinds: list[str] | None = None) -> tuple[list[Finding]
         if det.needs_addresses and not ctx.has_addresses:
             status[kind] = "not run: no ip addr snapshot (give --ip DIR or a bundle with ip/)"
             continue
+        missing = [NEEDS[n] for n in det.needs if not ctx.has_input(n)]
+        if missing:
+            status[kind] = f"not run: needs {' and '.join(missing)}"
+            continue
         found = det.run(ctx)
         status[kind] = f"ran: {len(found)} finding{'s' if len(found) != 1 else ''}"
         findings.extend(found)
@@ -60,17 +78,24 @@ def run_all(ctx: Context, kinds: list[str] | None = None) -> tuple[list[Finding]
 # Importing the modules registers them; the order here is the order of the report.
 from . import (  # noqa: E402
     asymmetric_return,
+    dropped_before_hook,
     egress_change,
+    nat_pinned,
+    no_route_egress,
     reply_address_mismatch,
     src_not_on_nic,
 )
 
 __all__ = [
+    "NEEDS",
     "REGISTRY",
     "Context",
     "Finding",
     "asymmetric_return",
+    "dropped_before_hook",
     "egress_change",
+    "nat_pinned",
+    "no_route_egress",
     "register",
     "reply_address_mismatch",
     "run_all",

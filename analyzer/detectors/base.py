@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..flows import FlowTables, words_to_bytes
+from ..netstate import NetState
 from ..render import proto_name, ts_text
 from ..schema import addr_text
 from ..sources.ipsnap import HostState
@@ -62,10 +63,20 @@ def flow_text(flow: dict[str, Any]) -> str:
 
 @dataclass
 class Context:
-    """Flows, packets and the host's snapshots, with the lookups detectors share."""
+    """Flows, packets and the host's snapshots, with the lookups detectors share;
+    ``netstate``: conntrack, netfilter rules, sysctls, martian lines and changes."""
 
     tables: FlowTables
     host: HostState | None
+    netstate: NetState = field(default_factory=NetState)
+
+    def has_input(self, need: str) -> bool:
+        """Whether flow packets were seen on a card (``captures``) or at a hook (``log``)."""
+        obs = self.tables.observations
+        if obs.empty:
+            return False
+        at_hook = obs["hook"].notna()
+        return bool((~at_hook if need == "captures" else at_hook).any())
 
     @cached_property
     def packets(self) -> pd.DataFrame:

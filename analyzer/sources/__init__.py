@@ -18,15 +18,18 @@ from .capture import read_head
 CAPTURE_FORMATS = ("pcap", "pcapng")
 LOG_FORMAT = "kernlog"
 IP_FORMATS = ("ip-json", "ip-text")
+CONNTRACK_FORMAT = "conntrack"
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """The format of a file from its content: pcap, pcapng, kernlog, ip-json or ip-text.
+    """The format of a file from its content: pcap, pcapng, kernlog, ip-json, ip-text or
+    conntrack (``conntrack -L``).
 
     >>> sniff("samples/egress_switch_tcp/eth1.pcap")  # doctest: +SKIP
     'pcap'
     """
     from . import kernlog
+    from .conntrack import looks_like_conntrack
     from .ipsnap import looks_like_ip_json, looks_like_ip_text
 
     if os.path.isdir(path):
@@ -42,11 +45,13 @@ def sniff(path: str | os.PathLike) -> str:
         return "ip-json"
     if kernlog.looks_like_kernlog(head):
         return LOG_FORMAT
+    if looks_like_conntrack(head):
+        return CONNTRACK_FORMAT
     if looks_like_ip_text(head):
         return "ip-text"
     raise InputError(
         path,
-        "unrecognised content: not a pcap, pcapng, kernel log or ip snapshot "
+        "unrecognised content: not a pcap, pcapng, kernel log, ip snapshot or conntrack -L "
         f"(first bytes {head[:8].hex(' ')})",
         offset=0,
     )

@@ -1,0 +1,250 @@
+"""dropped_before_hook: packets on a card's wire, to the host, that never reach filter INPUT.
+
+Kernel fact F4: routes decide only the way out, yet the input path consults them too. Before
+filter INPUT the kernel looks the packet up (``ip_route_input``); with strict ``rp_filter`` it
+also looks its source up, and when the route back to the source leaves through another card the
+packet is dropped there: on the card's wire (capture), never in an INPUT LOG line. Raised only
+where the log covers the packet: filter INPUT logged other packets of its protocol less than
+``COVER_NS`` before and after it, so a missing line is not a missing LOG rule or a log that
+ends early. Packets of a flow seen only on the wire are left alone when a flow seen only at the
+hooks could be its NAT twin (the two tuples of one connection were not paired).
+
+The finding says why the drop is likely: the card's ``rp_filter`` (``ip/<moment>/sysctl.txt``:
+the larger of ``all`` and the card), the main-table route back to the source (a minimal longest
+prefix match over the snapshot, to be replaced by the route replay of ``analyzer/routing.py``),
+and the kernel's martian lines for those packets (rate-limited: their absence proves nothing).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..flows import words_to_bytes
+from ..schema import addr_text
+from ..sources.ipsnap import Route
+from ..sources.sysctl import RP_FILTER_MODES
+from . import register
+from .base import Context, Finding, flow_text, when
+
+#: The log covers a packet when its hook logged that protocol this close before and after (ns).
+COVER_NS = 1_000_000_000
+#: A LOG line with a coarse time (whole-second syslog, btime) may be this far from its packet.
+LOG_SLACK_NS = 2_000_000_000
+#: Martian lines count for a flow's dropped packets within this margin of them (ns).
+MARTIAN_NS = 2_000_000_000
+
+
+def _text(hi: np.ndarray, lo: np.ndarray) -> list[str | None]:
+    return [addr_text(b) for b in words_to_bytes(hi.astype(np.uint64), lo.astype(np.uint64))]
+
+
+def reverse_route(routes: tuple[Route, ...], source: str) -> Route | None:
+    """The main-table route a reply to ``source`` would take: longest prefix, then lowest
+    metric. Rules and other tables are not consulted (see analyzer/routing.py for the full
+    replay)."""
+    ip = ipaddress.ip_address(source)
+    best: tuple[int, int, Route] | None = None
+    for r in routes:
+        if r.table != "main" or r.type not in ("unicast", "local") or r.family != ip.version:
+            continue
+        net = (
+            ipaddress.ip_network("0.0.0.0/0" if ip.version == 4 else "::/0")
+            if (r.dst == "default")
+            else ipaddress.ip_network(r.dst, strict=False)
+        )
+        if ip not in net:
+            continue
+        key = (net.prefixlen, -r.metric)
+        if best is None or key > best[:2]:
+            best = (*key, r)
+    return best[2] if best else None
+
+
+def _route_text(r: Route) -> str:
+    via = f" via {r.gateway}" if r.gateway else ""
+    return f"{r.dst}{via} dev {r.dev}" + (f" metric {r.metric}" if r.metric else "")
+
+
+def _covered(
+    ts: np.ndarray, proto: np.ndarray, version: np.ndarray, logged: pd.DataFrame
+) -> np.ndarray:
+    """For each packet, whether INPUT logged its protocol within COVER_NS before and after."""
+    out = np.zeros(len(ts), dtype=bool)
+    for (p, v), group in logged.groupby(["proto", "ip_version"]):
+        times = np.sort(group["ts"].to_numpy())
+        sel = (proto == p) & (version == v)
+        if not sel.any():
+            continue
+        t = ts[sel]
+        before = np.searchsorted(times, t, side="right") - 1
+        after = np.searchsorted(times, t, side="left")
+        ok_before = (before >= 0) & (t - times[np.maximum(before, 0)] <= COVER_NS)
+        has_after = after < len(times)
+        ok_after = has_after & (times[np.minimum(after, len(times) - 1)] - t <= COVER_NS)
+        out[sel] = ok_before & ok_after
+    return out
+
+
+def _twins(ctx: Context) -> set[int]:
+    """Flows seen only on the wire that a flow seen only at the hooks could be the NAT twin of."""
+    obs = ctx.tables.observations
+    fl = ctx.flows.set_index("flow_id")
+    at_hook = obs["hook"].notna()
+    hook_flows = set(obs.loc[at_hook, "flow_id"])
+    wire_flows = set(obs.loc[~at_hook, "flow_id"])
+    hook_only = fl.loc[sorted(hook_flows - wire_flows)]
+    wire_only = fl.loc[sorted(wire_flows - hook_flows)]
+    twins = set()
+    for fid, w in wire_only.iterrows():
+        near = hook_only[
+            (hook_only["proto"] == w["proto"])
+            & (hook_only["first_ns"] <= w["last_ns"] + LOG_SLACK_NS)
+            & (hook_only["last_ns"] >= w["first_ns"] - LOG_SLACK_NS)
+        ]
+        same_src = (near["src_hi"] == w["src_hi"]) & (near["src_lo"] == w["src_lo"])
+        same_dst = (near["dst_hi"] == w["dst_hi"]) & (near["dst_lo"] == w["dst_lo"])
+        if (same_src | same_dst).any():
+            twins.add(int(fid))
+    return twins
+
+
+@register("dropped_before_hook", fact="F4", needs_addresses=True, needs=("captures", "log"))
+def detect(ctx: Context) -> list[Finding]:
+    """F4: a packet on the wire that the input route check dropped never reaches INPUT."""
+    obs = ctx.tables.observations
+    if obs.empty or ctx.host is None:
+        return []
+    hook = obs["hook"].astype(object)
+    at_input = hook.notna() & hook.fillna("").str.upper().str.endswith("/INPUT")
+    logged = obs[at_input]
+    if logged.empty:
+        return []
+    on_wire_in = obs[hook.isna() & (obs["direction"] == "in")]
+    reached = set(obs.loc[at_input, "packet_id"])
+    pk = ctx.packets.set_index("packet_id")
+    cand = pk.loc[sorted(set(on_wire_in["packet_id"]) - reached)].reset_index()
+    cand = cand[~cand["flow_id"].isin(_twins(ctx))]
+    if cand.empty:
+        return []
+    versions = ctx.flows.set_index("flow_id")["ip_version"]
+    covered = _covered(
+        cand["ts"].to_numpy(),
+        cand["proto"].to_numpy(),
+        versions.reindex(cand["flow_id"]).to_numpy(),
+        logged[["ts", "proto", "ip_version"]],
+    )
+    cand = cand[covered]
+    if cand.empty:
+        return []
+    # Addressed to the host: its destination is an address of the host in the snapshot in force.
+    snaps = ctx.host.snapshots
+    taken = np.array([s.taken_at if s.taken_at is not None else -np.inf for s in snaps])
+    snap_idx = np.maximum(np.searchsorted(taken, cand["ts"].to_numpy() / 1e9, side="right") - 1, 0)
+    cand = cand.assign(snap=snap_idx)
+    combos = cand[["dst_hi", "dst_lo", "snap"]].drop_duplicates()
+    local = set()
+    for hi, lo, si in combos.itertuples(index=False):
+        if snaps[si].holder_of(_text(np.array([hi]), np.array([lo]))[0]):
+            local.add((hi, lo, si))
+    keys = zip(cand["dst_hi"], cand["dst_lo"], cand["snap"], strict=True)
+    cand = cand[np.array([k in local for k in keys], dtype=bool)]
+    if cand.empty:
+        return []
+    # A LOG line that could be this packet despite a coarse time: not dropped.
+    sig = ["flow_id", "from_initiator", "ip_len", "tcp_flags"]
+    lines = logged.merge(cand[[*sig, "packet_id", "ts"]], on=sig, suffixes=("", "_pk"))
+    lines = lines[(lines["ts"] - lines["ts_pk"]).abs() <= LOG_SLACK_NS]
+    if not lines.empty:
+        packet_ip_id = obs.groupby("packet_id")["ip_id"].first()
+        lines = lines[
+            lines["ip_id"].astype("float64").fillna(-1).to_numpy()
+            == packet_ip_id.reindex(lines["packet_id_pk"]).astype("float64").fillna(-1).to_numpy()
+        ]
+    cand = cand[~cand["packet_id"].isin(set(lines["packet_id_pk"]))]
+    findings = []
+    for flow_id, rows in cand.sort_values("order").groupby("flow_id", sort=False):
+        flow = ctx.flow_info[int(flow_id)]
+        cards = list(dict.fromkeys(rows["arrival"].dropna()))
+        first = rows.iloc[0]
+        src = _text(rows["src_hi"].to_numpy()[:1], rows["src_lo"].to_numpy()[:1])[0]
+        pdst = _text(rows["dst_hi"].to_numpy()[:1], rows["dst_lo"].to_numpy()[:1])[0]
+        why = _why(ctx, cards[0] if cards else None, src, pdst, rows)
+        summary = (
+            f"{flow_text(flow)}: {len(rows)} packets from {src} arrived on "
+            f"{', '.join(cards)} addressed to {pdst}, from {when(first['ts'])}, and never "
+            f"reached filter INPUT, which logged other {flow['proto']} packets meanwhile: "
+            f"the kernel dropped them before the hook. {why['text']}"
+        )
+        findings.append(
+            ctx.finding(
+                "dropped_before_hook",
+                "error",
+                flow_id,
+                cards,
+                rows,
+                summary,
+                likely_cause=why["cause"],
+                rp_filter=why["rp_filter"],
+                reverse_route=why["reverse_route"],
+                martians=why["martians"],
+            )
+        )
+    return findings
+
+
+def _why(ctx: Context, card: str | None, src: str, dst: str, rows: pd.DataFrame) -> dict[str, Any]:
+    """Strict rp_filter with the route back through another card, from the snapshots."""
+    t = float(rows["ts"].iat[0]) / 1e9
+    sysctls = ctx.netstate.sysctls_at(t)
+    mode = sysctls.rp_filter(card) if sysctls and card else None
+    snap = ctx.host.at(t) if ctx.host else None
+    route = reverse_route(snap.routes, src) if snap else None
+    lo, hi = int(rows["ts"].min()) - MARTIAN_NS, int(rows["ts"].max()) + MARTIAN_NS
+    found = [
+        m
+        for m in ctx.netstate.martians
+        if m.src == src and m.dst == dst and m.dev == card and (m.ts is None or lo <= m.ts <= hi)
+    ]
+    # The same lines in several renderings of one log: count them in the file with most.
+    by_file: dict[str, list] = {}
+    for m in found:
+        by_file.setdefault(m.source, []).append(m)
+    martians = max(by_file.values(), key=len) if by_file else []
+    parts = []
+    cause = "unknown"
+    if mode is not None:
+        parts.append(f"{card} has rp_filter={mode} ({RP_FILTER_MODES.get(mode, '?')})")
+    else:
+        parts.append(f"rp_filter of {card} unknown (no sysctl.txt beside the ip snapshots)")
+    if route is not None:
+        parts.append(f"the main table routes {src} through {route.dev} ({_route_text(route)})")
+    elif snap is not None:
+        parts.append(f"the main table has no route back to {src}")
+    if mode == 1 and route is not None and route.dev != card:
+        cause = "rp_filter"
+        lead = "Likely strict reverse-path filtering: "
+    elif mode == 2 and snap is not None and route is None:
+        cause = "rp_filter"
+        lead = "Likely loose reverse-path filtering: "
+    else:
+        lead = "The cause is not rp_filter as far as the snapshots tell: "
+    if martians:
+        parts.append(
+            f"the kernel logged {len(martians)} martian lines for them ('{martians[0].text}')"
+        )
+    return {
+        "cause": cause,
+        "text": lead + "; ".join(parts) + ".",
+        "rp_filter": {card: mode} if card else {},
+        "reverse_route": (
+            {"route": _route_text(route), "dev": route.dev, "table": route.table} if route else None
+        ),
+        "martians": {
+            "count": len(martians),
+            "lines": [f"{m.source}:{m.line}" for m in martians[:5]],
+        },
+    }

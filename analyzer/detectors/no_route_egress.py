@@ -1,0 +1,135 @@
+"""no_route_egress: after a route change a flow's outgoing packets stop; its incoming go on.
+
+Kernel facts F4 and F3: every outgoing packet is routed again (F3), so when the routes that
+carried a live flow disappear its next packets have nowhere to go and stop at once; but routes
+decide only the way out (F4): the peer's packets (retransmissions, new data, datagrams) keep
+arriving and are delivered. Raised for a flow whose host sent packets before a route change that
+removed a route covering the flow's remote address (snapshots ``ip/<moment>/`` before and
+after; ``changes.log`` gives the command and its time), whose last outgoing packet is no later
+than the change (a log clock may be up to ``CLOCK_SLACK_NS`` off), and which received at least
+``MIN_INCOMING`` packets after both. ``first_ts`` is its first incoming packet after its last
+outgoing one; ``ifaces`` the card that packet left through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from typing import Any
+
+from ..sources.ipsnap import Route, Snapshot
+from . import register
+from .base import Context, Finding, flow_text, when
+
+#: Incoming packets after the last outgoing one that show the flow went on without the host.
+MIN_INCOMING = 2
+#: How far after the snapshot that follows the change the last outgoing packet may seem to be
+#: (ns): raw dmesg placed with btime alone is up to a second off (F7).
+CLOCK_SLACK_NS = 1_000_000_000
+
+
+def _route_key(r: Route) -> tuple:
+    return (r.family, r.table, r.type, r.dst, r.dev, r.gateway, r.prefsrc, r.metric)
+
+
+def _route_text(r: Route) -> str:
+    via = f" via {r.gateway}" if r.gateway else ""
+    table = "" if r.table == "main" else f" table {r.table}"
+    return f"{r.dst}{via}" + (f" dev {r.dev}" if r.dev else "") + table
+
+
+def _covers(r: Route, address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if r.family != ip.version or r.type not in ("unicast", "local"):
+        return False
+    if r.dst == "default":
+        return True
+    return ip in ipaddress.ip_network(r.dst, strict=False)
+
+
+def _route_changes(ctx: Context) -> list[dict[str, Any]]:
+    """Consecutive snapshots whose routes lost some entries: when, what was removed, and the
+    command of changes.log run in between."""
+    if not ctx.host:
+        return []
+    snaps: list[Snapshot] = [s for s in ctx.host.snapshots if s.routes and s.taken_at is not None]
+    out = []
+    for before, after in itertools.pairwise(snaps):
+        kept = {_route_key(r) for r in after.routes}
+        removed = [r for r in before.routes if _route_key(r) not in kept]
+        if not removed:
+            continue
+        commands = [
+            (t, c) for t, c in ctx.netstate.changes if before.taken_at < t <= after.taken_at
+        ]
+        out.append(
+            {
+                "after": after,
+                "removed": removed,
+                "at": commands[-1][0] if commands else None,
+                "command": commands[-1][1] if commands else None,
+                "since": before.taken_at,
+            }
+        )
+    return out
+
+
+@register("no_route_egress", fact="F4")
+def detect(ctx: Context) -> list[Finding]:
+    """F4/F3: a removed route stops a flow's outgoing packets; arrivals do not need routes."""
+    changes = _route_changes(ctx)
+    pk = ctx.packets
+    if not changes or pk.empty:
+        return []
+    findings = []
+    for flow_id, rows in pk.sort_values("order").groupby("flow_id", sort=False):
+        out = rows[(rows["direction"] == "out") & rows["egress"].notna()]
+        inn = rows[rows["direction"] == "in"]
+        if out.empty or len(inn) < MIN_INCOMING:
+            continue
+        flow = ctx.flow_info[int(flow_id)]
+        local = ctx.flows.set_index("flow_id").at[flow_id, "local"]
+        remote = flow["src"] if local == "responder" else flow["dst"]
+        last_out = int(out["ts"].iat[-1])
+        for ch in changes:
+            upper = int(ch["after"].taken_at * 1e9)
+            removed = [r for r in ch["removed"] if _covers(r, remote)]
+            if not removed or not int(out["ts"].iat[0]) < upper:
+                continue
+            if last_out > upper + CLOCK_SLACK_NS:
+                continue  # still sending after the change: a route still carried it
+            start = int(ch["at"] * 1e9) if ch["at"] is not None else int(ch["since"] * 1e9)
+            later = inn[inn["ts"] > last_out]
+            if (later["ts"] > max(start, last_out)).sum() < MIN_INCOMING:
+                continue
+            card = out["egress"].iat[-1]
+            what = ch["command"] or f"routes removed by the snapshot {ch['after'].moment}"
+            summary = (
+                f"{flow_text(flow)}: the host's last packet left {card} at {when(last_out)}; "
+                f"after '{what}' removed {_route_text(removed[0])}"
+                + (f" (and {len(removed) - 1} more)" if len(removed) > 1 else "")
+                + f", {len(later)} packets of the peer kept arriving from "
+                f"{when(later['ts'].iat[0])} and the host answered none: every outgoing packet "
+                "needs a route, arriving ones do not."
+            )
+            findings.append(
+                ctx.finding(
+                    "no_route_egress",
+                    "error",
+                    flow_id,
+                    [card],
+                    later,
+                    summary,
+                    lead_in=[int(out["packet_id"].iat[-1])],
+                    last_egress_ts=round(last_out / 1e9, 6),
+                    route_change={
+                        "moment": ch["after"].moment,
+                        "taken_at": ch["after"].taken_at,
+                        "at": ch["at"],
+                        "command": ch["command"],
+                        "removed": [_route_text(r) for r in removed],
+                    },
+                )
+            )
+            break
+    return findings
