@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .events import read_events
+from .netstate import load
 
 
 def _iso(ns: int | None) -> str | None:
@@ -28,6 +29,7 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
     Raises InputError when a path does not exist or holds nothing readable.
     """
     result = read_events(paths)
+    state = load(result)
     host = result.host
     snapshots = []
     for snap in host.snapshots if host else ():
@@ -53,6 +55,14 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
                 "rules": len(snap.rules),
             }
         )
+    extra = {m.path: m for m in state.moments}
+    for entry in snapshots:
+        moment = extra.get(entry["path"])
+        entry["netfilter"] = [
+            {"path": r.path, "rules": len(r.rules), "nat_rules": len(r.nat_rules)}
+            for r in (moment.rulesets if moment else ())
+        ]
+        entry["sysctl"] = moment.sysctls.path if moment and moment.sysctls else None
     events = result.events
     files = []
     for report in result.reports:
@@ -78,6 +88,8 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
         "ip_snapshots": snapshots,
         "boot_time": result.inputs.boot_time,
         "changes": [{"at": t, "command": c} for t, c in result.inputs.changes],
+        "conntrack": [r.to_dict() for r in state.reports],
+        "martian_lines": len(state.martians),
         "scenarios": result.inputs.scenarios,
         "ignored": [{"path": p, "reason": r} for p, r in result.inputs.ignored],
     }
@@ -131,6 +143,17 @@ def render_text(report: dict[str, Any]) -> str:
         for i in s["interfaces"]:
             addrs = " ".join(i["addresses"]) or "no address"
             lines.append(f"    {i['ifindex']}: {i['name']} {i['mac'] or ''} {addrs}")
+        for r in s.get("netfilter", []):
+            lines.append(f"    {r['path']}: {r['rules']} rules, {r['nat_rules']} NAT rules")
+        if s.get("sysctl"):
+            lines.append(f"    {s['sysctl']}: sysctls (rp_filter, log_martians)")
+    for c in report.get("conntrack", []):
+        lines.append(
+            f"{c['path']}: conntrack -L, {c['used']} entries, "
+            f"{c['detail'].get('translated', 0)} translated"
+        )
+    if report.get("martian_lines"):
+        lines.append(f"martian lines in the kernel logs: {report['martian_lines']}")
     if report["boot_time"] is not None:
         lines.append(
             f"boot time: {report['boot_time']:.0f} ({_iso(int(report['boot_time'] * 1e9))})"

@@ -110,7 +110,12 @@ def text_report(analysis: Analysis) -> list[str]:
     for kind, status in analysis.detectors.items():
         lines.append(f"  {kind}: {status}")
     n_flows = len(analysis.tables.flows)
-    lines.append(f"{n_flows} flows, {len(analysis.findings)} findings")
+    n_nat = sum(r["nat_src"] is not None for r in analysis.flows_records())
+    lines.append(
+        f"{n_flows} flows"
+        + (f" ({n_nat} translated by NAT)" if n_nat else "")
+        + f", {len(analysis.findings)} findings"
+    )
     by_flow: dict[int, list] = {}
     for f in analysis.findings:
         by_flow.setdefault(f.flow_id, []).append(f)

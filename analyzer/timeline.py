@@ -31,8 +31,9 @@ def _endpoint(text: str) -> tuple[str, int]:
 
 def select_flow(analysis: Analysis, spec: str) -> int:
     """The flow id for ``spec``: a flow id as ``analyze`` prints it, or
-    ``"tcp 172.16.70.16:42244 172.16.70.15:5000"`` (either orientation; ``->`` optional).
-    With port reuse the first matching flow is taken."""
+    ``"tcp 172.16.70.16:42244 172.16.70.15:5000"`` (either orientation; ``->`` optional; a
+    translated flow as sent or as translated). With port reuse the first matching flow is
+    taken."""
     info = analysis.context.flow_info
     if spec.strip().isdigit():
         fid = int(spec)
@@ -48,6 +49,12 @@ def select_flow(analysis: Analysis, spec: str) -> int:
         ends = {(f["src"], f["sport"]), (f["dst"], f["dport"])}
         if f["proto"] == proto and ends == {a, b}:
             return fid
+    # A translated flow also answers to its tuple after NAT (what a capture on the card shows).
+    for r in analysis.flows_records():
+        if r["nat_src"] is None or r["proto"] != proto:
+            continue
+        if {(r["nat_src"], r["nat_sport"]), (r["nat_dst"], r["nat_dport"])} == {a, b}:
+            return int(r["flow_id"])
     raise NicpathError(f"no flow {spec!r} in the inputs")
 
 

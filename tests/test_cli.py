@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,42 @@ def test_events_parquet_streams_with_jobs_and_prints_only_counts(tmp_path):
     assert table_one.num_rows == 714
     shown = run("events", TCP, "--parquet", str(out), "--format", "text")
     assert shown.output.count(" -> ") >= 714
+
+
+@pytest.mark.parametrize(
+    "name,content,where",
+    [
+        ("conntrack.txt", "tcp 6 10 ESTABLISHED src=10.0.0.1 dst=10.0.0.2\n", "line 1"),
+        ("ip/before/iptables.txt", "*nat\nthis is not a rule\n", "line 2"),
+        ("ip/before/nft.txt", "table ip nat {\n", "missing '}'"),
+        ("ip/before/sysctl.txt", "net.ipv4.conf.all.rp_filter\n", "line 1"),
+    ],
+)
+def test_bad_kernel_state_files_are_one_line_and_exit_2(tmp_path, name, content, where):
+    bundle = tmp_path / "b"
+    shutil.copytree(ROOT / "samples" / "nat_pinned", bundle)
+    (bundle / name).write_text(content)
+    for command in ("inspect", "analyze"):
+        res = run(command, str(bundle))
+        assert res.exit_code == 2, (command, res.output)
+        assert res.output.startswith("nicpath: error: ") and str(bundle / name) in res.output
+        assert where in res.output
+
+
+def test_nat_flows_and_findings_from_the_command_line(tmp_path):
+    nat = str(ROOT / "samples" / "nat_pinned")
+    res = run("analyze", nat, "--format", "json")
+    assert res.exit_code == 1
+    doc = json.loads(res.output)
+    assert [f["kind"] for f in doc["findings"]] == ["nat_pinned"]
+    assert doc["detectors"]["dropped_before_hook"] == "ran: 0 findings"
+    assert any(f["path"].endswith("conntrack.txt") for f in doc["inputs"]["files"])
+    text = run("analyze", nat).output
+    assert "6 flows (4 translated by NAT), 1 findings" in text
+    assert "conntrack.txt: 6 lines read, 6 used" in text
+    # the timeline finds a translated flow by its tuple on the wire too
+    wire = run("timeline", nat, "--flow", "tcp 172.16.70.22:53780 172.16.70.15:5000")
+    assert wire.exit_code == 0 and wire.output.startswith("flow 5: tcp 172.16.70.14:53780")
+    assert "conntrack -L, 6 entries, 4 translated" in run("inspect", nat).output
+    only_cards = run("analyze", str(Path(nat) / "any.pcap"), "--ip", str(Path(nat) / "ip"))
+    assert "nat_pinned: not run: needs a kernel log" in only_cards.output

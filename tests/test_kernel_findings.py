@@ -241,3 +241,19 @@ def test_a_route_added_mid_flow_stops_nothing():
     for name in ("egress_switch_tcp", "clean_multihomed"):
         a = analyze([str(ROOT / "samples" / name)])
         assert not [f for f in a.findings if f.kind == "no_route_egress"]
+
+
+def test_unpaired_nat_halves_are_not_taken_for_drops(monkeypatch):
+    """Were the two tuples of a translated connection not paired, the replies on the card would
+    have no INPUT line of their own (INPUT saw them after NAT was undone): no drop is claimed
+    for a wire-only flow that a hook-only flow could be the twin of."""
+    import analyzer.analyze as run
+    from analyzer.detectors import dropped_before_hook
+    from analyzer.nat import _with_nat
+
+    monkeypatch.setattr(run, "join_translations", lambda events, tables: _with_nat(tables, set()))
+    a = analyze([str(NAT)])
+    assert not [f for f in a.findings if f.kind == "dropped_before_hook"]
+    monkeypatch.setattr(dropped_before_hook, "_twins", lambda ctx, ids: set())
+    a = analyze([str(NAT)])
+    assert len([f for f in a.findings if f.kind == "dropped_before_hook"]) == 4

@@ -89,26 +89,28 @@ def _covered(
     return out
 
 
-def _twins(ctx: Context) -> set[int]:
-    """Flows seen only on the wire that a flow seen only at the hooks could be the NAT twin of."""
+def _twins(ctx: Context, flow_ids: set[int]) -> set[int]:
+    """Those of ``flow_ids`` seen only on the wire that a flow seen only at the hooks could be
+    the NAT twin of: same protocol, one endpoint (address and port) the same, at the same time."""
     obs = ctx.tables.observations
-    fl = ctx.flows.set_index("flow_id")
     at_hook = obs["hook"].notna()
     hook_flows = set(obs.loc[at_hook, "flow_id"])
     wire_flows = set(obs.loc[~at_hook, "flow_id"])
-    hook_only = fl.loc[sorted(hook_flows - wire_flows)]
-    wire_only = fl.loc[sorted(wire_flows - hook_flows)]
-    twins = set()
-    for fid, w in wire_only.iterrows():
-        near = hook_only[
-            (hook_only["proto"] == w["proto"])
-            & (hook_only["first_ns"] <= w["last_ns"] + LOG_SLACK_NS)
-            & (hook_only["last_ns"] >= w["first_ns"] - LOG_SLACK_NS)
-        ]
-        same_src = (near["src_hi"] == w["src_hi"]) & (near["src_lo"] == w["src_lo"])
-        same_dst = (near["dst_hi"] == w["dst_hi"]) & (near["dst_lo"] == w["dst_lo"])
-        if (same_src | same_dst).any():
-            twins.add(int(fid))
+    fl = ctx.flows
+    wire_only = fl[fl["flow_id"].isin((wire_flows - hook_flows) & flow_ids)]
+    hook_only = fl[fl["flow_id"].isin(hook_flows - wire_flows)]
+    if wire_only.empty or hook_only.empty:
+        return set()
+    twins: set[int] = set()
+    for side in ("src", "dst"):
+        key = ["proto", f"{side}_hi", f"{side}_lo", f"{side[0]}port"]
+        pairs = wire_only[[*key, "flow_id", "first_ns", "last_ns"]].merge(
+            hook_only[[*key, "first_ns", "last_ns"]], on=key, suffixes=("", "_h")
+        )
+        near = (pairs["first_ns_h"] <= pairs["last_ns"] + LOG_SLACK_NS) & (
+            pairs["last_ns_h"] >= pairs["first_ns"] - LOG_SLACK_NS
+        )
+        twins |= set(pairs.loc[near, "flow_id"].astype(int))
     return twins
 
 
@@ -127,7 +129,7 @@ def detect(ctx: Context) -> list[Finding]:
     reached = set(obs.loc[at_input, "packet_id"])
     pk = ctx.packets.set_index("packet_id")
     cand = pk.loc[sorted(set(on_wire_in["packet_id"]) - reached)].reset_index()
-    cand = cand[~cand["flow_id"].isin(_twins(ctx))]
+    cand = cand[~cand["flow_id"].isin(_twins(ctx, set(cand["flow_id"])))]
     if cand.empty:
         return []
     versions = ctx.flows.set_index("flow_id")["ip_version"]

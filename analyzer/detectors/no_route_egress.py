@@ -81,28 +81,42 @@ def detect(ctx: Context) -> list[Finding]:
     pk = ctx.packets
     if not changes or pk.empty:
         return []
+    pk = pk.sort_values("order")
+    out = pk[(pk["direction"] == "out") & pk["egress"].notna()]
+    inn = pk[pk["direction"] == "in"]
+    if out.empty or inn.empty:
+        return []
+    # Per flow: its first and last outgoing packet, and whether enough arrived after the last.
+    ends = out.groupby("flow_id").agg(first_out=("ts", "min"), last_out=("ts", "max"))
+    after = inn.join(ends["last_out"], on="flow_id")
+    after = after[after["ts"] > after["last_out"]]
+    enough = after.groupby("flow_id").size()
+    ends = ends.loc[ends.index.intersection(enough[enough >= MIN_INCOMING].index)]
+    ends = ends[ends["first_out"] < max(int(ch["after"].taken_at * 1e9) for ch in changes)]
+    if ends.empty:
+        return []
+    last_packet = out[out["flow_id"].isin(ends.index)].groupby("flow_id").tail(1)
+    last_packet = last_packet.set_index("flow_id")
+    arrivals = dict(list(after[after["flow_id"].isin(ends.index)].groupby("flow_id")))
+    local = ctx.flows.set_index("flow_id")["local"]
     findings = []
-    for flow_id, rows in pk.sort_values("order").groupby("flow_id", sort=False):
-        out = rows[(rows["direction"] == "out") & rows["egress"].notna()]
-        inn = rows[rows["direction"] == "in"]
-        if out.empty or len(inn) < MIN_INCOMING:
-            continue
+    for flow_id in ends.index:
         flow = ctx.flow_info[int(flow_id)]
-        local = ctx.flows.set_index("flow_id").at[flow_id, "local"]
-        remote = flow["src"] if local == "responder" else flow["dst"]
-        last_out = int(out["ts"].iat[-1])
+        remote = flow["src"] if local.at[flow_id] == "responder" else flow["dst"]
+        last_out = int(ends.at[flow_id, "last_out"])
+        inn_flow = arrivals[flow_id]
         for ch in changes:
             upper = int(ch["after"].taken_at * 1e9)
             removed = [r for r in ch["removed"] if _covers(r, remote)]
-            if not removed or not int(out["ts"].iat[0]) < upper:
+            if not removed or not int(ends.at[flow_id, "first_out"]) < upper:
                 continue
             if last_out > upper + CLOCK_SLACK_NS:
                 continue  # still sending after the change: a route still carried it
             start = int(ch["at"] * 1e9) if ch["at"] is not None else int(ch["since"] * 1e9)
-            later = inn[inn["ts"] > last_out]
+            later = inn_flow
             if (later["ts"] > max(start, last_out)).sum() < MIN_INCOMING:
                 continue
-            card = out["egress"].iat[-1]
+            card = last_packet.at[flow_id, "egress"]
             what = ch["command"] or f"routes removed by the snapshot {ch['after'].moment}"
             summary = (
                 f"{flow_text(flow)}: the host's last packet left {card} at {when(last_out)}; "
@@ -120,7 +134,7 @@ def detect(ctx: Context) -> list[Finding]:
                     [card],
                     later,
                     summary,
-                    lead_in=[int(out["packet_id"].iat[-1])],
+                    lead_in=[int(last_packet.at[flow_id, "packet_id"])],
                     last_egress_ts=round(last_out / 1e9, 6),
                     route_change={
                         "moment": ch["after"].moment,
