@@ -62,7 +62,11 @@ def analyze(paths=(), *, kinds: list[str] | None = None, **read_options) -> Anal
     >>> [f.kind for f in a.findings]  # doctest: +SKIP
     ['egress_change', 'src_not_on_nic']
     """
-    events = read_events(paths, **read_options)
+    return analyze_events(read_events(paths, **read_options), kinds=kinds)
+
+
+def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> Analysis:
+    """Build flows from an event table already read and run the detectors (all, or ``kinds``)."""
     tables = build_flows(events.events)
     ctx = Context(tables, events.host)
     findings, status = run_all(ctx, kinds)
