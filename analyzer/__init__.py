@@ -2,8 +2,9 @@
 
 Joins packet captures, netfilter LOG lines and ``ip`` snapshots taken on one host into one event
 table, per-flow timelines and findings (see README.md). The library API is the steps of the
-pipeline as functions over Arrow tables (``analyzer.pipeline``), imported on first use, so
-``import analyzer`` stays cheap for the command line.
+pipeline as functions over Arrow tables (``analyzer.pipeline``) and ``run_batch``
+(``analyzer.batch``), imported on first use, so ``import analyzer`` stays cheap for the command
+line.
 
 >>> import analyzer  # doctest: +SKIP
 >>> events = analyzer.read_events("samples/egress_switch_tcp")  # doctest: +SKIP
@@ -25,6 +26,7 @@ API = {
     "detector_status": "pipeline",
     "flow_timeline": "pipeline",
     "write_outputs": "pipeline",
+    "run_batch": "batch",
     "InputError": "errors",
     "NicpathError": "errors",
 }

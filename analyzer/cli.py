@@ -242,3 +242,108 @@ def _analysis(paths, *options):
     from .analyze import analyze as run
 
     return run(paths, **_read_options(paths, *options))
+
+
+def _fail_on_kinds(values: tuple[str, ...]) -> list[str] | None:
+    """``--fail-on KIND[,KIND]`` (repeatable), checked against the registered detectors."""
+    from .detectors import REGISTRY
+
+    kinds = [k.strip() for v in values for k in v.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in REGISTRY]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown finding kind {', '.join(unknown)}; kinds: {', '.join(REGISTRY)}",
+            param_hint="--fail-on",
+        )
+    return kinds or None
+
+
+class BatchProgress:
+    """Batch progress on stderr: a bar on a terminal, one plain log line per bundle otherwise;
+    with ``--format jsonl`` each finished bundle's findings go to stdout, one per line."""
+
+    def __init__(self, jsonl: bool) -> None:
+        self.jsonl = jsonl
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, total: int) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=sys.stderr, unit="bundle", desc="nicpath batch")
+
+    def finished(self, result, done: int, total: int) -> None:
+        from .batch import progress_line
+
+        if self.jsonl:
+            for finding in result.findings:
+                sys.stdout.write(json.dumps(finding, default=str, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+        line = progress_line(result, done, total)
+        if self.bar is not None:
+            if not result.ok:
+                self.bar.write(f"nicpath batch: {line}", file=sys.stderr)
+            self.bar.update(1)
+        else:
+            click.echo(f"nicpath batch: {line}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, required=True, metavar="DIR...")
+@click.option("--out", "out", required=True, metavar="DATASET", help="The Parquet dataset.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Bundles analyzed at once, in worker processes (default: the core count).",
+)
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    metavar="KIND[,KIND]",
+    help="Only findings of these kinds make exit code 1.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="text summary, or one finding per line (JSON) as bundles finish.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the bundles on this Dask distributed scheduler (tcp://host:8786).",
+)
+@click.pass_context
+def batch(ctx, dirs, out, jobs, fail_on, fmt, scheduler) -> None:
+    """Analyze every bundle under DIR... into one Parquet dataset partitioned by bundle.
+
+    Exit code 2: a bundle failed (the others are still analyzed); 1: findings; 0: neither.
+    """
+    from .batch import run_batch, summary_lines
+
+    kinds = _fail_on_kinds(fail_on)
+    progress = BatchProgress(jsonl=fmt == "jsonl")
+    try:
+        result = run_batch(
+            dirs,
+            out,
+            jobs=jobs,
+            scheduler=scheduler,
+            on_start=progress.start,
+            on_result=progress.finished,
+            debug=ctx.meta.get("nicpath.debug", False),
+        )
+    finally:
+        progress.close()
+    if fmt == "text":
+        click.echo("\n".join(summary_lines(result)))
+    ctx.exit(result.exit_code(kinds))
