@@ -26,6 +26,7 @@ API = {
     "detector_status": "pipeline",
     "flow_timeline": "pipeline",
     "write_outputs": "pipeline",
+    "plot_flow": "pipeline",
     "run_batch": "batch",
     "InputError": "errors",
     "NicpathError": "errors",

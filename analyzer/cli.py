@@ -190,9 +190,15 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
     metavar="DIR",
     help="Also write events.parquet, flows.parquet and findings.parquet into DIR.",
 )
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    help="Also write a self-contained page: counts, findings, each finding's flow picture.",
+)
 @click.pass_context
 def analyze(
-    ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet_dir
+    ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet_dir, html_file
 ) -> None:
     """Build per-flow timelines and report every finding, with its evidence packets.
 
@@ -203,6 +209,10 @@ def analyze(
     analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     if parquet_dir:
         write_parquet_dir(analysis, parquet_dir)
+    if html_file:
+        from .htmlreport import write_html
+
+        write_html(analysis, html_file)
     if fmt == "json":
         write_json(analysis, sys.stdout)
     else:
@@ -236,6 +246,33 @@ def timeline(
 
         click.echo(f"flow {flow_id}: {flow_text(analysis.context.flow_info[flow_id])}")
         click.echo("\n".join(timeline_lines(rows)))
+
+
+@main.command()
+@input_options
+@click.option(
+    "--flow",
+    "flow_spec",
+    required=True,
+    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    metavar="FILE",
+    help="flow.html (interactive, self-contained), flow.png or flow.svg.",
+)
+def plot(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, output) -> None:
+    """Draw one flow: a lane per card and hook, time across, packets coloured by direction,
+    egress changes and findings marked."""
+    from .plot import flow_chart, output_format, save_chart
+    from .timeline import select_flow
+
+    output_format(output)  # a wrong suffix fails before the inputs are read
+    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
+    save_chart(flow_chart(analysis, select_flow(analysis, flow_spec)), output)
 
 
 def _analysis(paths, *options):

@@ -158,3 +158,16 @@ def write_outputs(
             write_parquet(table, path)
             written.append(path)
     return written
+
+
+def plot_flow(events: pa.Table, flow: int | str, path: str | os.PathLike | None = None):
+    """The flow's picture (``nicpath plot``) as an Altair chart; saved to ``path`` (.html, .png,
+    .svg) when given. Needs the ``plot`` extra."""
+    from .plot import flow_chart, save_chart
+    from .timeline import select_flow
+
+    analysis = analysis_of(events)
+    chart = flow_chart(analysis, select_flow(analysis, str(flow)))
+    if path is not None:
+        save_chart(chart, path)
+    return chart
