@@ -231,7 +231,6 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     must be reachable from the worker.
     """
     from .analyze import analyze
-    from .pipeline import with_host
     from .report import findings_table, flows_table
 
     started, wall = time.monotonic(), time.time()
@@ -242,7 +241,9 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
             dataset,
             name,
             {
-                "events": with_host(analysis.events.events, analysis.events.host),
+                # Without the nicpath.host metadata: a dataset read takes the schema (and its
+                # metadata) of one file, which would pass one host's snapshots off for all.
+                "events": analysis.events.events,
                 "flows": flows_table(analysis),
                 "findings": findings_table(analysis),
             },
@@ -328,13 +329,16 @@ def _results(
             yield analyze_bundle(name, path, dataset, debug=debug)
         return
     # spawn: the workers start clean, whatever threads this process runs (progress bar, ...)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    try:
         futures = {
             pool.submit(analyze_bundle, name, path, dataset, debug=debug): (name, path)
             for name, path in bundles
         }
         for fut in as_completed(futures):
             yield _collect(fut, *futures[fut], dataset)
+    finally:  # on Ctrl-C, bundles not yet started are dropped, not run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _collect(fut: Future, name: str, path: str, dataset: str) -> BundleResult:

@@ -93,6 +93,8 @@ def test_batch_twice_over_samples_holds_each_bundles_findings_once(tmp_path, exp
     )
     tcp = analyze([str(SAMPLES / "egress_switch_tcp")])
     assert counts["egress_switch_tcp"] == tcp.events.events.num_rows
+    # No host snapshots in the metadata: a dataset read would give one bundle's to all.
+    assert b"nicpath.host" not in (pq.read_table(out / "events").schema.metadata or {})
     flows = pq.read_table(out / "flows").to_pandas()
     assert (
         flows.groupby("bundle", observed=True).size()
