@@ -163,6 +163,7 @@ def client(dst: str, port: int, count: int, gap: float) -> None:
 
 
 def bulk(dst: str, mb: float) -> None:
+    """64 kB every 5 ms (13 MB/s): fast, yet slow enough that tcpdump keeps every packet."""
     with socket.create_connection((dst, 5002), timeout=5) as c:
         print(c.getsockname()[1], flush=True)
         left = int(mb * 1_000_000)
@@ -170,6 +171,7 @@ def bulk(dst: str, mb: float) -> None:
         while left > 0:
             c.sendall(block[:left])
             left -= len(block)
+            time.sleep(0.005)
         c.shutdown(socket.SHUT_WR)
         while c.recv(65536):
             pass

@@ -29,8 +29,9 @@ from click.testing import CliRunner
 from analyzer import __version__
 from analyzer.analyze import analyze
 from analyzer.cli import main
-from analyzer.collect import capture, kmsg, logrules, script_text, snapshots
+from analyzer.collect import capture, core, kmsg, logrules, script_text, snapshots
 from analyzer.collect.core import CollectOptions, _plan
+from analyzer.collect.tools import TOOLS
 from analyzer.errors import CollectError
 from analyzer.sources import kernlog
 from tests.nsnet import PEER, Lab
@@ -351,7 +352,7 @@ def test_captures_rotate_and_the_oldest_chunks_are_dropped_to_keep_max_size(tmp_
     manifest = run.manifest()
     (card,) = manifest["captures"]
     assert card["iface"] == "cleth2" and card["dropped_files"]
-    assert card["packets_captured"] > 0
+    assert card["packets_captured"] > 0 and card["packets_dropped_by_kernel"] == 0
     kept = card["files"]
     numbers = [capture.chunk_number(f)[1] for f in kept]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # the newest, in order
@@ -513,7 +514,16 @@ def test_up_cards_are_the_default_loopback_and_down_cards_excepted(tmp_path):
     sys_net = _fake_sys(
         tmp_path, {"lo": "0x9", "eth0": "0x1003", "eth1": "0x1002", "br0": "0x1003"}
     )
-    assert capture.up_cards(sys_net) == ["br0", "eth0"]
+    assert capture.up_cards(capture.cards_from_sys(sys_net)) == ["br0", "eth0"]
+    ip_text = (
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\\    link/loopback\n"
+        "2: eth0.100@eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue\n"
+        "3: eth1: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN\n"
+        "4: veth9@if3: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 state LOWERLAYERDOWN\n"
+    )
+    cards = capture.cards_from_ip(ip_text)
+    assert cards == {"lo": False, "eth0.100": True, "eth1": False, "veth9": True}
+    assert capture.up_cards(cards) == ["eth0.100", "veth9"]
     assert capture.chunk_mb(100_000_000, 2) == 12 and capture.chunk_mb(2_000_000, 1) == 1
 
 
@@ -531,6 +541,7 @@ def test_up_cards_are_the_default_loopback_and_down_cards_excepted(tmp_path):
 )
 def test_collect_refuses_before_touching_anything(tmp_path, monkeypatch, options, message):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(core, "find_tools", lambda: dict.fromkeys(TOOLS))  # cards from /sys
     (tmp_path / "sys").mkdir()
     sys_net = _fake_sys(tmp_path / "sys", {"lo": "0x9", "eth0": "0x1003", "eth1": "0x1003"})
     (tmp_path / "exists").mkdir()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tools import die_with_parent, error_text
+from .tools import die_with_parent, error_text, run
 
 SYS_NET = "/sys/class/net"
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
@@ -32,25 +32,50 @@ STATS = {
 }
 
 
-def card_flags(name: str, sys_net: str = SYS_NET) -> int | None:
-    try:
-        return int(Path(sys_net, name, "flags").read_text().strip(), 16)
-    except (OSError, ValueError):
-        return None
+#: ``ip -o link`` line: ``2: eth1@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu ...``.
+LINK_LINE = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S*)?:\s+<([^>]*)>")
 
 
-def up_cards(sys_net: str = SYS_NET) -> list[str]:
-    """The cards that are administratively up, loopback excepted, in name order."""
-    try:
-        names = sorted(os.listdir(sys_net))
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        flags = card_flags(name, sys_net)
-        if flags is not None and flags & IFF_UP and not flags & IFF_LOOPBACK:
-            out.append(name)
+def cards_from_ip(text: str) -> dict[str, bool]:
+    """Card name -> whether it is up (loopback counts as not) from ``ip -o link`` output."""
+    out = {}
+    for line in text.splitlines():
+        m = LINK_LINE.match(line)
+        if m:
+            flags = set(m.group(2).split(","))
+            out[m.group(1)] = "UP" in flags and "LOOPBACK" not in flags
     return out
+
+
+def cards_from_sys(sys_net: str = SYS_NET) -> dict[str, bool]:
+    """The same from ``/sys/class/net/*/flags``, when there is no ``ip``."""
+    out = {}
+    try:
+        names = os.listdir(sys_net)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            flags = int(Path(sys_net, name, "flags").read_text().strip(), 16)
+        except (OSError, ValueError):
+            continue
+        out[name] = bool(flags & IFF_UP) and not flags & IFF_LOOPBACK
+    return out
+
+
+def cards_here(ip: str | None, sys_net: str = SYS_NET) -> dict[str, bool]:
+    """The cards of this network namespace. ``ip`` asks the kernel from inside it; /sys shows
+    the namespace it was mounted in, which ``nsenter --net`` does not change."""
+    if ip:
+        res = run([ip, "-o", "link", "show"])
+        if res.returncode == 0:
+            return cards_from_ip(res.stdout)
+    return cards_from_sys(sys_net)
+
+
+def up_cards(cards: dict[str, bool]) -> list[str]:
+    """The cards that are administratively up, loopback excepted, in name order."""
+    return sorted(name for name, up in cards.items() if up)
 
 
 def chunk_mb(budget: int, cards: int) -> int:

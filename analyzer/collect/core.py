@@ -101,15 +101,16 @@ def _plan(options: CollectOptions, sys_net: str = capture.SYS_NET) -> _Plan:
     out = Path(options.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CollectError(f"--out {out}: exists and is not an empty directory (never overwritten)")
+    tools = find_tools()
+    here = capture.cards_here(tools["ip"], sys_net)
     if options.ifaces:
-        known = set(os.listdir(sys_net)) if os.path.isdir(sys_net) else None
-        missing = [i for i in options.ifaces if known is not None and i not in known]
+        missing = [i for i in options.ifaces if here and i not in here]
         if missing:
-            cards = ", ".join(sorted(known or []))
-            raise CollectError(f"--iface {', '.join(missing)}: no such card here (cards: {cards})")
+            known = ", ".join(sorted(here))
+            raise CollectError(f"--iface {', '.join(missing)}: no such card here (cards: {known})")
         cards = list(dict.fromkeys(options.ifaces))
     else:
-        cards = capture.up_cards(sys_net)
+        cards = capture.up_cards(here)
     budget = int(options.max_size_mb * capture.MB)
     if cards and budget < capture.MIN_BUDGET_PER_CARD * len(cards):
         raise CollectError(
@@ -125,7 +126,6 @@ def _plan(options: CollectOptions, sys_net: str = capture.SYS_NET) -> _Plan:
             f"--max-size {options.max_size_mb:g} MB but only {free / capture.MB:.0f} MB free "
             f"on the file system of {parent}: give a smaller --max-size or another --out"
         )
-    tools = find_tools()
     if options.bpf and cards and tools["tcpdump"]:
         res = run([tools["tcpdump"], "-d", "-i", cards[0], "-s", str(options.snaplen), options.bpf])
         if res.returncode != 0:
@@ -163,6 +163,7 @@ class _Run:
         self.dropped: dict[str, list[str]] = {}
         self.moments: list[str] = []
         self.changes = 0
+        self.changes_left_out = 0
         self.change_snapshots = 0
         self.pending_change: float | None = None
         self.last_snapshot = -math.inf
@@ -411,9 +412,14 @@ class _Run:
     def _record_changes(self, events: list[tuple[float, str]]) -> None:
         if not events:
             return
+        cap = self.plan.budget // SIDE_SHARE
         with open(self.out / "changes.log", "a", encoding="utf-8") as f:
             for stamp, text in events:
-                f.write(f"{stamp:.6f}\t{text}\n")
+                line = f"{stamp:.6f}\t{text}\n"
+                if f.tell() + len(line.encode()) > cap:
+                    self.changes_left_out += 1
+                else:
+                    f.write(line)
         self.changes += len(events)
         self.pending_change = time.monotonic()
 
@@ -428,7 +434,7 @@ class _Run:
         self.change_snapshots += 1
         self._snapshot(f"change-{self.change_snapshots}")
         if not self.options.ifaces and self.tools.get("tcpdump"):
-            for card in capture.up_cards():
+            for card in capture.up_cards(capture.cards_here(self.tools["ip"])):
                 if card not in self.captures:
                     self._new_card(card)
 
@@ -449,6 +455,11 @@ class _Run:
         if self.monitor is not None:
             self._record_changes(self.monitor.stop())
             self.monitor = None
+        if self.changes_left_out:
+            self.warn(
+                f"changes.log reached a tenth of --max-size: {self.changes_left_out} later "
+                "changes not written"
+            )
 
     def _insert_rules(self) -> None:
         rules, warnings = logrules.insert(self.run_id, self.options.log_rate, self.tools)

@@ -94,25 +94,33 @@ fi
 
 # Cards and budget.
 SYS_NET=/sys/class/net
-up_cards() {  # administratively up, loopback excepted, in name order
+card_list() {  # NAME UP per card; ip asks the kernel from this namespace, /sys is the fallback
+    if have ip && links=$(ip -o link show 2>/dev/null); then
+        printf '%s\n' "$links" | awk -F': ' '{
+            n = $2; sub(/@.*/, "", n); f = "," $3; sub(/>.*/, "", f); sub(/,</, ",", f)
+            print n, (f ~ /,UP(,|$)/ && f !~ /,LOOPBACK(,|$)/) ? 1 : 0 }'
+        return
+    fi
     for d in "$SYS_NET"/*; do
         [ -r "$d/flags" ] || continue
         f=$(cat "$d/flags" 2>/dev/null) || continue
-        if [ $((f & 1)) -ne 0 ] && [ $((f & 8)) -eq 0 ]; then printf '%s\n' "${d##*/}"; fi
+        if [ $((f & 1)) -ne 0 ] && [ $((f & 8)) -eq 0 ]; then up=1; else up=0; fi
+        printf '%s %s\n' "${d##*/}" "$up"
     done
+}
+up_cards() {  # administratively up, loopback excepted, in name order
+    card_list | awk '$2 == 1 { print $1 }' | sort
 }
 
 CARDS=
 if [ -n "$IFACES" ]; then
+    known=$(card_list | awk '{ print $1 }' | sort | tr '\n' ' ' | sed -e 's/ $//' -e 's/ /, /g')
     missing=
     for c in $IFACES; do
-        if [ -d "$SYS_NET" ] && [ ! -e "$SYS_NET/$c" ]; then missing="$missing${missing:+, }$c"; fi
+        case ", $known, " in *", $c, "*|", , ") ;; *) missing="$missing${missing:+, }$c" ;; esac
         case " $CARDS " in *" $c "*) ;; *) CARDS="$CARDS${CARDS:+ }$c" ;; esac
     done
-    if [ -n "$missing" ]; then
-        known=$(ls "$SYS_NET" | tr '\n' ' ' | sed -e 's/ $//' -e 's/ /, /g')
-        die "--iface $missing: no such card here (cards: $known)"
-    fi
+    [ -n "$missing" ] && die "--iface $missing: no such card here (cards: $known)"
 else
     CARDS=$(up_cards | tr '\n' ' ' | sed 's/ $//')
 fi
@@ -157,6 +165,7 @@ STOP=
 FINISHED=0
 MOMENTS=
 CHANGES=0
+CHANGES_OVER=0
 CHANGE_SNAPSHOTS=0
 RULES_TOOL=
 WATCHDOG=
@@ -364,11 +373,12 @@ snapshot() {  # snapshot MOMENT
 }
 
 start_monitor() {
-    (TZ=UTC; export TZ; exec ip -ts monitor link address route rule) >"$WORK/monitor" 2>/dev/null &
+    (TZ=UTC; export TZ; exec ip -ts monitor link address route rule) >>"$WORK/monitor" 2>/dev/null &
     MONPID=$!
     sleep 0.05 2>/dev/null || sleep 1
     if ! kill -0 "$MONPID" 2>/dev/null; then
-        ip monitor link address route rule >"$WORK/monitor" 2>/dev/null &
+        : >"$WORK/monitor"
+        ip monitor link address route rule >>"$WORK/monitor" 2>/dev/null &
         MONPID=$!
         sleep 0.05 2>/dev/null || sleep 1
         if ! kill -0 "$MONPID" 2>/dev/null; then
@@ -411,9 +421,19 @@ record_changes() {  # append new ip monitor events to changes.log; true when the
     sed -n "$((MONSEEN + 1)),${n}p" "$WORK/monitor" |
         awk -v fallback="$(now)" "$MON_AWK" >"$WORK/events"
     MONSEEN=$n
+    if [ "$n" -gt 100000 ]; then  # a flood of events: start the raw file over
+        : >"$WORK/monitor"
+        MONSEEN=0
+    fi
     e=$(wc -l <"$WORK/events" | tr -d ' ')
     [ "$e" -gt 0 ] || return 1
-    cat "$WORK/events" >>"$OUT/changes.log"
+    used=0
+    [ -f "$OUT/changes.log" ] && used=$(wc -c <"$OUT/changes.log" | tr -d ' ')
+    awk -v used="$used" -v cap="$SIDECAP" -v over="$WORK/changes.over" '
+        { s = length($0) + 1; if (used + s > cap) { n++; next } print; used += s }
+        END { print n + 0 > over }' "$WORK/events" >>"$OUT/changes.log"
+    read -r over <"$WORK/changes.over"
+    CHANGES_OVER=$((CHANGES_OVER + over))
     CHANGES=$((CHANGES + e))
     return 0
 }
@@ -654,9 +674,12 @@ json_lines() {  # a JSON list of the lines of stdin
 stat_of() {  # stat_of CARD WORDS: the number tcpdump printed before WORDS
     sed -n "s/^\([0-9][0-9]*\) packets\{0,1\} $2.*/\1/p" "$WORK/tcpdump-$1.err" 2>/dev/null | head -n 1
 }
-tool_version() {
-    have "$1" || { printf 'null'; return; }
-    json_or_null "$("$1" "$2" 2>&1 </dev/null | awk 'NF { sub(/^[ \t]+/, ""); sub(/[ \t]+$/, ""); print; exit }')"
+tool_version() {  # the first line a tool prints for its version flag; null when it has none
+    if have "$1" && "$1" "$2" >"$WORK/version" 2>&1 </dev/null; then
+        json_or_null "$(awk 'NF { sub(/^[ \t]+/, ""); sub(/[ \t]+$/, ""); print; exit }' "$WORK/version")"
+    else
+        printf 'null'
+    fi
 }
 
 write_manifest() {
@@ -771,6 +794,9 @@ if [ -n "$MONPID" ]; then
     kill "$MONPID" 2>/dev/null
     wait "$MONPID" 2>/dev/null
     record_changes
+fi
+if [ "$CHANGES_OVER" -gt 0 ]; then
+    warn "changes.log reached a tenth of --max-size: $CHANGES_OVER later changes not written"
 fi
 conntrack_table
 keep_budget

@@ -57,10 +57,13 @@ def first_line(text: str) -> str:
 
 
 def version(name: str, path: str | None) -> str | None:
-    """The first line a tool prints for its version flag (stdout, else stderr)."""
+    """The first line a tool prints for its version flag (stdout, else stderr); None when the
+    tool has no such flag."""
     if path is None:
         return None
     res = run([path, TOOLS[name]], timeout=5)
+    if res.returncode != 0:
+        return None
     return first_line(res.stdout) or first_line(res.stderr) or None
 
 
