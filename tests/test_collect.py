@@ -4,9 +4,9 @@ what it did.
 The root tests run the collector inside network namespaces built by the test (``tests/nsnet.py``)
 on a real kernel: a TCP flow moved from cleth2 to cleth1 by a route added mid-run, then
 ``nicpath analyze`` on the bundle must find exactly that, and every LOG rule inserted must be
-gone afterwards, also after SIGTERM, Ctrl-C (SIGINT) and SIGKILL. They read the machine-wide
-kernel log, so each run holds ``/tmp/nicpath-kmsg.lock`` (as the lab recordings do). Without
-root they are skipped; the unit tests below them need nothing.
+gone afterwards, also after SIGTERM, Ctrl-C (SIGINT to the process group) and SIGKILL. They
+read the machine-wide kernel log, so each run holds ``/tmp/nicpath-kmsg.lock`` (as the lab
+recordings do). Without root they are skipped; the unit tests below them need nothing.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Collector:
         with open(self.err, "w") as err:
             self.proc = lab.exec(
                 lab.host, "env", f"PATH={env['PATH']}", *cmd, "--out", str(out), *args,
-                stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                stdout=subprocess.PIPE, stderr=err, text=True, env=env, start_new_session=True,
             )  # fmt: skip
 
     def stderr(self) -> str:
@@ -299,7 +299,10 @@ def test_every_inserted_rule_is_removed_when_stopped_by_a_signal(tmp_path, form,
         run.wait_ready()
         during = view(lab)
         assert during != before and "nicpath-" in during
-        run.proc.send_signal(sig)
+        if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group
+            os.killpg(run.proc.pid, sig)
+        else:
+            run.proc.send_signal(sig)
         rc = run.wait()
         end = time.monotonic() + 5  # after SIGKILL the watchdog wakes within a second
         while view(lab) != before and time.monotonic() < end:

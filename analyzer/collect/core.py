@@ -210,6 +210,8 @@ class _Run:
                 os.umask(old_umask)
                 if self.work is not None:
                     shutil.rmtree(self.work, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise CollectError(f"collection stopped: {error}") from error
         if error is not None:
             raise error
         if self.rule_problems:
