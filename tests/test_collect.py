@@ -338,6 +338,23 @@ def test_every_inserted_rule_is_removed_when_stopped_by_a_signal(tmp_path, form,
 
 @needs_root
 @pytest.mark.parametrize("form", FORMS)
+def test_a_bad_filter_or_card_is_refused_before_anything_starts(tmp_path, form):
+    with Lab(f"f{form[0]}") as lab:
+        for args, message in (
+            (["--filter", "tcp port nosuchservice"], "--filter "),
+            (
+                ["--iface", "cleth9"],
+                "--iface cleth9: no such card here (cards: cleth1, cleth2, lo)",
+            ),
+        ):
+            run = Collector(lab, form, tmp_path / "b", "--log-rules", *args)
+            assert run.wait() == 2 and message in run.stderr(), run.stderr()
+            assert not (tmp_path / "b").exists()
+            assert "nicpath" not in nft_view(lab)
+
+
+@needs_root
+@pytest.mark.parametrize("form", FORMS)
 def test_captures_rotate_and_the_oldest_chunks_are_dropped_to_keep_max_size(tmp_path, form):
     with Lab(f"m{form[0]}") as lab, kmsg_lock():
         server = lab.traffic("server")
