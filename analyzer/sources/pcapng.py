@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ OPT_END, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET, OPT_EPB_FLAGS = 0, 2, 9, 
 #: An EPB whose first option is epb_flags (what dumpcap writes): read it without the walk.
 FLAGS_FIRST = {e: struct.pack(e + "HH", OPT_EPB_FLAGS, 4) for e in "<>"}
 U32 = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
+BLOCK_HEAD = {e: struct.Struct(e + "II").unpack_from for e in "<>"}
 
 
 def looks_like_pcapng(head: bytes) -> bool:
@@ -94,17 +95,41 @@ def _interface(data: bytes, pos: int, end: int, endian: str, index: int) -> Inte
     return iface
 
 
-@dataclass
-class _Packets:
-    """Where each packet block of one chunk is: data start, lengths, interface, time, flags."""
+#: Per packet block: data start, captured and original length, global interface index,
+#: timestamp units, epb_flags (-1: none), file offset.
+PACKET_FIELDS = ("start", "cap", "orig", "iface", "ts", "flags", "offset")
 
-    start: list[int] = field(default_factory=list)
-    cap: list[int] = field(default_factory=list)
-    orig: list[int] = field(default_factory=list)
-    iface: list[int] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
-    flags: list[int] = field(default_factory=list)
-    offset: list[int] = field(default_factory=list)
+
+class _Packets:
+    """The packet blocks of one chunk, as columns: gathered a run of EPBs at a time, or one
+    block at a time for the rare others (SPB, OPB, EPB options in another order)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.rows: list[tuple[int, ...]] = []
+        self.count = 0
+
+    def add(self, *row: int) -> None:
+        self.rows.append(row)
+        self.count += 1
+
+    def add_many(self, *columns: np.ndarray) -> None:
+        self._flush_rows()
+        self.parts.append(columns)
+        self.count += len(columns[0])
+
+    def _flush_rows(self) -> None:
+        if self.rows:
+            columns = zip(*self.rows, strict=True)
+            self.parts.append(tuple(np.asarray(c, dtype=np.int64) for c in columns))
+            self.rows = []
+
+    def columns(self) -> dict[str, np.ndarray]:
+        self._flush_rows()
+        return {
+            name: np.concatenate([p[i] for p in self.parts]).astype(np.int64, copy=False)
+            for i, name in enumerate(PACKET_FIELDS)
+        }
 
 
 class _Walker:
@@ -119,24 +144,45 @@ class _Walker:
         report.detail["interfaces"] = []
 
     def walk(self, data: bytes, pos: int, base: int, record_no: int) -> tuple[int, _Packets]:
-        """Read whole blocks from ``pos`` until the data ends or a chunk is full."""
+        """Read whole blocks from ``pos`` until the data ends or a chunk is full.
+
+        Enhanced Packet Blocks, nearly every block of a real capture, are only located here
+        (type and length); their fields are gathered for all of them at once in ``_epbs``.
+        """
         n = len(data)
         out = _Packets()
-        while pos + 12 <= n and len(out.start) < CHUNK_ROWS:
-            if data[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+        epb: list[int] = []
+        found = epb.append
+        head = BLOCK_HEAD[self.endian]
+        room = CHUNK_ROWS
+        while pos + 12 <= n and room:
+            btype, blen = head(data, pos)
+            if btype == EPB and 32 <= blen <= MAX_RECORD and not blen & 3:
+                if pos + blen > n:
+                    break
+                found(pos)
+                pos += blen
+                room -= 1
+                continue
+            if epb:  # keep packet order and the interface table as of these packets
+                self._epbs(data, epb, base, record_no, out)
+                epb.clear()
+            if btype == SHB:
                 self._byte_order(data, pos, base)
-            btype, blen = struct.unpack_from(self.endian + "II", data, pos)
+                head = BLOCK_HEAD[self.endian]
+                btype, blen = head(data, pos)
             if blen < 12 or blen % 4 or blen > MAX_RECORD:
                 raise InputError(
                     self.spath,
                     f"corrupt block: impossible length {blen}",
-                    record=record_no + len(out.start),
+                    record=record_no + out.count,
                     offset=base + pos,
                 )
             if pos + blen > n:
                 break
             if btype in (EPB, SPB, OPB):
-                self._packet(data, pos, btype, blen, base, record_no + len(out.start), out)
+                self._packet(data, pos, btype, blen, base, record_no + out.count, out)
+                room -= 1
             elif btype == SHB:
                 self.section = []
                 self.report.detail["sections"] = self.report.detail.get("sections", 0) + 1
@@ -145,7 +191,55 @@ class _Walker:
             else:
                 self.report.detail["other_blocks"] = self.report.detail.get("other_blocks", 0) + 1
             pos += blen
+        if epb:
+            self._epbs(data, epb, base, record_no, out)
         return pos, out
+
+    def _epbs(self, data: bytes, positions: list[int], base: int, first: int, out: _Packets):
+        """Fields of many Enhanced Packet Blocks at once: header words, epb_flags when it is
+        the first option (else the options are walked for that block)."""
+        endian = self.endian
+        record0 = first + out.count
+        buf = np.frombuffer(data, dtype=np.uint8)
+        pos = np.asarray(positions, dtype=np.int64)
+        words = buf[pos[:, None] + np.arange(28)].view(endian + "u4").astype(np.int64)
+        blen, if_id, cap, orig = words[:, 1], words[:, 2], words[:, 5], words[:, 6]
+        bad = np.flatnonzero(if_id >= len(self.section))
+        if bad.size:
+            k = int(bad[0])
+            raise InputError(
+                self.spath,
+                f"packet names interface {if_id[k]}, which this section does not describe",
+                record=record0 + k,
+                offset=base + int(pos[k]),
+            )
+        bad = np.flatnonzero(28 + cap > blen - 4)
+        if bad.size:
+            k = int(bad[0])
+            raise InputError(
+                self.spath,
+                f"corrupt packet block: captured length {cap[k]} exceeds block length {blen[k]}",
+                record=record0 + k,
+                offset=base + int(pos[k]),
+            )
+        opt = pos + 28 + ((cap + 3) & ~3)
+        end = pos + blen - 4
+        flags = np.full(len(pos), -1, dtype=np.int64)
+        room = np.flatnonzero(opt + 8 <= end)
+        if room.size:
+            at = opt[room]
+            first_opt = buf[at[:, None] + np.arange(4)].view(endian + "u4")[:, 0]
+            want = np.frombuffer(FLAGS_FIRST[endian], dtype=endian + "u4")[0]
+            fast = first_opt == want
+            value = buf[at[fast][:, None] + 4 + np.arange(4)].view(endian + "u4")[:, 0]
+            flags[room[fast]] = value
+            for k in room[~fast]:
+                for code, val in _options(data, int(opt[k]), int(end[k]), endian):
+                    if code == OPT_EPB_FLAGS and len(val) == 4:
+                        flags[k] = struct.unpack(endian + "I", val)[0]
+        section = np.asarray(self.section, dtype=np.int64)
+        ts = (words[:, 3] << 32) | words[:, 4]
+        out.add_many(pos + 28, cap, orig, section[if_id], ts, flags, base + pos)
 
     def _byte_order(self, data: bytes, pos: int, base: int) -> None:
         magic = data[pos + 8 : pos + 12]
@@ -213,13 +307,7 @@ class _Walker:
                 for code, value in _options(data, opt_pos, end - 4, endian):
                     if code == OPT_EPB_FLAGS and len(value) == 4:
                         flags = struct.unpack(endian + "I", value)[0]
-        out.start.append(dstart)
-        out.cap.append(cap)
-        out.orig.append(orig)
-        out.iface.append(self.section[if_id])
-        out.ts.append((ts_hi << 32) | ts_lo)
-        out.flags.append(flags)
-        out.offset.append(base + pos)
+        out.add(dstart, cap, orig, self.section[if_id], (ts_hi << 32) | ts_lo, flags, base + pos)
 
 
 def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Table]:
@@ -241,10 +329,10 @@ def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Ta
             pos = 0
             while True:
                 pos, packets = walker.walk(data, pos, base, record_no)
-                if not packets.start:
+                if not packets.count:
                     break
                 yield _chunk(data, walker.interfaces, spath, record_no, packets)
-                count = len(packets.start)
+                count = packets.count
                 record_no += count
                 report.records += count
                 report.used += count
@@ -270,16 +358,13 @@ def _chunk(
     data: bytes, interfaces: list[Interface], spath: str, record_no: int, packets: _Packets
 ) -> pa.Table:
     buf = np.frombuffer(data, dtype=np.uint8)
-    start = np.asarray(packets.start, dtype=np.int64)
-    cap = np.asarray(packets.cap, dtype=np.int64)
-    orig = np.asarray(packets.orig, dtype=np.uint32)
-    ifx = np.asarray(packets.iface, dtype=np.int64)
-    units = np.asarray(packets.ts, dtype=np.uint64)
-    flags = np.asarray(packets.flags, dtype=np.int64)
-    offs = np.asarray(packets.offset, dtype=np.int64)
+    cols = packets.columns()
+    start, cap, ifx, flags, offs = (cols[c] for c in ("start", "cap", "iface", "flags", "offset"))
+    orig = cols["orig"].astype(np.uint32)
+    units = cols["ts"].astype(np.uint64)
     parts = []
     order = []
-    for linktype in sorted({interfaces[i].linktype for i in set(packets.iface)}):
+    for linktype in sorted({interfaces[i].linktype for i in np.unique(ifx).tolist()}):
         group_ifaces = [i.index for i in interfaces if i.linktype == linktype]
         sel = np.nonzero(np.isin(ifx, group_ifaces))[0]
         if linktype not in SUPPORTED_LINKTYPES:
@@ -295,13 +380,15 @@ def _chunk(
         for i in np.unique(ifx[sel]):
             m = ifx[sel] == i
             ts_ns[m] = interfaces[i].ts_to_ns(units[sel][m])
-        names = np.array([interfaces[i].name for i in range(len(interfaces))], dtype=object)
-        iface = pa.array(names[ifx[sel]], type=pa.string())
+        names = pa.array([i.name for i in interfaces], type=pa.string())
+        iface = pa.DictionaryArray.from_arrays(pa.array(ifx[sel].astype(np.int32)), names)
         f = flags[sel]
-        dirs = np.where(
-            (f >= 0) & ((f & 3) == 1), "in", np.where((f >= 0) & ((f & 3) == 2), "out", "unknown")
-        )
-        direction = pa.array(dirs.astype(object), type=pa.string())
+        # epb_flags bits 0-1: 1 inbound, 2 outbound; else (or no flags) unknown
+        code = np.where(f >= 0, f & 3, 0)
+        code = np.where((code == 1) | (code == 2), code, 0).astype(np.int8)
+        direction = pa.DictionaryArray.from_arrays(
+            pa.array(code), pa.array(["unknown", "in", "out"])
+        ).cast(pa.string())
         if "pkttype" in decoded:
             by_type = direction_from_pkttype(decoded["pkttype"])
             direction = pc.if_else(pc.equal(direction, "unknown"), by_type, direction)
