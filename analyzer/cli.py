@@ -275,6 +275,75 @@ def plot(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec,
     save_chart(flow_chart(analysis, select_flow(analysis, flow_spec)), output)
 
 
+@main.command()
+@click.option("--out", metavar="DIR", help="Directory for the bundle (new, or empty).")
+@click.option(
+    "--iface",
+    "ifaces",
+    multiple=True,
+    metavar="IF",
+    help="Capture this card (repeat); default: every card that is up, loopback excepted.",
+)
+@click.option(
+    "--duration", type=float, default=60.0, show_default=True, metavar="S", help="Seconds."
+)
+@click.option(
+    "--max-size",
+    "max_size_mb",
+    type=float,
+    default=100.0,
+    show_default=True,
+    metavar="MB",
+    help="Bound of the bundle on disk; the oldest capture chunks are dropped to keep it.",
+)
+@click.option(
+    "--snaplen",
+    type=int,
+    default=256,
+    show_default=True,
+    metavar="N",
+    help="Bytes kept of each packet (headers; 0: whole packets).",
+)
+@click.option("--filter", "bpf", metavar="BPF", help="tcpdump filter expression for captures.")
+@click.option(
+    "--log-rules",
+    is_flag=True,
+    help="Insert rate-limited LOG rules for INPUT and OUTPUT; removed on exit.",
+)
+@click.option(
+    "--log-rate",
+    type=int,
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="LOG lines a second per rule, at most.",
+)
+@click.option("--print-script", is_flag=True, help="Write the sh form of the collector and exit.")
+def collect(out, ifaces, duration, max_size_mb, snaplen, bpf, log_rules, log_rate, print_script):
+    """Gather a bundle on this host for analyze (root): captures, ip snapshots, kernel log.
+
+    Bounded in time and size; changes nothing on the host unless --log-rules. Exit code 0: the
+    bundle is written (warnings say what is missing); 2: it could not start, or LOG rules could
+    not be removed.
+    """
+    from .collect import CollectOptions, script_text
+    from .collect import collect as run_collect
+
+    if print_script:
+        click.echo(script_text(), nl=False)
+        return
+    if not out:
+        raise click.UsageError("--out DIR is required")
+    options = CollectOptions(
+        out, tuple(ifaces), duration, max_size_mb, snaplen, bpf, log_rules, log_rate
+    )
+    result = run_collect(options, lambda line: click.echo(f"nicpath collect: {line}", err=True))
+    click.echo(
+        f"bundle written to {result.out} ({len(result.manifest['files'])} files, "
+        f"{len(result.warnings)} warnings); read it with: nicpath analyze {result.out}"
+    )
+
+
 def _analysis(paths, *options):
     from .analyze import analyze as run
 
