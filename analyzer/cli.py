@@ -25,6 +25,14 @@ def format_option(help_text: str, default: str | None = "text"):
     )
 
 
+flow_option = click.option(
+    "--flow",
+    "flow_spec",
+    required=True,
+    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
+)
+
+
 class NicpathGroup(click.Group):
     """Turns nicpath's own errors into one line on stderr and exit 2 (``--debug``: traceback)."""
 
@@ -222,12 +230,7 @@ def analyze(
 
 @main.command()
 @input_options
-@click.option(
-    "--flow",
-    "flow_spec",
-    required=True,
-    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
-)
+@flow_option
 @format_option("text lines, or JSON lines (one packet per line).")
 def timeline(
     paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt
@@ -250,12 +253,7 @@ def timeline(
 
 @main.command()
 @input_options
-@click.option(
-    "--flow",
-    "flow_spec",
-    required=True,
-    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
-)
+@flow_option
 @click.option(
     "-o",
     "--output",
