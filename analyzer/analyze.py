@@ -7,10 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from .detectors import Context, Finding, run_all
-from .detectors.base import flow_text
 from .events import EventsResult, read_events
 from .flows import FlowTables, build_flows, words_to_bytes
 from .nat import join_translations
@@ -73,7 +71,13 @@ def analyze(paths=(), *, kinds: list[str] | None = None, **read_options) -> Anal
     >>> [f.kind for f in a.findings]  # doctest: +SKIP
     ['egress_change', 'src_not_on_nic']
     """
-    events = read_events(paths, **read_options)
+    return analyze_events(read_events(paths, **read_options), kinds=kinds)
+
+
+def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> Analysis:
+    """Build flows from an event table already read (translated connections as one flow each,
+    ``nat.join_translations``), read the kernel state beside it and run the detectors (all, or
+    ``kinds``)."""
     tables = join_translations(events.events, build_flows(events.events))
     state = load(events)
     ctx = Context(tables, events.host, state)
@@ -108,14 +112,3 @@ def translations(flows: pd.DataFrame) -> dict[int, dict[str, Any]]:
         )
     }
 
-
-def flows_table(analysis: Analysis) -> pa.Table:
-    return (
-        pa.Table.from_pylist(analysis.flows_records())
-        if analysis.tables.flows.size
-        else pa.table({})
-    )
-
-
-def findings_frame(findings: list[Finding]) -> pd.DataFrame:
-    return pd.DataFrame([{**f.to_dict(), "flow": flow_text(f.flow)} for f in findings])

@@ -4,7 +4,9 @@ A bundle (the layout of ``samples/``, see docs/bundle.md) holds captures and log
 level, found by content; ``ip/<moment>/`` snapshot directories; three metadata files read by
 name: ``btime`` (boot time, epoch seconds), ``changes.log`` and ``scenario.json``; and the
 connection table ``conntrack.txt`` (``conntrack -L``; also found by content when named as a
-file). Anything else is listed as ignored with a reason, never dropped silently.
+file); rulesets and sysctls at the top (``sysctl.txt``, ``iptables-save.txt``, ``nft-ruleset.txt``,
+...: the state at the start, as ``nicpath collect`` writes them). Anything else is listed as
+ignored with a reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ from .errors import InputError
 from .sources import CAPTURE_FORMATS, CONNTRACK_FORMAT, IP_FORMATS, LOG_FORMAT, sniff
 
 CONNTRACK_FILES = {"conntrack.txt", "conntrack.txt.gz"}
-METADATA_FILES = {"btime", "changes.log", "scenario.json", "taken_at"}
+#: Rulesets and sysctls at the top of a bundle (``nicpath collect`` takes them at the start);
+#: read as the host's state from the start of the bundle, beside the ``ip/<moment>/`` ones.
+STATE_FILES = {
+    "sysctl.txt",
+    "iptables-save.txt",
+    "ip6tables-save.txt",
+    "nft-ruleset.txt",
+    "iptables.txt",
+    "ip6tables.txt",
+    "nft.txt",
+}
+METADATA_FILES = {"btime", "changes.log", "scenario.json", "taken_at", "manifest.json"}
 DOC_SUFFIXES = {".md", ".txt", ".rst"}
 
 
@@ -36,6 +49,7 @@ class Inputs:
     logs: list[InputFile] = field(default_factory=list)
     ip_dirs: list[str] = field(default_factory=list)
     conntrack: list[str] = field(default_factory=list)
+    state_dirs: list[str] = field(default_factory=list)
     boot_time: float | None = None
     boot_time_source: str | None = None
     changes: list[tuple[float, str]] = field(default_factory=list)
@@ -104,6 +118,9 @@ def _add_bundle(inputs: Inputs, root: str) -> None:
             inputs.scenarios.append(path)
         elif entry.name in CONNTRACK_FILES:
             inputs.conntrack.append(path)
+        elif entry.name in STATE_FILES:
+            if root not in inputs.state_dirs:
+                inputs.state_dirs.append(root)
         elif entry.name in METADATA_FILES or Path(entry.name).suffix in DOC_SUFFIXES:
             inputs.ignored.append((path, "bundle metadata or documentation"))
         elif entry.stat().st_size == 0:

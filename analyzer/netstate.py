@@ -95,6 +95,12 @@ def load(events: EventsResult) -> NetState:
                     read_sysctls(snap.path),
                 )
             )
+    for directory in inputs.state_dirs:  # the top of a bundle: the state from its start
+        moments.append(
+            Moment(
+                "bundle", None, directory, tuple(read_rulesets(directory)), read_sysctls(directory)
+            )
+        )
     moments.sort(key=lambda m: (m.taken_at is not None, m.taken_at or 0.0))
     entries: list[conntrack.ConntrackEntry] = []
     reports = []

@@ -257,3 +257,16 @@ def test_unpaired_nat_halves_are_not_taken_for_drops(monkeypatch):
     monkeypatch.setattr(dropped_before_hook, "_twins", lambda ctx, ids: set())
     a = analyze([str(NAT)])
     assert len([f for f in a.findings if f.kind == "dropped_before_hook"]) == 4
+
+
+def test_state_at_the_top_of_a_bundle_as_nicpath_collect_writes_it(tmp_path):
+    """sysctl.txt and nft-ruleset.txt beside the captures are the state from the start."""
+    bundle = copy_bundle(RPF, tmp_path / "b", drop=("sysctl.txt", "nft.txt", "iptables.txt"))
+    shutil.copy(RPF / "ip" / "before" / "sysctl.txt", bundle / "sysctl.txt")
+    shutil.copy(RPF / "ip" / "before" / "nft.txt", bundle / "nft-ruleset.txt")
+    a = analyze([str(bundle)])
+    assert not [p for p, _ in a.events.inputs.ignored if p.endswith(("sysctl.txt", "ruleset.txt"))]
+    (start,) = [m for m in a.netstate.moments if m.moment == "bundle"]
+    assert start.sysctls and [r.syntax for r in start.rulesets] == ["nft"]
+    f = only(a.findings, "dropped_before_hook")
+    assert f.extra["likely_cause"] == "rp_filter" and f.extra["rp_filter"] == {"eth1": 1}

@@ -8,6 +8,7 @@ with a ``taken_at`` file; ``HostState.at(ts)`` gives the snapshot in force at a 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -553,4 +554,27 @@ def read_snapshots(path: str | os.PathLike) -> HostState:
     dirs = [p] if has_parts else sorted(d for d in p.iterdir() if d.is_dir())
     snaps = [read_snapshot(d) for d in dirs]
     snaps.sort(key=lambda s: (s.taken_at is not None, s.taken_at or 0.0))
+    return HostState(tuple(snaps))
+
+
+def host_to_json(host: HostState) -> str:
+    """The snapshots as JSON, so a saved event table carries the host state it was read with."""
+    return json.dumps([dataclasses.asdict(s) for s in host.snapshots], separators=(",", ":"))
+
+
+def host_from_json(text: str | bytes) -> HostState:
+    """The inverse of ``host_to_json``."""
+    snaps = []
+    for s in json.loads(text):
+        snaps.append(
+            Snapshot(
+                moment=s["moment"],
+                taken_at=s["taken_at"],
+                links=tuple(Link(**d) for d in s["links"]),
+                addresses=tuple(Address(**d) for d in s["addresses"]),
+                routes=tuple(Route(**d) for d in s["routes"]),
+                rules=tuple(Rule(**d) for d in s["rules"]),
+                path=s["path"],
+            )
+        )
     return HostState(tuple(snaps))

@@ -16,8 +16,16 @@ from pathlib import Path
 
 from ..errors import InputError
 
-#: File names in a moment directory and the syntax each holds.
-RULE_FILES = {"iptables.txt": "iptables", "ip6tables.txt": "iptables", "nft.txt": "nft"}
+#: File names in a moment directory (or, as ``nicpath collect`` names them, at the top of a
+#: bundle) and the syntax each holds.
+RULE_FILES = {
+    "iptables.txt": "iptables",
+    "ip6tables.txt": "iptables",
+    "nft.txt": "nft",
+    "iptables-save.txt": "iptables",
+    "ip6tables-save.txt": "iptables",
+    "nft-ruleset.txt": "nft",
+}
 IPT_NAT_TARGETS = {"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP"}
 IPT_TO = re.compile(r"--to(?:-source|-destination|-ports|)\s+(\S+)")
 NFT_NAT = re.compile(r"\b(snat|dnat|masquerade|redirect)\b(?:\s+(?:ip6?\s+)?to\s+(\S+))?")
