@@ -44,11 +44,14 @@ neighbour reachability, multicast group memberships (only 224.0.0.1 is taken as 
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import QueryError
+from .render import ts_text
 from .sources.ipsnap import (
     Address,
     HostState,
@@ -57,6 +60,7 @@ from .sources.ipsnap import (
     Rule,
     Snapshot,
     ipproto_number,
+    read_snapshots,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -294,6 +298,8 @@ class RouteAnswer:
         if self.route is not None:
             lines.append(f"    route  {route_text(self.route)}")
         lines += [f"    note   {n}" for n in self.notes]
+        taken = f" (taken {ts_text(round(self.taken_at * 1e9))})" if self.taken_at else ""
+        lines.append(f"    from   snapshot {self.snapshot}{taken}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -713,6 +719,7 @@ def _lookup_rules(fib: Fib, flow: _Flow, notes: list[str]) -> _Result:
     """``fib_rules_lookup``: the first rule whose action gives an answer."""
     rules = fib.rules[flow.family]
     has_src = flow.src is not None
+    tried: list[str] = []
     i = 0
     while i < len(rules):
         rule = rules[i]
@@ -738,6 +745,7 @@ def _lookup_rules(fib: Fib, flow: _Flow, notes: list[str]) -> _Result:
             i += 1
             continue
         table = table_name(rule.table)
+        tried.append(table)
         res = _lookup_table(fib, table, flow)
         if res.error == _AGAIN:
             if res.route is not None:
@@ -755,6 +763,8 @@ def _lookup_rules(fib: Fib, flow: _Flow, notes: list[str]) -> _Result:
         if flow.family == 4 and table == "local" and not fib.custom_rules_v4:
             res.table = "main"  # without policy rules the kernel merges local into main
         return res
+    looked = ", ".join(dict.fromkeys(tried))
+    notes.append(f"no rule gave a route (tables looked up: {looked or 'none'})")
     return _Result("ENETUNREACH")
 
 
@@ -1238,6 +1248,34 @@ def snapshot_at(host: HostState, at: float | str | None = None) -> Snapshot:
 def route_at(host: HostState, query: Query, at: float | str | None = None) -> RouteAnswer:
     """``route_get`` on the snapshot in force at ``at`` (default: the latest)."""
     return route_get(snapshot_at(host, at), query)
+
+
+def parse_at(text: str | None) -> float | str | None:
+    """``--at``: epoch seconds, an ISO 8601 time (``2026-11-25T03:22:47Z``; without a zone,
+    UTC), or a snapshot's name (``before``, ``after-1``)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def route_lookup(path: str | os.PathLike, query: Query, at: str | None = None) -> RouteAnswer:
+    """``nicpath route``: the answer from a bundle, its ``ip/`` or one ``ip/<moment>/``, with
+    the snapshot in force at ``at`` (``parse_at``; default the latest).
+
+    >>> route_lookup("samples/egress_switch_tcp", Query("172.16.70.15"), "before").dev
+    'eth2'
+    """
+    return route_at(read_snapshots(path), query, parse_at(at))
 
 
 def explain_choice(before: RouteAnswer, after: RouteAnswer) -> str | None:
