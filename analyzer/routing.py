@@ -93,6 +93,8 @@ DEFAULT_RULES = {
     6: ((0, "local"), (32766, "main")),
 }
 LOOPBACK = "lo"
+#: Protocol names as ``ip`` prints them.
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "ipv6-icmp", 132: "sctp"}
 #: IPv6 address label table of the kernel (``net/ipv6/addrlabel.c``), longest prefix first.
 IPV6_LABELS = [
     (ipaddress.ip_network(p), label)
@@ -202,7 +204,7 @@ class Query:
         if self.mark:
             out += ["mark", hex(self.mark)]
         if self.ipproto:
-            out += ["ipproto", str(self.ipproto)]
+            out += ["ipproto", PROTOCOL_NAMES.get(self.ipproto, str(self.ipproto))]
         for name, value in (("sport", self.sport), ("dport", self.dport)):
             if value:
                 out += [name, str(value)]
@@ -361,7 +363,7 @@ def rule_text(rule: Rule) -> str:
     if "uidrange" in sel:
         words += ["uidrange", "{}-{}".format(*sel["uidrange"])]
     if "ipproto" in sel:
-        words += ["ipproto", str(sel["ipproto"])]
+        words += ["ipproto", PROTOCOL_NAMES.get(sel["ipproto"], f"ipproto-{sel['ipproto']}")]
     for key in ("sport", "dport"):
         if key in sel:
             low, high = sel[key]
