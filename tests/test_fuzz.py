@@ -21,6 +21,9 @@ SEEDS = {
     "log": (ROOT / "kern.journal").read_bytes()[:4000],
     "rule": (ROOT / "ip" / "before" / "rule.txt").read_bytes(),
     "addr": (ROOT / "ip" / "before" / "addr.json").read_bytes(),
+    # multipath nexthop lines, route types, flags; sysctls
+    "route": (ROOT.parent / "route_get" / "tables4" / "ip" / "route.txt").read_bytes()[:3000],
+    "sysctl": (ROOT.parent / "route_get" / "router4" / "ip" / "sysctl.txt").read_bytes()[:2000],
 }
 FUZZ = settings(
     max_examples=150,
@@ -91,5 +94,14 @@ def test_ip_snapshots(tmp_path_factory, rule, addr):
     d = tmp_path_factory.mktemp("fuzz")
     (d / "rule.txt").write_bytes(rule)
     (d / "addr.json").write_bytes(addr)
+    with contextlib.suppress(InputError):
+        read_snapshot(d)
+
+
+@FUZZ
+@given(st.sampled_from(["route", "sysctl"]), st.data())
+def test_routes_and_sysctls(tmp_path_factory, part, data):
+    d = tmp_path_factory.mktemp("fuzz")
+    (d / f"{part}.txt").write_bytes(data.draw(mangled(SEEDS[part])))
     with contextlib.suppress(InputError):
         read_snapshot(d)

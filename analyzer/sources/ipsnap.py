@@ -723,7 +723,11 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
 def read_sysctls(path: str | os.PathLike) -> dict[str, str]:
     """``sysctl.txt``: ``key = value`` lines, as ``sysctl net.ipv4.conf`` prints them."""
     out = {}
-    for no, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, "not UTF-8 text", offset=exc.start) from None
+    for no, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key, sep, value = line.partition("=")
