@@ -1249,7 +1249,13 @@ def snapshot_at(host: HostState, at: float | str | None = None) -> Snapshot:
 
 def route_at(host: HostState, query: Query, at: float | str | None = None) -> RouteAnswer:
     """``route_get`` on the snapshot in force at ``at`` (default: the latest)."""
-    return route_get(snapshot_at(host, at), query)
+    snap = snapshot_at(host, at)
+    answer = route_get(snap, query)
+    if isinstance(at, float | int) and snap.taken_at is not None and at < snap.taken_at:
+        answer.notes.append(
+            f"{ts_text(round(at * 1e9))} is before the first snapshot: {snap.moment}'s answer"
+        )
+    return answer
 
 
 def parse_at(text: str | None) -> float | str | None:

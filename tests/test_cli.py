@@ -141,6 +141,7 @@ def test_route_answers_like_ip_route_get():
         "route", "--ip", TCP, "--to", "172.16.70.15", "--from", "172.16.70.16", "--at", "before"
     )
     assert before.exit_code == 0, before.output
+    assert before.output in (ROOT / "docs" / "route.md").read_text()  # the documented example
     assert before.output.splitlines()[:3] == [
         "172.16.70.15 from 172.16.70.16 dev eth2",
         "    rule   32766: from all lookup main",

@@ -377,6 +377,8 @@ def test_the_snapshot_in_force_answers():
     before, after = state.snapshots
     q = Query.parse("172.16.70.15", "172.16.70.16", proto="tcp", sport=32904, dport=5000)
     early = route_at(state, q, before.taken_at + 1)
+    assert not early.notes
+    assert "is before the first snapshot" in route_at(state, q, before.taken_at - 60).notes[0]
     late = route_at(state, q)
     assert (early.dev, early.route.metric, early.snapshot) == ("eth2", 100, "before")
     assert (late.dev, late.route.metric, late.snapshot) == ("eth1", 10, after.moment)
