@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-
 from .detectors import Context, Finding, run_all
-from .detectors.base import flow_text
 from .events import EventsResult, read_events
 from .flows import FlowTables, build_flows
 
@@ -62,20 +58,13 @@ def analyze(paths=(), *, kinds: list[str] | None = None, **read_options) -> Anal
     >>> [f.kind for f in a.findings]  # doctest: +SKIP
     ['egress_change', 'src_not_on_nic']
     """
-    events = read_events(paths, **read_options)
+    return analyze_events(read_events(paths, **read_options), kinds=kinds)
+
+
+def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> Analysis:
+    """Build flows from an event table already read and run the detectors (all, or ``kinds``)."""
     tables = build_flows(events.events)
     ctx = Context(tables, events.host)
     findings, status = run_all(ctx, kinds)
     return Analysis(events, tables, ctx, findings, status)
 
-
-def flows_table(analysis: Analysis) -> pa.Table:
-    return (
-        pa.Table.from_pylist(analysis.flows_records())
-        if analysis.tables.flows.size
-        else pa.table({})
-    )
-
-
-def findings_frame(findings: list[Finding]) -> pd.DataFrame:
-    return pd.DataFrame([{**f.to_dict(), "flow": flow_text(f.flow)} for f in findings])

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import InputError
 from .sources import CAPTURE_FORMATS, IP_FORMATS, LOG_FORMAT, sniff
 
-METADATA_FILES = {"btime", "changes.log", "scenario.json", "taken_at"}
+METADATA_FILES = {"btime", "changes.log", "scenario.json", "taken_at", "manifest.json"}
 DOC_SUFFIXES = {".md", ".txt", ".rst"}
 
 

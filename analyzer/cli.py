@@ -25,6 +25,14 @@ def format_option(help_text: str, default: str | None = "text"):
     )
 
 
+flow_option = click.option(
+    "--flow",
+    "flow_spec",
+    required=True,
+    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
+)
+
+
 class NicpathGroup(click.Group):
     """Turns nicpath's own errors into one line on stderr and exit 2 (``--debug``: traceback)."""
 
@@ -190,9 +198,15 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
     metavar="DIR",
     help="Also write events.parquet, flows.parquet and findings.parquet into DIR.",
 )
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    help="Also write a self-contained page: counts, findings, each finding's flow picture.",
+)
 @click.pass_context
 def analyze(
-    ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet_dir
+    ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet_dir, html_file
 ) -> None:
     """Build per-flow timelines and report every finding, with its evidence packets.
 
@@ -203,6 +217,10 @@ def analyze(
     analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     if parquet_dir:
         write_parquet_dir(analysis, parquet_dir)
+    if html_file:
+        from .htmlreport import write_html
+
+        write_html(analysis, html_file)
     if fmt == "json":
         write_json(analysis, sys.stdout)
     else:
@@ -212,12 +230,7 @@ def analyze(
 
 @main.command()
 @input_options
-@click.option(
-    "--flow",
-    "flow_spec",
-    required=True,
-    help="'tcp 172.16.70.16:42244 172.16.70.15:5000' or a flow id from analyze.",
-)
+@flow_option
 @format_option("text lines, or JSON lines (one packet per line).")
 def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt) -> None:
     """Show one flow packet by packet, with every card and hook each packet crossed."""
@@ -292,7 +305,203 @@ def route(ctx, ip_dir, to, src, iif, oif, mark, proto, sport, dport, tos, uid, a
     ctx.exit(EXIT_OK if answer.ok else EXIT_FINDINGS)
 
 
+@main.command()
+@input_options
+@flow_option
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    metavar="FILE",
+    help="flow.html (interactive, self-contained), flow.png or flow.svg.",
+)
+def plot(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, output) -> None:
+    """Draw one flow: a lane per card and hook, time across, packets coloured by direction,
+    egress changes and findings marked."""
+    from .plot import flow_chart, output_format, save_chart
+    from .timeline import select_flow
+
+    output_format(output)  # a wrong suffix fails before the inputs are read
+    analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
+    save_chart(flow_chart(analysis, select_flow(analysis, flow_spec)), output)
+
+
+@main.command()
+@click.option("--out", metavar="DIR", help="Directory for the bundle (new, or empty).")
+@click.option(
+    "--iface",
+    "ifaces",
+    multiple=True,
+    metavar="IF",
+    help="Capture this card (repeat); default: every card that is up, loopback excepted.",
+)
+@click.option(
+    "--duration", type=float, default=60.0, show_default=True, metavar="S", help="Seconds."
+)
+@click.option(
+    "--max-size",
+    "max_size_mb",
+    type=float,
+    default=100.0,
+    show_default=True,
+    metavar="MB",
+    help="Bound of the bundle on disk; the oldest capture chunks are dropped to keep it.",
+)
+@click.option(
+    "--snaplen",
+    type=int,
+    default=256,
+    show_default=True,
+    metavar="N",
+    help="Bytes kept of each packet (headers; 0: whole packets).",
+)
+@click.option("--filter", "bpf", metavar="BPF", help="tcpdump filter expression for captures.")
+@click.option(
+    "--log-rules",
+    is_flag=True,
+    help="Insert rate-limited LOG rules for INPUT and OUTPUT; removed on exit.",
+)
+@click.option(
+    "--log-rate",
+    type=int,
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="LOG lines a second per rule, at most.",
+)
+@click.option("--print-script", is_flag=True, help="Write the sh form of the collector and exit.")
+def collect(out, ifaces, duration, max_size_mb, snaplen, bpf, log_rules, log_rate, print_script):
+    """Gather a bundle on this host for analyze (root): captures, ip snapshots, kernel log.
+
+    Bounded in time and size; changes nothing on the host unless --log-rules. Exit code 0: the
+    bundle is written (warnings say what is missing); 2: it could not start, or LOG rules could
+    not be removed.
+    """
+    from .collect import CollectOptions, script_text
+    from .collect import collect as run_collect
+
+    if print_script:
+        click.echo(script_text(), nl=False)
+        return
+    if not out:
+        raise click.UsageError("--out DIR is required")
+    options = CollectOptions(
+        out, tuple(ifaces), duration, max_size_mb, snaplen, bpf, log_rules, log_rate
+    )
+    result = run_collect(options, lambda line: click.echo(f"nicpath collect: {line}", err=True))
+    click.echo(
+        f"bundle written to {result.out} ({len(result.manifest['files'])} files, "
+        f"{len(result.warnings)} warnings); read it with: nicpath analyze {result.out}"
+    )
+
+
 def _analysis(paths, *options):
     from .analyze import analyze as run
 
     return run(paths, **_read_options(paths, *options))
+
+
+def _fail_on_kinds(values: tuple[str, ...]) -> list[str] | None:
+    """``--fail-on KIND[,KIND]`` (repeatable), checked against the registered detectors."""
+    from .detectors import REGISTRY
+
+    kinds = [k.strip() for v in values for k in v.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in REGISTRY]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown finding kind {', '.join(unknown)}; kinds: {', '.join(REGISTRY)}",
+            param_hint="--fail-on",
+        )
+    return kinds or None
+
+
+class BatchProgress:
+    """Batch progress on stderr: a bar on a terminal, one plain log line per bundle otherwise;
+    with ``--format jsonl`` each finished bundle's findings go to stdout, one per line."""
+
+    def __init__(self, jsonl: bool) -> None:
+        self.jsonl = jsonl
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, total: int) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=sys.stderr, unit="bundle", desc="nicpath batch")
+
+    def finished(self, result, done: int, total: int) -> None:
+        from .batch import progress_line
+
+        if self.jsonl:
+            for finding in result.findings:
+                sys.stdout.write(json.dumps(finding, default=str, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+        line = progress_line(result, done, total)
+        if self.bar is not None:
+            if not result.ok:
+                self.bar.write(f"nicpath batch: {line}", file=sys.stderr)
+            self.bar.update(1)
+        else:
+            click.echo(f"nicpath batch: {line}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, required=True, metavar="DIR...")
+@click.option("--out", "out", required=True, metavar="DATASET", help="The Parquet dataset.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Bundles analyzed at once, in worker processes (default: the core count).",
+)
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    metavar="KIND[,KIND]",
+    help="Only findings of these kinds make exit code 1.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="text summary, or one finding per line (JSON) as bundles finish.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the bundles on this Dask distributed scheduler (tcp://host:8786).",
+)
+@click.pass_context
+def batch(ctx, dirs, out, jobs, fail_on, fmt, scheduler) -> None:
+    """Analyze every bundle under DIR... into one Parquet dataset partitioned by bundle.
+
+    Exit code 2: a bundle failed (the others are still analyzed); 1: findings; 0: neither.
+    """
+    from .batch import run_batch, summary_lines
+
+    kinds = _fail_on_kinds(fail_on)
+    progress = BatchProgress(jsonl=fmt == "jsonl")
+    try:
+        result = run_batch(
+            dirs,
+            out,
+            jobs=jobs,
+            scheduler=scheduler,
+            on_start=progress.start,
+            on_result=progress.finished,
+            debug=ctx.meta.get("nicpath.debug", False),
+        )
+    finally:
+        progress.close()
+    if fmt == "text":
+        click.echo("\n".join(summary_lines(result)))
+    ctx.exit(result.exit_code(kinds))

@@ -11,10 +11,13 @@ its packet takes the packet's time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:  # pandas is imported when logs are aligned: `nicpath events` starts faster
+    import pandas as pd
 
 #: Columns that identify one packet in both a LOG line and a capture (nulls compare equal).
 MATCH_KEYS = (
@@ -58,6 +61,8 @@ class ClockReport:
 
 def _keyed(table: pa.Table) -> pd.DataFrame:
     """Packet-identity columns as plain int64 (addresses as two words; null as -1)."""
+    import pandas as pd
+
     from .flows import addr_words
 
     df = pd.DataFrame(index=np.arange(table.num_rows))

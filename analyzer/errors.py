@@ -7,6 +7,10 @@ class NicpathError(Exception):
     """Base of every error nicpath raises on purpose."""
 
 
+class CollectError(NicpathError):
+    """``nicpath collect`` cannot start, or could not undo a change it made: says what to do."""
+
+
 class InputError(NicpathError):
     """An input file cannot be read: says which file and, where known, which record and where.
 

@@ -271,7 +271,9 @@ def _spill(
 
 
 def _read_spill(path: str) -> Iterator[pa.Table]:
-    with pa.memory_map(path) as source:
+    """Read back a spilled capture a batch at a time (buffered reads, not a memory map: mapped
+    pages of a big spill file would count as resident memory)."""
+    with pa.OSFile(path) as source:
         for batch in ipc.open_stream(source):
             yield pa.Table.from_batches([batch])
 

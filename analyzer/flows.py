@@ -24,6 +24,8 @@ import pyarrow as pa
 #: Observations of one packet are at most this far apart (ns): hooks and captures see a packet
 #: within microseconds; matched log lines are exact. Retransmissions are further apart.
 SAME_PACKET_WINDOW_NS = 20_000_000
+#: Stands for "no captured time" in int64 time columns (the largest int64).
+NO_TIME = np.iinfo(np.int64).max
 #: A silence this long on a UDP/ICMP conversation starts a new flow (ns).
 FLOW_IDLE_NS = 120 * 1_000_000_000
 
@@ -238,7 +240,8 @@ def _sets_per_packet(packet_id: np.ndarray, labels: pd.Series, packets: np.ndarr
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     is_capture = obs["hook"].isna()
     obs = obs.assign(
-        cap_ts=obs["ts"].where(is_capture),
+        # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
+        cap_ts=np.where(is_capture, obs["ts"].to_numpy(), NO_TIME),
         out_card=obs["iface"].where(obs["direction"] == "out"),
         in_card=obs["iface"].where(obs["direction"] == "in"),
         is_out=obs["direction"] == "out",
@@ -250,7 +253,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
         {
             "flow_id": g["flow_id"].first(),
             "from_initiator": g["from_initiator"].first(),
-            "ts": g["cap_ts"].min().fillna(g["ts"].min()).astype(np.int64),
+            "ts": g["cap_ts"].min().where(lambda t: t != NO_TIME, g["ts"].min()),
             # Position in the time-sorted event table: orders packets that share a timestamp
             # (whole-second syslog lines keep their file order).
             "order": g["row"].min(),

@@ -57,10 +57,16 @@ DICTIONARY_COLUMNS = frozenset(
 STATISTICS_COLUMNS = ("ts", "record", "ip_version", "proto", "sport", "dport")
 
 
+#: Rows per Parquet row group: small chunks (full-size packets fill a read block with a few
+#: thousand) are gathered, so the file's metadata stays small and readers scan it efficiently.
+ROW_GROUP_ROWS = 1 << 16
+
+
 class ParquetStream:
-    """Writes an event stream to one Parquet file, one row group per chunk, in a background
-    thread: Parquet encoding releases the GIL, so it overlaps with decoding the next block, and
-    a capture of any size is written in flat memory (at most ``depth`` chunks queued)."""
+    """Writes an event stream to one Parquet file in row groups of ``ROW_GROUP_ROWS``, in a
+    background thread: Parquet encoding releases the GIL, so it overlaps with decoding the next
+    block, and a capture of any size is written in flat memory (at most ``depth`` row groups
+    queued)."""
 
     def __init__(self, path: str, schema: pa.Schema, *, depth: int = 2) -> None:
         self.writer = pq.ParquetWriter(
@@ -71,6 +77,8 @@ class ParquetStream:
             write_statistics=[n for n in schema.names if n in STATISTICS_COLUMNS],
         )
         self.queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=depth)
+        self.gathered: list[pa.Table] = []
+        self.gathered_rows = 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
         self.thread.start()
@@ -79,16 +87,25 @@ class ParquetStream:
         while (chunk := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    self.writer.write_table(chunk, row_group_size=max(chunk.num_rows, 1))
+                    self.writer.write_table(chunk, row_group_size=chunk.num_rows)
                 except BaseException as exc:  # re-raised in the caller's thread
                     self.error = exc
 
     def write(self, chunk: pa.Table) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put(chunk)
+        self.gathered.append(chunk)
+        self.gathered_rows += chunk.num_rows
+        if self.gathered_rows >= ROW_GROUP_ROWS:
+            self._send()
+
+    def _send(self) -> None:
+        if self.gathered_rows:
+            self.queue.put(pa.concat_tables(self.gathered).unify_dictionaries().combine_chunks())
+        self.gathered, self.gathered_rows = [], 0
 
     def close(self) -> None:
+        self._send()
         self.queue.put(None)
         self.thread.join()
         self.writer.close()

@@ -251,3 +251,20 @@ def test_snap_length_cut_leaves_fields_null(tmp_path):
 def test_addr_helpers_round_trip():
     for a in ("172.16.70.15", "fd00:70::15", "::1"):
         assert addr_text(addr_bytes(a)) == a
+
+
+@pytest.mark.parametrize(
+    "name,card",
+    [
+        ("eth1.pcap", "eth1"),
+        ("eth0.100.pcap", "eth0.100"),
+        ("eth0.100.pcap12", "eth0.100"),
+        ("bond0.pcap3.gz", "bond0"),
+        ("eth2.cap", "eth2"),
+        ("uplink.trace", "uplink"),
+    ],
+)
+def test_card_name_from_the_file_name_keeps_dots_and_drops_rotation_numbers(tmp_path, name, card):
+    data = synth.pcap_bytes([(1.0, synth.eth(synth.tcp4()))])
+    path = write(tmp_path, name, gzip.compress(data) if name.endswith(".gz") else data)
+    assert pcap.read(path)[0].column("iface").to_pylist() == [card]

@@ -157,7 +157,7 @@ def test_route_answers_like_ip_route_get():
         run(
             "route",
             "--ip",
-            str(ROOT / "samples" / "route_get" / "router4"),
+            str(ROOT / "samples" / "route_get" / "router4" / "snapshot"),
             "--to",
             "10.1.0.2",
             "--from",

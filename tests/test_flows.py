@@ -85,3 +85,15 @@ def test_macvlan_child_and_parent_are_one_card(tmp_path):
     assert list(result.context.packets["egress"]) == ["mv0"] * 6
     # 10.0.0.1 is mv0's: on the parent it is neither a change of card nor a foreign source.
     assert result.findings == []
+
+
+def test_packet_times_are_exact_observation_times():
+    """Epoch nanoseconds exceed a float's 53 bits: a packet's time must be one of its
+    observations' times to the nanosecond, not a rounded neighbour."""
+    from analyzer.analyze import analyze
+
+    a = analyze(["samples/egress_switch_tcp"])
+    seen = set(a.events.events.column("ts").cast("int64").to_pylist())
+    times = a.tables.packets["ts"]
+    assert str(times.dtype) == "int64"
+    assert set(times.tolist()) <= seen

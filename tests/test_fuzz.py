@@ -14,6 +14,7 @@ from analyzer.sources import kernlog, pcap, pcapng, sniff
 from analyzer.sources.ipsnap import read_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent / "samples" / "reply_wrong_source"
+ROUTE_GET = ROOT.parent / "route_get"
 SEEDS = {
     "pcap": (ROOT / "eth1.pcap").read_bytes()[:3000],
     "any": (ROOT / "any.pcap").read_bytes()[:3000],
@@ -22,8 +23,8 @@ SEEDS = {
     "rule": (ROOT / "ip" / "before" / "rule.txt").read_bytes(),
     "addr": (ROOT / "ip" / "before" / "addr.json").read_bytes(),
     # multipath nexthop lines, route types, flags; sysctls
-    "route": (ROOT.parent / "route_get" / "tables4" / "ip" / "route.txt").read_bytes()[:3000],
-    "sysctl": (ROOT.parent / "route_get" / "router4" / "ip" / "sysctl.txt").read_bytes()[:2000],
+    "route": (ROUTE_GET / "tables4" / "snapshot" / "route.txt").read_bytes()[:3000],
+    "sysctl": (ROUTE_GET / "router4" / "snapshot" / "sysctl.txt").read_bytes()[:2000],
 }
 FUZZ = settings(
     max_examples=150,

@@ -11,7 +11,7 @@ from analyzer.sources import ipsnap
 
 ROOT = Path(__file__).resolve().parent.parent
 MOMENTS = sorted(p for p in (ROOT / "samples").glob("*/ip/*") if p.is_dir())
-MOMENTS += sorted((ROOT / "samples" / "route_get").glob("*/ip"))
+MOMENTS += sorted((ROOT / "samples" / "route_get").glob("*/snapshot"))
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_bad_input_names_file_and_line(tmp_path):
 def test_routing_fields_are_read():
     """What the route replay needs: nexthops and their flags, tos, linkdown, IPv6 routes told
     apart from IPv4 ones in `ip route show table all`, normalised rule selectors, sysctls."""
-    tables = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "tables4" / "ip")
+    tables = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "tables4" / "snapshot")
     multipath = next(r for r in tables.routes if r.dst == "10.49.0.0/16")
     assert [(h.dev, h.gateway, h.weight) for h in multipath.nexthops] == [
         ("rta", "10.1.0.1", 1),
@@ -100,7 +100,7 @@ def test_routing_fields_are_read():
     assert "linkdown" in next(r for r in tables.routes if r.dev == "rte" and r.metric == 10).flags
     assert {r.family for r in tables.routes if r.dst == "default"} == {4}
     assert "UP" not in tables.link_by_name("rtf").flags
-    policy = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "policy4" / "ip")
+    policy = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "policy4" / "snapshot")
     by_prio = {r.priority: r for r in policy.rules}
     assert by_prio[110].selectors == {"fwmark": 1, "fwmask": 1}
     assert by_prio[120].selectors == {"fwmark": 0x20, "fwmask": 0xFFFFFFFF}
@@ -113,7 +113,7 @@ def test_routing_fields_are_read():
     assert by_prio[250].selectors["iif_detached"] and by_prio[260].action == "nop"
     assert by_prio[161].action == "blackhole"
     assert policy.sysctls["net.ipv4.conf.all.rp_filter"] == "0"
-    ipv6 = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "ipv6" / "ip")
+    ipv6 = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "ipv6" / "snapshot")
     deprecated = next(a for a in ipv6.addresses if a.address == "2001:db8:1::3")
     assert deprecated.flags == ("deprecated",)
     assert {r.family for r in ipv6.rules if r.priority == 100} == {6}
@@ -124,3 +124,31 @@ def test_bad_sysctl_line_names_file_and_line(tmp_path):
     with pytest.raises(InputError) as err:
         ipsnap.read_snapshot(tmp_path)
     assert err.value.record == 2 and "sysctl.txt" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "moment", MOMENTS, ids=[str(m.relative_to(ROOT / "samples")) for m in MOMENTS]
+)
+def test_snapshots_survive_json(moment):
+    """An event table carries its host state as JSON (Parquet metadata): every field comes back
+    as the readers made it, so routing and explanations answer the same from a saved table."""
+    state = ipsnap.read_snapshots(moment)
+    back = ipsnap.host_from_json(ipsnap.host_to_json(state))
+    assert back == state
+    for a, b in zip(back.snapshots, state.snapshots, strict=True):
+        assert (a.routes, a.rules, a.links, a.addresses) == (
+            b.routes,
+            b.rules,
+            b.links,
+            b.addresses,
+        )
+        assert (a.sysctls, a.parts) == (b.sysctls, b.parts)
+
+
+def test_a_bundle_sysctl_serves_every_moment(tmp_path):
+    """nicpath collect writes sysctl.txt at the top of the bundle."""
+    (tmp_path / "ip" / "start").mkdir(parents=True)
+    (tmp_path / "ip" / "start" / "rule.txt").write_text("0:\tfrom all lookup local\n")
+    (tmp_path / "sysctl.txt").write_text("net.ipv4.ip_forward = 1\n")
+    snap = ipsnap.read_snapshots(tmp_path).snapshots[0]
+    assert snap.sysctls == {"net.ipv4.ip_forward": "1"} and "sysctl" in snap.parts

@@ -197,3 +197,14 @@ def test_every_recorded_log_parses(name):
         _, report = kernlog.read(path, year=2026)
         assert "unparsable LOG line" not in report.skipped, path
         assert report.used > 0 and not report.detail.get("unknown_prefixes"), path
+
+
+def test_source_quoting_the_log_format_is_not_a_kernel_log(tmp_path):
+    """A script or doc that quotes a LOG line pattern is not sniffed as a log; a bare LOG line
+    with real addresses is."""
+    quoted = tmp_path / "check.py"
+    quoted.write_text(
+        'm = re.match(r"^\\[FILTER-OUTPUT \\w+\\] IN=(\\S*) OUT=(\\S*) SRC=(\\S+) DST=(\\S+) ")\n'
+    )
+    assert not kernlog.looks_like_kernlog(quoted.read_bytes())
+    assert kernlog.looks_like_kernlog(SEED_OUT.encode())

@@ -87,7 +87,7 @@ def disagreements(snapshot, lines: list[dict]) -> list[str]:
 @pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
 def test_replay_agrees_with_every_recorded_ip_route_get(setup):
     lines = recorded(setup)
-    snapshot = ipsnap.read_snapshots(setup).snapshots[0]
+    snapshot = ipsnap.read_snapshots(setup / "snapshot").snapshots[0]
     bad = disagreements(snapshot, lines)
     assert not bad, f"{len(bad)} of {len(lines)} disagree:\n" + "\n".join(bad[:20])
 
@@ -95,13 +95,13 @@ def test_replay_agrees_with_every_recorded_ip_route_get(setup):
 @pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
 def test_text_snapshots_give_the_same_answers(setup, tmp_path):
     """The plain `ip` forms carry everything the lookup needs, as the JSON forms do."""
-    text_only = tmp_path / "ip"
+    text_only = tmp_path / "snapshot"
     text_only.mkdir()
-    for f in (setup / "ip").iterdir():
+    for f in (setup / "snapshot").iterdir():
         if f.suffix != ".json":
             shutil.copy(f, text_only / f.name)
     lines = recorded(setup)
-    bad = disagreements(ipsnap.read_snapshots(tmp_path).snapshots[0], lines)
+    bad = disagreements(ipsnap.read_snapshots(text_only).snapshots[0], lines)
     assert not bad, f"{len(bad)} of {len(lines)} disagree:\n" + "\n".join(bad[:20])
 
 

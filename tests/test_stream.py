@@ -58,10 +58,10 @@ def test_jobs_give_the_same_table_and_counts(bundle):
     assert one.clock.boot_matches > 0  # the logs were aligned from the spilled captures
 
 
-def test_parquet_stream_writes_one_row_group_per_chunk(tmp_path):
-    stream = stream_events(
-        ["samples/egress_switch_tcp/eth1.pcap", "samples/egress_switch_tcp/eth2.pcap"]
-    )
+def test_parquet_stream_gathers_chunks_into_row_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr("analyzer.outputs.ROW_GROUP_ROWS", 20)
+    monkeypatch.setattr(pcap, "CHUNK_ROWS", 8)
+    stream = stream_events(["samples/egress_switch_tcp/eth1.pcap"])
     path = tmp_path / "events.parquet"
     chunks = []
     with ParquetStream(str(path), EVENT_SCHEMA) as sink:
@@ -69,10 +69,14 @@ def test_parquet_stream_writes_one_row_group_per_chunk(tmp_path):
             sink.write(chunk)
             chunks.append(chunk)
     back = pq.read_table(path)
-    assert back.num_rows == sum(c.num_rows for c in chunks) == 125
-    assert pq.ParquetFile(path).metadata.num_row_groups == len(chunks)
+    assert back.num_rows == sum(c.num_rows for c in chunks) == 57
+    assert max(c.num_rows for c in chunks) == 8
+    meta = pq.ParquetFile(path).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == [24, 24, 9]
     ts = back.column("ts").cast(pa.int64()).to_pylist()
     assert ts == sorted(ts)
+    assert back.equals(pa.concat_tables(chunks).unify_dictionaries().combine_chunks())
 
 
 def test_chunks_are_bounded_and_records_stay_numbered(tmp_path, monkeypatch):

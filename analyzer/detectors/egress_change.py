@@ -29,7 +29,7 @@ def detect(ctx: Context) -> list[Finding]:
         prev=prev,
         run=run,
         prev_packet=by_flow["packet_id"].shift(),
-        prev_ts=by_flow["ts"].shift(),
+        prev_ts=by_flow["ts"].shift(fill_value=0),  # stays int64 ns
     )
     findings = []
     for (flow_id, _run), stretch in out[out["run"] > 1].groupby(["flow_id", "run"], sort=False):

@@ -8,6 +8,7 @@ with a ``taken_at`` file; ``HostState.at(ts)`` gives the snapshot in force at a 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -752,5 +753,50 @@ def read_snapshots(path: str | os.PathLike) -> HostState:
     )
     dirs = [p] if has_parts else sorted(d for d in p.iterdir() if d.is_dir())
     snaps = [read_snapshot(d) for d in dirs]
+    # nicpath collect writes one sysctl.txt for the bundle; a moment's own wins.
+    bundle_sysctl = p.parent / "sysctl.txt" if p.name == "ip" else None
+    if bundle_sysctl is not None and bundle_sysctl.exists():
+        shared = read_sysctls(bundle_sysctl)
+        snaps = [
+            s if s.sysctls else dataclasses.replace(s, sysctls=shared, parts=(*s.parts, "sysctl"))
+            for s in snaps
+        ]
     snaps.sort(key=lambda s: (s.taken_at is not None, s.taken_at or 0.0))
+    return HostState(tuple(snaps))
+
+
+def host_to_json(host: HostState) -> str:
+    """The snapshots as JSON, so a saved event table carries the host state it was read with."""
+    return json.dumps([dataclasses.asdict(s) for s in host.snapshots], separators=(",", ":"))
+
+
+def host_from_json(text: str | bytes) -> HostState:
+    """The inverse of ``host_to_json`` (JSON lists back into the tuples the readers make)."""
+
+    def tuples(d: dict, *keys: str) -> dict:
+        return {**d, **{k: tuple(d[k]) for k in keys if k in d}}
+
+    def route(d: dict) -> Route:
+        hops = tuple(Nexthop(**tuples(h, "flags")) for h in d.get("nexthops", ()))
+        return Route(**{**tuples(d, "flags"), "nexthops": hops})
+
+    def rule(d: dict) -> Rule:
+        sel = {k: tuple(v) if isinstance(v, list) else v for k, v in d["selectors"].items()}
+        return Rule(**{**d, "selectors": sel})
+
+    snaps = []
+    for s in json.loads(text):
+        snaps.append(
+            Snapshot(
+                moment=s["moment"],
+                taken_at=s["taken_at"],
+                links=tuple(Link(**tuples(d, "flags")) for d in s["links"]),
+                addresses=tuple(Address(**tuples(d, "flags")) for d in s["addresses"]),
+                routes=tuple(route(d) for d in s["routes"]),
+                rules=tuple(rule(d) for d in s["rules"]),
+                path=s["path"],
+                sysctls=s.get("sysctls", {}),
+                parts=tuple(s.get("parts", ())),
+            )
+        )
     return HostState(tuple(snaps))

@@ -141,9 +141,14 @@ def looks_like_kernlog(head: bytes) -> bool:
         m = SYSLOG.match(line) or ISO.match(line)
         if m and ("kernel" in m.groups() or LOG_LINE.match(m.groups()[-1])):
             return True
-        if LOG_LINE.match(line) and "SRC=" in line:
+        if LOG_LINE.match(line) and BARE_ADDRESSES.search(line):
             return True
     return False
+
+
+#: A bare LOG line (no timestamp) counts only with real addresses: source code or docs that
+#: quote the LOG format (``SRC=(\S+)``) are not a kernel log.
+BARE_ADDRESSES = re.compile(r"\bSRC=[0-9A-Fa-f:.]+ DST=[0-9A-Fa-f:.]+ ")
 
 
 def _tokens(text: str) -> list[str]:

@@ -9,6 +9,7 @@ sequential by nature; everything after it is vectorised in ``frames.decode``.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Iterator
 
@@ -60,6 +61,22 @@ def _header(path: str, raw: bytes) -> tuple[str, int, int, int]:
     return endian, ns_per_unit, snaplen, linktype
 
 
+#: A capture file name's suffix: ``.pcap``, tcpdump -C's rotated ``.pcap1``, ``.pcap2``, ... and
+#: ``.cap``, each optionally gzip-compressed. Card names may hold dots (``eth0.100``).
+CAPTURE_SUFFIX = re.compile(r"\.(?:pcap|cap)\d*(?:\.gz)?$", re.IGNORECASE)
+
+
+def card_from_filename(path: str | os.PathLike) -> str:
+    """The card a per-card capture was taken on, from its file name.
+
+    >>> card_from_filename("bundle/eth0.100.pcap3")
+    'eth0.100'
+    """
+    name = os.path.basename(str(path))
+    stem = CAPTURE_SUFFIX.sub("", name)
+    return stem if stem and stem != name else name.split(".")[0]
+
+
 def iter_chunks(
     path: str | os.PathLike, report: SourceReport, *, iface: str | None = None
 ) -> Iterator[pa.Table]:
@@ -82,7 +99,7 @@ def iter_chunks(
         if linktype not in SUPPORTED_LINKTYPES:
             raise InputError(spath, f"unsupported link type {linktype}", offset=20)
         if iface is None and linktype not in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
-            iface = os.path.basename(spath).split(".")[0]
+            iface = card_from_filename(spath)
         limit = max(snaplen, 262144, 65535)
         limit = min(limit, MAX_RECORD)
         unpack_len = struct.Struct(endian + "I").unpack_from

@@ -204,24 +204,20 @@ class _Walker:
         pos = np.asarray(positions, dtype=np.int64)
         words = buf[pos[:, None] + np.arange(28)].view(endian + "u4").astype(np.int64)
         blen, if_id, cap, orig = words[:, 1], words[:, 2], words[:, 5], words[:, 6]
-        bad = np.flatnonzero(if_id >= len(self.section))
-        if bad.size:
-            k = int(bad[0])
-            raise InputError(
-                self.spath,
-                f"packet names interface {if_id[k]}, which this section does not describe",
-                record=record0 + k,
-                offset=base + int(pos[k]),
-            )
-        bad = np.flatnonzero(28 + cap > blen - 4)
-        if bad.size:
-            k = int(bad[0])
-            raise InputError(
-                self.spath,
-                f"corrupt packet block: captured length {cap[k]} exceeds block length {blen[k]}",
-                record=record0 + k,
-                offset=base + int(pos[k]),
-            )
+        for bad, why in (
+            (if_id >= len(self.section), "packet names interface {if_id}, which this section "
+             "does not describe"),
+            (28 + cap > blen - 4, "corrupt packet block: captured length {cap} exceeds block "
+             "length {blen}"),
+        ):
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise InputError(
+                    self.spath,
+                    why.format(if_id=if_id[k], cap=cap[k], blen=blen[k]),
+                    record=record0 + k,
+                    offset=base + int(pos[k]),
+                )
         opt = pos + 28 + ((cap + 3) & ~3)
         end = pos + blen - 4
         flags = np.full(len(pos), -1, dtype=np.int64)

@@ -4,7 +4,7 @@
 #
 # Each setup builds one namespace rt-<setup> (the host) whose cards are veth devices with their
 # other ends in rt-<setup>-p (so they have carrier), configures addresses, routes, rules and
-# sysctls, saves the host's `ip -j` snapshots to samples/route_get/<setup>/ip/, then runs a few
+# sysctls, saves the host's `ip -j` snapshots to samples/route_get/<setup>/snapshot/, then runs a few
 # hundred `ip -j route get` queries (samples/lab/route_queries.py) and saves each query with the
 # kernel's answer, or its error text, to samples/route_get/<setup>/queries.jsonl.  No traffic is
 # sent; nothing outside the rt-* namespaces is touched; they are deleted on exit.
@@ -53,13 +53,13 @@ card() {  # card NAME: a veth card in the host, its peer end up in the peer name
 
 begin() {  # begin SETUP: namespaces and an empty output directory
     SETUP=$1; H=rt-$1; PEER=rt-$1-p; D=$OUT/$1
-    rm -rf "$D"; mkdir -p "$D/ip"
+    rm -rf "$D"; mkdir -p "$D/snapshot"
     : > "$D/commands.txt"
     newns "$H"; newns "$PEER"
 }
 
 snapshot() {  # the host's state, as record.sh saves it, plus the sysctls the lookup reads
-    local d=$D/ip
+    local d=$D/snapshot
     echo "$EPOCHREALTIME" > "$d/taken_at"
     ip -n "$H" -j addr > "$d/addr.json"
     ip -n "$H" -j link > "$d/link.json"
@@ -80,7 +80,7 @@ snapshot() {  # the host's state, as record.sh saves it, plus the sysctls the lo
 
 queries() {  # run the generated queries against the kernel
     ip netns exec "$H" true || exit 1
-    python3 "$LAB/route_queries.py" --ns "$H" --snapshot "$D/ip" --seed "$1" --count "$2" \
+    python3 "$LAB/route_queries.py" --ns "$H" --snapshot "$D/snapshot" --seed "$1" --count "$2" \
         --out "$D/queries.jsonl" || exit 1
     log "$SETUP: $(wc -l < "$D/queries.jsonl") queries, $(grep -c '"error"' "$D/queries.jsonl") failing"
 }

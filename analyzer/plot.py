@@ -1,0 +1,238 @@
+"""``nicpath plot``: one flow's picture, one lane per card and hook, time across.
+
+Every observation of the flow's packets is a mark in the lane of the card it crossed and of
+where it was seen there (the capture on that card, or the netfilter hook that logged it), so a
+packet that left eth1 shows in ``eth1 capture`` and ``eth1 filter/OUTPUT`` at the same time.
+Marks are coloured (and shaped) by direction. Each egress change (F3) is a dashed line across
+the lanes labelled ``egress eth2 → eth1``; each finding of the flow is a bar in a lane of its
+own, from its first to its last packet.
+
+The chart is a Vega-Lite spec built with Altair: one spec gives both the static PNG or SVG
+(rendered by vl-convert, no browser needed) and the interactive HTML (Vega-Embed with the
+JavaScript inlined, so the file opens without a network; tooltips, zoom and pan on time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from typing import Any
+
+import pandas as pd
+
+from .analyze import Analysis
+from .detectors.base import flow_text
+from .errors import NicpathError
+from .render import endpoint, tcp_flags_text, ts_text
+from .timeline import flow_timeline
+
+#: Mark colour per direction (ColorBrewer Dark2: distinct in print and for colour-blind eyes).
+DIRECTION_COLORS = {"out": "#d95f02", "in": "#1b9e77", "unknown": "#7570b3"}
+DIRECTION_SHAPES = {"out": "triangle-right", "in": "triangle-left", "unknown": "circle"}
+#: Netfilter hooks in the order a packet meets them.
+HOOK_ORDER = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+FINDING_COLOR = "#c0392b"
+CHANGE_COLOR = "#333333"
+CHANGE_LANE = "egress change"
+#: Output formats by file suffix.
+FORMATS = (".html", ".png", ".svg")
+LANE_HEIGHT = 26
+WIDTH = 860
+
+
+def _altair():
+    try:
+        import altair as alt
+    except ImportError:
+        raise NicpathError("pictures need the plot extra: pip install 'nicpath[plot]'") from None
+    return alt
+
+
+def _natural(text: str) -> list:
+    """eth2 before eth10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def _lane_key(card: str, hook: str | None) -> tuple:
+    if hook is None:
+        return (_natural(card), 0, "")
+    chain = hook.rsplit("/", 1)[-1].upper()
+    rank = HOOK_ORDER.index(chain) + 1 if chain in HOOK_ORDER else len(HOOK_ORDER) + 1
+    return (_natural(card), rank, hook)
+
+
+def lane_name(card: str, hook: str | None) -> str:
+    return f"{card} {hook}" if hook else f"{card} capture"
+
+
+def flow_marks(analysis: Analysis, flow_id: int) -> tuple[pd.DataFrame, list[str], int]:
+    """One row per observation of the flow's packets, with its lane and tooltip fields; the
+    lanes in drawing order; the flow's first time (ns) that ``t`` counts from."""
+    obs = analysis.tables.observations
+    rows = obs[obs["flow_id"] == flow_id]
+    packets = flow_timeline(analysis, flow_id).set_index("packet_id")
+    start = int(rows["ts"].min())
+    cards = [
+        c if isinstance(c, str) and c else (p if isinstance(p, str) else "?")
+        for c, p in zip(rows["iface"].astype(object), rows["point"].astype(object), strict=True)
+    ]
+    hooks = [h if isinstance(h, str) and h else None for h in rows["hook"].astype(object)]
+    what = {}
+    for pid, p in packets.iterrows():
+        flags = tcp_flags_text(None if pd.isna(p["tcp_flags"]) else int(p["tcp_flags"]))
+        length = "" if pd.isna(p["ip_len"]) else f" len {int(p['ip_len'])}"
+        what[pid] = (
+            f"{endpoint(p['src'], p['sport'])} → {endpoint(p['dst'], p['dport'])}"
+            f"{' [' + flags + ']' if flags else ''}{length}"
+        )
+    ts = rows["ts"].astype("int64").to_numpy()
+    marks = pd.DataFrame(
+        {
+            "t": (ts - start) / 1e9,
+            "time": [ts_text(int(v)) for v in ts],
+            "lane": [lane_name(c, h) for c, h in zip(cards, hooks, strict=True)],
+            "direction": rows["direction"].astype(object).fillna("unknown").to_numpy(),
+            "packet": [what.get(int(p), "") for p in rows["packet_id"]],
+            "evidence": [
+                f"{s}#{int(r)}" for s, r in zip(rows["source"], rows["record"], strict=True)
+            ],
+        }
+    )
+    lanes = [
+        lane_name(c, h)
+        for c, h in sorted(set(zip(cards, hooks, strict=True)), key=lambda x: _lane_key(*x))
+    ]
+    return marks, lanes, start
+
+
+def flow_chart(analysis: Analysis, flow_id: int):
+    """The flow's picture as an Altair layered chart (render with ``save_chart``)."""
+    alt = _altair()
+    marks, lanes, start = flow_marks(analysis, flow_id)
+    timeline = flow_timeline(analysis, flow_id)
+    changes = timeline[timeline["egress_change"]]
+    change_rows = [
+        {
+            "t": (int(r.ts) - start) / 1e9,
+            "time": ts_text(int(r.ts)),
+            "label": f"{r.previous_card} → {r.card}",
+        }
+        for r in changes.itertuples(index=False)
+    ]
+    finding_rows = []
+    for f in analysis.findings:
+        if f.flow_id != flow_id:
+            continue
+        finding_rows.append(
+            {
+                "lane": f"finding: {f.kind} ({' → '.join(f.ifaces)})",
+                "t": f.first_ts - start / 1e9,
+                "t2": f.last_ts - start / 1e9,
+                "time": ts_text(round(f.first_ts * 1e9)),
+                "kind": f.kind,
+                "packets": f.packets,
+                "summary": f.summary,
+            }
+        )
+    finding_lanes = list(dict.fromkeys(r["lane"] for r in finding_rows))
+    # Marks are clipped to the plot (zooming needs it), so change labels get a lane of their own.
+    domain = ([CHANGE_LANE] if change_rows else []) + finding_lanes + lanes
+    height = LANE_HEIGHT * max(len(domain), 2)
+
+    started = dt.datetime.fromtimestamp(start / 1e9, tz=dt.UTC)
+    x = alt.X(
+        "t:Q",
+        title=f"seconds since the flow's first packet, {started:%Y-%m-%d %H:%M:%S.%f} UTC",
+        scale=alt.Scale(nice=False, padding=12),
+    )
+    y = alt.Y(
+        "lane:N",
+        title=None,
+        sort=domain,
+        scale=alt.Scale(domain=domain),
+        axis=alt.Axis(labelLimit=360, labelFontSize=12, grid=True),
+    )
+    directions = [d for d in DIRECTION_COLORS if d in set(marks["direction"])]
+    packets = (
+        alt.Chart(alt.Data(values=marks.to_dict("records")))
+        .mark_point(filled=True, size=70, opacity=0.85)
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color(
+                "direction:N",
+                title="direction",
+                scale=alt.Scale(domain=directions, range=[DIRECTION_COLORS[d] for d in directions]),
+            ),
+            shape=alt.Shape(
+                "direction:N",
+                scale=alt.Scale(domain=directions, range=[DIRECTION_SHAPES[d] for d in directions]),
+            ),
+            tooltip=["time:N", "lane:N", "direction:N", "packet:N", "evidence:N"],
+        )
+    )
+    layers = [packets]
+    if finding_rows:
+        data = alt.Data(values=finding_rows)
+        tooltip = ["kind:N", "time:N", "packets:Q", "summary:N"]
+        layers.append(
+            alt.Chart(data)
+            .mark_rule(strokeWidth=10, color=FINDING_COLOR, opacity=0.75)
+            .encode(x="t:Q", x2="t2:Q", y=y, tooltip=tooltip)
+        )
+        layers.append(
+            alt.Chart(data)
+            .mark_point(shape="diamond", filled=True, size=160, color=FINDING_COLOR)
+            .encode(x="t:Q", y=y, tooltip=tooltip)
+        )
+    if change_rows:
+        data = alt.Data(values=change_rows)
+        layers.append(
+            alt.Chart(data)
+            .mark_rule(strokeDash=[6, 4], strokeWidth=1.5, color=CHANGE_COLOR)
+            .encode(x="t:Q", tooltip=["label:N", "time:N"])
+        )
+        layers.append(
+            alt.Chart(data)
+            .transform_calculate(lane=f"'{CHANGE_LANE}'")
+            .mark_text(align="left", baseline="middle", dx=5, fontSize=12, fontWeight="bold")
+            .encode(x="t:Q", y=y, text="label:N", color=alt.value(CHANGE_COLOR))
+        )
+    title = alt.TitleParams(
+        f"flow {flow_id}: {flow_text(analysis.context.flow_info[flow_id])}",
+        subtitle=f"{_count(len(timeline), 'packet')}, {_count(len(marks), 'observation')}; "
+        f"{_count(len(finding_rows), 'finding')}, {_count(len(change_rows), 'egress change')}",
+        anchor="start",
+        offset=18,
+    )
+    return (
+        alt.layer(*layers)
+        .properties(width=WIDTH, height=height, title=title)
+        .configure_axis(titleFontSize=12, labelFontSize=11)
+        .configure_legend(orient="top", titleFontSize=12, labelFontSize=12)
+        .interactive(bind_y=False)
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The picture's format from the file name: ``.html``, ``.png`` or ``.svg``."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in FORMATS:
+        raise NicpathError(f"{path}: a picture is written as {', '.join(FORMATS)}")
+    return suffix
+
+
+def save_chart(chart: Any, path: str | os.PathLike) -> None:
+    """Write the chart as ``.html`` (self-contained, interactive), ``.png`` or ``.svg``."""
+    suffix = output_format(path)
+    if suffix == ".html":
+        chart.save(os.fspath(path), format="html", inline=True)
+    elif suffix == ".png":
+        chart.save(os.fspath(path), format="png", scale_factor=2)
+    else:
+        chart.save(os.fspath(path), format="svg")

@@ -1,0 +1,247 @@
+"""``nicpath batch``: a hive-partitioned dataset that pyarrow and DuckDB read as is, reruns that
+replace partitions, failures that stop nothing, exit codes, jsonl, progress, and Dask."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from analyzer.analyze import analyze
+from analyzer.batch import MANIFEST, TABLES, find_bundles, run_batch
+from analyzer.cli import main
+from tests import synth
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+BUNDLES = sorted(d.name for d in SAMPLES.iterdir() if (d / "scenario.json").is_file())
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def finding_key(kind, flow_id, ifaces, first_ts_us) -> tuple:
+    return (kind, int(flow_id), tuple(ifaces), int(first_ts_us))
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, list[tuple]]:
+    """Each sample's findings as ``nicpath analyze`` reports them, one bundle at a time."""
+    out = {}
+    for name in BUNDLES:
+        a = analyze([str(SAMPLES / name)])
+        out[name] = sorted(
+            finding_key(f.kind, f.flow_id, f.ifaces, round(f.first_ts * 1e6)) for f in a.findings
+        )
+    return out
+
+
+def test_samples_are_found_as_bundles_and_lab_scripts_are_not():
+    found = find_bundles([str(SAMPLES)])
+    assert [name for name, _ in found] == BUNDLES
+    assert "lab" not in dict(found)
+
+
+def test_batch_twice_over_samples_holds_each_bundles_findings_once(tmp_path, expected):
+    out = tmp_path / "dataset"
+    for _ in range(2):
+        res = run("batch", SAMPLES, "--out", out, "--jobs", 2)
+        assert res.exit_code == 1, res.output
+    # One file per bundle per table: the second run replaced the first one's partitions.
+    for table in (*TABLES, MANIFEST):
+        parts = sorted(p.relative_to(out / table) for p in (out / table).rglob("*.parquet"))
+        assert parts == [Path(f"bundle={b}") / "part-0.parquet" for b in BUNDLES], table
+    assert not (out / "_staging").exists() or not any((out / "_staging").iterdir())
+
+    findings = pq.read_table(out / "findings").to_pylist()
+    by_bundle: dict[str, list[tuple]] = {b: [] for b in BUNDLES}
+    for r in findings:
+        first_us = int(r["first_ts"].timestamp() * 1e6 + 0.5)
+        by_bundle[r["bundle"]].append(finding_key(r["kind"], r["flow_id"], r["ifaces"], first_us))
+    assert {b: sorted(v) for b, v in by_bundle.items()} == expected
+    assert sum(map(len, expected.values())) == 9  # the samples' findings, each once
+
+    sql = f"""
+        SELECT bundle, kind, flow_id, ifaces, epoch_us(first_ts)
+        FROM read_parquet('{out}/findings/*/*.parquet', hive_partitioning = true)
+    """
+    rows = duckdb.sql(sql).fetchall()
+    by_bundle = {b: [] for b in BUNDLES}
+    for bundle, *key in rows:
+        by_bundle[bundle].append(finding_key(*key))
+    assert {b: sorted(v) for b, v in by_bundle.items()} == expected
+
+    # The other tables carry the bundle too, with one bundle's rows once.
+    counts = dict(
+        duckdb.sql(
+            f"SELECT bundle, count(*) FROM read_parquet('{out}/events/*/*.parquet') GROUP BY 1"
+        ).fetchall()
+    )
+    tcp = analyze([str(SAMPLES / "egress_switch_tcp")])
+    assert counts["egress_switch_tcp"] == tcp.events.events.num_rows
+    # No host snapshots in the metadata: a dataset read would give one bundle's to all.
+    assert b"nicpath.host" not in (pq.read_table(out / "events").schema.metadata or {})
+    flows = pq.read_table(out / "flows").to_pandas()
+    assert (
+        flows.groupby("bundle", observed=True).size()
+        == [len(analyze([str(SAMPLES / b)]).tables.flows) for b in BUNDLES]
+    ).all()
+    manifest = pq.read_table(out / MANIFEST).to_pandas().set_index("bundle")
+    assert (manifest["status"] == "ok").all() and manifest["error"].isna().all()
+    assert manifest.loc["egress_switch_tcp", "finding_kinds"].tolist() == [
+        "egress_change",
+        "src_not_on_nic",
+    ]
+    assert json.loads(manifest.loc["clean_multihomed", "detectors"])["egress_change"] == (
+        "ran: 0 findings"
+    )
+
+
+def test_failing_bundle_is_reported_others_go_on_and_its_old_partitions_go(tmp_path):
+    src = tmp_path / "incidents"
+    shutil.copytree(SAMPLES / "egress_switch_tcp", src / "host-a")
+    shutil.copytree(SAMPLES / "clean_multihomed", src / "host-b")
+    out = tmp_path / "dataset"
+    assert run("batch", src, "--out", out, "--jobs", 1).exit_code == 1
+    assert (out / "events" / "bundle=host-b" / "part-0.parquet").is_file()
+
+    bad = synth.pcap_bytes([(1.0, b"\0" * 20)], linktype=147)
+    (src / "host-b" / "eth1.pcap").write_bytes(bad)
+    res = run("batch", src, "--out", out, "--jobs", 1)
+    assert res.exit_code == 2, res.output
+    assert "host-b  FAILED" in res.stdout and "unsupported link type 147" in res.stdout
+    assert f"{src / 'host-b' / 'eth1.pcap'}" in res.stdout
+    assert "[2/2] host-b: FAILED" in res.stderr
+    assert "host-a  ok" in res.stdout
+    for table in TABLES:
+        assert not (out / table / "bundle=host-b").exists(), table
+        assert (out / table / "bundle=host-a" / "part-0.parquet").is_file()
+    manifest = pq.read_table(out / MANIFEST).to_pandas().set_index("bundle")
+    assert manifest.loc["host-b", "status"] == "failed"
+    assert "unsupported link type 147" in manifest.loc["host-b", "error"]
+    assert manifest.loc["host-a", "status"] == "ok" and manifest.loc["host-a", "findings"] == 2
+
+
+def test_exit_codes_and_fail_on(tmp_path):
+    tcp, clean = SAMPLES / "egress_switch_tcp", SAMPLES / "clean_multihomed"
+    assert run("batch", clean, "--out", tmp_path / "a").exit_code == 0
+    assert run("batch", tcp, "--out", tmp_path / "b").exit_code == 1
+    assert (
+        run("batch", tcp, "--out", tmp_path / "b", "--fail-on", "asymmetric_return").exit_code == 0
+    )
+    both = run(
+        "batch", tcp, "--out", tmp_path / "b", "--fail-on", "asymmetric_return,egress_change"
+    )
+    assert both.exit_code == 1
+    bogus = run("batch", tcp, "--out", tmp_path / "b", "--fail-on", "egress_chnage")
+    assert bogus.exit_code == 2 and "unknown finding kind egress_chnage" in bogus.output
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    none = run("batch", tmp_path / "empty", "--out", tmp_path / "c")
+    assert none.exit_code == 2 and "holds no bundle" in none.output
+
+
+def test_two_bundles_with_one_name_are_refused(tmp_path):
+    for parent in ("x", "y"):
+        shutil.copytree(SAMPLES / "no_routes", tmp_path / parent / "host")
+    res = run("batch", tmp_path / "x", tmp_path / "y", "--out", tmp_path / "ds")
+    assert res.exit_code == 2 and "both named 'host'" in res.output
+    assert not (tmp_path / "ds").exists()
+
+
+def test_jsonl_streams_one_finding_per_line_and_nothing_else(tmp_path):
+    res = run("batch", SAMPLES, "--out", tmp_path / "ds", "--jobs", 1, "--format", "jsonl")
+    assert res.exit_code == 1
+    lines = res.stdout.splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert len(docs) == 9
+    assert {d["bundle"] for d in docs} == {
+        "asymmetric_return",
+        "egress_switch_tcp",
+        "egress_switch_udp",
+        "ipv6_egress_switch",
+        "reply_wrong_source",
+    }
+    tcp = [d for d in docs if d["bundle"] == "egress_switch_tcp"]
+    assert sorted(d["kind"] for d in tcp) == ["egress_change", "src_not_on_nic"]
+    assert tcp[0]["flow"]["dport"] == 5000 and tcp[0]["evidence"]
+    # Progress went to stderr as plain lines (not a terminal).
+    assert res.stderr.count("nicpath batch: [") == len(BUNDLES)
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # rows, columns
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "analyzer", "batch", str(SAMPLES / "no_routes")]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "ds"), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    shown = b"".join(chunks).decode()
+    assert proc.returncode == 0 and proc.stdout == b""
+    assert "nicpath batch: 100%" in shown and "1/1" in shown and "bundle" in shown
+    assert "[1/1]" not in shown  # the bar, not the plain log line
+
+
+def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Rows in a fixed order, dictionary columns (bundle, source, ...) as plain values."""
+    plain = [
+        pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(plain)).sort_by([(k, "ascending") for k in keys])
+
+
+def test_dask_cluster_writes_the_same_rows_as_a_local_run(tmp_path):
+    from distributed import LocalCluster
+
+    local = run_batch([str(SAMPLES)], tmp_path / "local", jobs=1)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        res = run(
+            "batch", SAMPLES, "--out", tmp_path / "dask", "--scheduler", cluster.scheduler_address
+        )
+    assert res.exit_code == local.exit_code() == 1, res.output
+    keys = {
+        "events": ["bundle", "ts", "source", "record"],
+        "flows": ["bundle", "flow_id"],
+        "findings": ["bundle", "flow_id", "kind", "first_ts"],
+    }
+    for table, by in keys.items():
+        a = _sorted(pq.read_table(tmp_path / "local" / table), by)
+        b = _sorted(pq.read_table(tmp_path / "dask" / table), by)
+        assert a.num_rows and a.equals(b), table
+    volatile = ["seconds", "analyzed_at"]
+    a = _sorted(pq.read_table(tmp_path / "local" / MANIFEST), ["bundle"]).drop_columns(volatile)
+    b = _sorted(pq.read_table(tmp_path / "dask" / MANIFEST), ["bundle"]).drop_columns(volatile)
+    assert a.equals(b)
