@@ -232,7 +232,9 @@ def analyze(
 @input_options
 @flow_option
 @format_option("text lines, or JSON lines (one packet per line).")
-def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt) -> None:
+def timeline(
+    paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt
+) -> None:
     """Show one flow packet by packet, with every card and hook each packet crossed."""
     from .timeline import flow_timeline, select_flow, timeline_lines
 
