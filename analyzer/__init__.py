@@ -2,9 +2,9 @@
 
 Joins packet captures, netfilter LOG lines and ``ip`` snapshots taken on one host into one event
 table, per-flow timelines and findings (see README.md). The library API is the steps of the
-pipeline as functions over Arrow tables (``analyzer.pipeline``) and ``run_batch``
-(``analyzer.batch``), imported on first use, so ``import analyzer`` stays cheap for the command
-line.
+pipeline as functions over Arrow tables (``analyzer.pipeline``), ``run_batch``
+(``analyzer.batch``) and ``route_lookup`` (``analyzer.routing``), imported on first use, so
+``import analyzer`` stays cheap for the command line.
 
 >>> import analyzer  # doctest: +SKIP
 >>> events = analyzer.read_events("samples/egress_switch_tcp")  # doctest: +SKIP
@@ -28,6 +28,8 @@ API = {
     "write_outputs": "pipeline",
     "plot_flow": "pipeline",
     "run_batch": "batch",
+    "route_lookup": "routing",
+    "Query": "routing",
     "InputError": "errors",
     "NicpathError": "errors",
 }

@@ -252,6 +252,62 @@ def timeline(
 
 
 @main.command()
+@click.option(
+    "--ip",
+    "ip_dir",
+    required=True,
+    metavar="DIR",
+    help="A bundle, its ip/ directory, or one ip/<moment>/ snapshot.",
+)
+@click.option("--to", "to", required=True, metavar="DST", help="Destination address.")
+@click.option("--from", "src", metavar="SRC", help="Source address (as a bound socket has).")
+@click.option("--iif", metavar="IF", help="The card the packet arrives on (an input lookup).")
+@click.option("--oif", metavar="IF", help="The card the socket is bound to.")
+@click.option("--mark", metavar="M", help="Packet mark (fwmark), e.g. 0x10.")
+@click.option("--proto", metavar="P", help="IP protocol: tcp, udp, icmp or a number.")
+@click.option("--sport", type=click.IntRange(0, 65535), metavar="N", help="Source port.")
+@click.option("--dport", type=click.IntRange(0, 65535), metavar="N", help="Destination port.")
+@click.option("--tos", metavar="T", help="TOS byte, e.g. 0x10.")
+@click.option("--uid", type=click.IntRange(min=0), metavar="UID", help="Socket owner.")
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="The snapshot in force at TIME (epoch seconds or ISO 8601), or one by name "
+    "(before, after-1). Default: the latest.",
+)
+@format_option("text like ip route get, or one JSON document.")
+@click.pass_context
+def route(ctx, ip_dir, to, src, iif, oif, mark, proto, sport, dport, tos, uid, at, fmt) -> None:
+    """Answer what `ip route get` would have answered on the host at that time, with the rule
+    and the route that decided.
+
+    Exit code 0: a route; 1: the kernel would refuse (Network is unreachable, ...); 2: bad input.
+    """
+    from .routing import Query, route_lookup
+
+    query = Query.parse(
+        to,
+        src,
+        iif=iif,
+        oif=oif,
+        mark=mark,
+        proto=proto,
+        sport=sport,
+        dport=dport,
+        tos=tos,
+        uid=uid,
+    )
+    answer = route_lookup(ip_dir, query, at)
+    if fmt == "json":
+        json.dump(answer.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        click.echo(answer.text())
+    ctx.exit(EXIT_OK if answer.ok else EXIT_FINDINGS)
+
+
+@main.command()
 @input_options
 @flow_option
 @click.option(

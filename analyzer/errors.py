@@ -48,5 +48,10 @@ class InputError(NicpathError):
         return f"{', '.join(where)}: {self.message}"
 
 
+class QueryError(NicpathError):
+    """A question nicpath cannot answer as asked: a malformed address, a card the snapshot does
+    not have, a time before any snapshot. The message says what to change."""
+
+
 def _rebuild_input_error(path: str, message: str, kwargs: dict) -> InputError:
     return InputError(path, message, **kwargs)

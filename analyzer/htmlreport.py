@@ -75,6 +75,7 @@ PAGE = """<!DOCTYPE html>
 <div id="chart-{{ c.flow_id }}"></div>
 {% for f in c.findings %}<h3>{{ f.kind }} ({{ f.ifaces }}), {{ f.packets }} packets</h3>
 <p>{{ f.summary }}</p>
+{% if f.why %}<p>why: {{ f.why }}</p>{% endif %}
 <details><summary>evidence: {{ f.evidence | length }} observations of the first packets</summary>
 <table><tr><th>time</th><th>seen at</th><th>direction</th><th>evidence</th></tr>
 {% for e in f.evidence %}<tr><td>{{ e.ts }}</td><td>{{ e.point }}</td><td>{{ e.direction }}</td>
@@ -119,6 +120,7 @@ def _finding_view(f) -> dict[str, Any]:
         "first": ts_text(round(f.first_ts * 1e9)),
         "packets": f.packets,
         "summary": f.summary,
+        "why": f.explanation["text"] if f.explanation else None,
         "evidence": f.evidence,
     }
 

@@ -29,6 +29,8 @@ FINDINGS_SCHEMA = pa.schema(
         ("last_ts", pa.timestamp("us", tz="UTC")),
         ("packets", pa.int64()),
         ("summary", pa.string()),
+        # why, in one sentence, from the route replay (null: no ip snapshot, or a kind without)
+        ("explanation", pa.string()),
         ("details", pa.string()),  # JSON: evidence and kind-specific fields (foreign_addr, ...)
     ]
 )
@@ -74,6 +76,7 @@ def findings_table(analysis: Analysis) -> pa.Table:
                 "last_ts": _us(f.last_ts),
                 "packets": f.packets,
                 "summary": f.summary,
+                "explanation": f.explanation["text"] if f.explanation else None,
                 "details": json.dumps(details),
             }
         )
@@ -128,6 +131,7 @@ def text_report(analysis: Analysis) -> list[str]:
                 f"  [{f.severity}] {f.kind} ({' -> '.join(f.ifaces)}), {f.packets} packets"
             )
             lines.append(f"    {f.summary}")
+            lines += explanation_lines(f.explanation)
             evidence_ids = {e["packet"] for e in f.evidence}
             shown = timeline[timeline["packet_id"].isin(evidence_ids)]
             for line in timeline_lines(shown):
@@ -136,6 +140,26 @@ def text_report(analysis: Analysis) -> list[str]:
             lines.append(
                 f"    evidence: {', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}"
             )
+    return lines
+
+
+def explanation_lines(explanation: dict[str, Any] | None) -> list[str]:
+    """``why:`` and the lookups it rests on, one per line, under a finding."""
+    if not explanation:
+        return []
+    lines = [f"    why: {explanation['text']}"]
+    for key in ("before", "after", "egress", "now"):
+        d = explanation.get(key)
+        if not d:
+            continue
+        answer = d.get("error") or f"dev {d.get('card')}" + (
+            f" via {d['gateway']}" if d.get("gateway") else ""
+        )
+        lines.append(
+            f"      {key:<6} {d.get('at', '')} ip route get {d.get('query', '')}: {answer}"
+            f" | rule {d.get('rule') or '-'} | route {d.get('route') or '-'}"
+            f" | snapshot {d.get('snapshot')}"
+        )
     return lines
 
 

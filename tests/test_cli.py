@@ -174,3 +174,57 @@ def test_nat_flows_and_findings_from_the_command_line(tmp_path):
     assert "conntrack -L, 6 entries, 4 translated" in run("inspect", nat).output
     only_cards = run("analyze", str(Path(nat) / "any.pcap"), "--ip", str(Path(nat) / "ip"))
     assert "nat_pinned: not run: needs a kernel log" in only_cards.output
+
+def test_route_answers_like_ip_route_get():
+    before = run(
+        "route", "--ip", TCP, "--to", "172.16.70.15", "--from", "172.16.70.16", "--at", "before"
+    )
+    assert before.exit_code == 0, before.output
+    assert before.output in (ROOT / "docs" / "route.md").read_text()  # the documented example
+    assert before.output.splitlines()[:3] == [
+        "172.16.70.15 from 172.16.70.16 dev eth2",
+        "    rule   32766: from all lookup main",
+        "    route  172.16.70.0/24 dev eth2 scope link src 172.16.70.16 metric 100",
+    ]
+    # by time (ISO or epoch) the snapshot in force; the default is the latest
+    for at in ("2026-11-25T03:22:48Z", "1795576968", None):
+        args = ["route", "--ip", TCP, "--to", "172.16.70.15", "--proto", "tcp", "--dport", "5000"]
+        res = run(*args, *(["--at", at] if at else []))
+        assert res.output.startswith("172.16.70.15 dev eth1 src 172.16.70.14\n"), res.output
+        assert "from   snapshot after-1" in res.output
+    doc = json.loads(
+        run(
+            "route",
+            "--ip",
+            str(ROOT / "samples" / "route_get" / "router4" / "snapshot"),
+            "--to",
+            "10.1.0.2",
+            "--from",
+            "10.20.0.5",
+            "--iif",
+            "rta",
+            "--format",
+            "json",
+        ).output
+    )
+    assert (doc["error"], doc["error_text"]) == ("EINVAL", "Invalid argument")
+    assert any("rp_filter=1 (strict) on rta" in n for n in doc["notes"])
+    assert doc["rule"]["priority"] == 0 and doc["route"]["type"] == "local"
+
+
+def test_route_exit_codes():
+    gone = run("route", "--ip", str(ROOT / "samples" / "no_routes"), "--to", "172.16.70.15")
+    assert gone.exit_code == 1
+    assert gone.output.startswith("172.16.70.15: Network is unreachable (ENETUNREACH)")
+    assert "tables looked up: local, main, default" in gone.output
+    for args, message in (
+        (["--to", "172.16.70.300"], "is not an IPv4 or IPv6 address"),
+        (["--to", "172.16.70.3", "--iif", "eth7"], "iif eth7: no such card"),
+        (["--to", "172.16.70.3", "--at", "after-7"], "no snapshot named 'after-7'"),
+        (["--to", "172.16.70.3", "--mark", "ten"], "mark and tos are numbers"),
+    ):
+        res = run("route", "--ip", TCP, *args)
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
+    missing = run("route", "--ip", "/nonexistent", "--to", "10.0.0.1")
+    assert missing.exit_code == 2 and "not a directory of ip snapshots" in missing.output
+    assert run("route", "--ip", TCP).exit_code == 2  # --to is required

@@ -25,6 +25,7 @@ LOGS = (None, "kern.dmesg", "kern.syslog", "kern.journal")
 #: How far a finding's first_ts may be from the truth (seconds), by what the times come from:
 #: captures are exact to the microsecond (any.pcap stamps a few us apart from per-card ones);
 #: log lines alone carry btime (whole seconds, F7) or syslog's whole seconds.
+EXPLAINED = ("egress_change", "src_not_on_nic", "asymmetric_return", "no_route_egress")
 TOLERANCE = {"capture": 0.002, "kern.journal": 0.002, "kern.dmesg": 1.0, "kern.syslog": 1.0}
 
 
@@ -103,6 +104,12 @@ def test_findings_equal_the_truth(bundle, form, log):
         for field in ("nat", "newer_flow", "newer_nat"):  # nat_pinned: as conntrack says
             if field in f:
                 assert got[k].extra[field] == f[field], field
+    # Every finding about where packets went is explained by the route replay, and the replay
+    # sends the flow to the card its packets were seen on.
+    for f in result.findings:
+        if f.kind in EXPLAINED:
+            lookups = [f.explanation.get(k) for k in ("before", "after", "now", "egress")]
+            assert all(d["agrees"] for d in lookups if d), f.explanation["text"]
     quiet = {(q["proto"], q["src"], q["sport"], q["dst"], q["dport"]) for q in t["quiet_flows"]}
     for f in result.findings:
         assert key("", f.flow, ())[1:6] not in quiet, f.summary

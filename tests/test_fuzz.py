@@ -14,6 +14,7 @@ from analyzer.sources import kernlog, pcap, pcapng, sniff
 from analyzer.sources.ipsnap import read_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent / "samples" / "reply_wrong_source"
+ROUTE_GET = ROOT.parent / "route_get"
 SEEDS = {
     "pcap": (ROOT / "eth1.pcap").read_bytes()[:3000],
     "any": (ROOT / "any.pcap").read_bytes()[:3000],
@@ -21,6 +22,9 @@ SEEDS = {
     "log": (ROOT / "kern.journal").read_bytes()[:4000],
     "rule": (ROOT / "ip" / "before" / "rule.txt").read_bytes(),
     "addr": (ROOT / "ip" / "before" / "addr.json").read_bytes(),
+    # multipath nexthop lines, route types, flags; sysctls
+    "route": (ROUTE_GET / "tables4" / "snapshot" / "route.txt").read_bytes()[:3000],
+    "sysctl": (ROUTE_GET / "router4" / "snapshot" / "sysctl.txt").read_bytes()[:2000],
 }
 FUZZ = settings(
     max_examples=150,
@@ -91,5 +95,14 @@ def test_ip_snapshots(tmp_path_factory, rule, addr):
     d = tmp_path_factory.mktemp("fuzz")
     (d / "rule.txt").write_bytes(rule)
     (d / "addr.json").write_bytes(addr)
+    with contextlib.suppress(InputError):
+        read_snapshot(d)
+
+
+@FUZZ
+@given(st.sampled_from(["route", "sysctl"]), st.data())
+def test_routes_and_sysctls(tmp_path_factory, part, data):
+    d = tmp_path_factory.mktemp("fuzz")
+    (d / f"{part}.txt").write_bytes(data.draw(mangled(SEEDS[part])))
     with contextlib.suppress(InputError):
         read_snapshot(d)

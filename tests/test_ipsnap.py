@@ -11,10 +11,11 @@ from analyzer.sources import ipsnap
 
 ROOT = Path(__file__).resolve().parent.parent
 MOMENTS = sorted(p for p in (ROOT / "samples").glob("*/ip/*") if p.is_dir())
+MOMENTS += sorted((ROOT / "samples" / "route_get").glob("*/snapshot"))
 
 
 @pytest.mark.parametrize(
-    "moment", MOMENTS, ids=[f"{m.parent.parent.name}/{m.name}" for m in MOMENTS]
+    "moment", MOMENTS, ids=[str(m.relative_to(ROOT / "samples")) for m in MOMENTS]
 )
 def test_json_and_text_forms_agree(moment, tmp_path):
     text_only = tmp_path / moment.name
@@ -25,17 +26,10 @@ def test_json_and_text_forms_agree(moment, tmp_path):
     from_json, from_text = ipsnap.read_snapshot(moment), ipsnap.read_snapshot(text_only)
     assert from_json.links == from_text.links
     assert from_json.addresses == from_text.addresses
-    strip = [
-        (r.family, r.table, r.type, r.dst, r.dev, r.gateway, r.prefsrc, r.metric)
-        for r in from_json.routes
-    ]
-    assert strip == [
-        (r.family, r.table, r.type, r.dst, r.dev, r.gateway, r.prefsrc, r.metric)
-        for r in from_text.routes
-    ]
-    assert [(r.priority, r.action, r.table, r.selectors.get("src")) for r in from_json.rules] == [
-        (r.priority, r.action, r.table, r.selectors.get("src")) for r in from_text.rules
-    ]
+    # every field but the raw record: multipath nexthops, tos, flags, IPv6 preference
+    assert from_json.routes == from_text.routes
+    assert from_json.rules == from_text.rules
+    assert from_json.sysctls == from_text.sysctls
 
 
 def test_host_state_picks_the_snapshot_in_force():
@@ -89,3 +83,72 @@ def test_bad_input_names_file_and_line(tmp_path):
     (tmp_path / "addr.json").write_text("[{")
     with pytest.raises(InputError, match=r"addr\.json.*not valid JSON"):
         ipsnap.read_snapshot(tmp_path)
+
+
+def test_routing_fields_are_read():
+    """What the route replay needs: nexthops and their flags, tos, linkdown, IPv6 routes told
+    apart from IPv4 ones in `ip route show table all`, normalised rule selectors, sysctls."""
+    tables = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "tables4" / "snapshot")
+    multipath = next(r for r in tables.routes if r.dst == "10.49.0.0/16")
+    assert [(h.dev, h.gateway, h.weight) for h in multipath.nexthops] == [
+        ("rta", "10.1.0.1", 1),
+        ("rtb", "10.2.0.1", 3),
+    ]
+    dead = next(r for r in tables.routes if r.dst == "10.55.0.0/16")
+    assert "dead" in dead.nexthops[1].flags
+    assert next(r for r in tables.routes if r.dst == "10.51.0.0/16" and r.tos).tos == 0x10
+    assert "linkdown" in next(r for r in tables.routes if r.dev == "rte" and r.metric == 10).flags
+    assert {r.family for r in tables.routes if r.dst == "default"} == {4}
+    assert "UP" not in tables.link_by_name("rtf").flags
+    policy = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "policy4" / "snapshot")
+    by_prio = {r.priority: r for r in policy.rules}
+    assert by_prio[110].selectors == {"fwmark": 1, "fwmask": 1}
+    assert by_prio[120].selectors == {"fwmark": 0x20, "fwmask": 0xFFFFFFFF}
+    assert by_prio[140].selectors == {"ipproto": 6, "dport": (443, 443)}
+    assert by_prio[150].selectors == {"ipproto": 17, "sport": (5000, 5010)}
+    assert by_prio[180].selectors["not"] and by_prio[180].selectors["oif"] == "rtd"
+    assert by_prio[190].selectors == {"uidrange": (1000, 1999)}
+    assert (by_prio[170].action, by_prio[170].goto) == ("goto", 300)
+    assert (by_prio[200].table, by_prio[200].suppress_prefixlength) == ("main", 0)
+    assert by_prio[250].selectors["iif_detached"] and by_prio[260].action == "nop"
+    assert by_prio[161].action == "blackhole"
+    assert policy.sysctls["net.ipv4.conf.all.rp_filter"] == "0"
+    ipv6 = ipsnap.read_snapshot(ROOT / "samples" / "route_get" / "ipv6" / "snapshot")
+    deprecated = next(a for a in ipv6.addresses if a.address == "2001:db8:1::3")
+    assert deprecated.flags == ("deprecated",)
+    assert {r.family for r in ipv6.rules if r.priority == 100} == {6}
+
+
+def test_bad_sysctl_line_names_file_and_line(tmp_path):
+    (tmp_path / "sysctl.txt").write_text("net.ipv4.ip_forward = 1\nnot a sysctl\n")
+    with pytest.raises(InputError) as err:
+        ipsnap.read_snapshot(tmp_path)
+    assert err.value.record == 2 and "sysctl.txt" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "moment", MOMENTS, ids=[str(m.relative_to(ROOT / "samples")) for m in MOMENTS]
+)
+def test_snapshots_survive_json(moment):
+    """An event table carries its host state as JSON (Parquet metadata): every field comes back
+    as the readers made it, so routing and explanations answer the same from a saved table."""
+    state = ipsnap.read_snapshots(moment)
+    back = ipsnap.host_from_json(ipsnap.host_to_json(state))
+    assert back == state
+    for a, b in zip(back.snapshots, state.snapshots, strict=True):
+        assert (a.routes, a.rules, a.links, a.addresses) == (
+            b.routes,
+            b.rules,
+            b.links,
+            b.addresses,
+        )
+        assert (a.sysctls, a.parts) == (b.sysctls, b.parts)
+
+
+def test_a_bundle_sysctl_serves_every_moment(tmp_path):
+    """nicpath collect writes sysctl.txt at the top of the bundle."""
+    (tmp_path / "ip" / "start").mkdir(parents=True)
+    (tmp_path / "ip" / "start" / "rule.txt").write_text("0:\tfrom all lookup local\n")
+    (tmp_path / "sysctl.txt").write_text("net.ipv4.ip_forward = 1\n")
+    snap = ipsnap.read_snapshots(tmp_path).snapshots[0]
+    assert snap.sysctls == {"net.ipv4.ip_forward": "1"} and "sysctl" in snap.parts

@@ -126,6 +126,8 @@ def test_analyze_html_report(tmp_path):
     for kind in ("egress_change", "src_not_on_nic", "asymmetric_return"):
         assert f"<td>{kind}</td>" in page
     assert page.count('vegaEmbed("#chart-') == 1
+    assert page.count("<p>why: ") == 3  # each finding's explanation under its summary
+    assert "<p>why: Before the switch the route fd00:70::/64 dev eth2" in page
 
     clean = tmp_path / "clean.html"
     assert run("analyze", CLEAN, "--html", clean).exit_code == 0

@@ -3,13 +3,16 @@
 Kernel fact F4: routes decide only where packets leave. Where they arrive depends on which card
 holds the destination address and which MAC the peer sends to, so a request can leave through
 one card while its replies come back through another. Each arriving packet is compared with the
-card the flow's latest outgoing packet left through; ``ifaces`` is [egress, arrival].
+card the flow's latest outgoing packet left through; ``ifaces`` is [egress, arrival]. The
+explanation names the rule and route behind the egress card and whether the kernel accepts the
+packets on the arrival card (``explain.asymmetric_return``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from .. import explain
 from . import register
 from .base import Context, Finding, flow_text, when
 
@@ -43,7 +46,18 @@ def detect(ctx: Context) -> list[Finding]:
             f"on {arrival}, from {when(rows['ts'].iat[0])}: the route chooses only the way out; "
             f"the peer sends to the MAC of {arrival}."
         )
+        why = explain.asymmetric_return(
+            ctx.host, flow, ctx.flow_role(flow_id), int(rows["ts"].iat[0]), egress, arrival
+        )
         findings.append(
-            ctx.finding("asymmetric_return", "warning", flow_id, [egress, arrival], rows, summary)
+            ctx.finding(
+                "asymmetric_return",
+                "warning",
+                flow_id,
+                [egress, arrival],
+                rows,
+                summary,
+                explanation=why,
+            )
         )
     return findings

@@ -34,6 +34,8 @@ class Finding:
     summary: str
     flow_id: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: why, from the route replay (``analyzer.explain``): ``text`` and the lookups it rests on
+    explanation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -47,6 +49,7 @@ class Finding:
             "packets": self.packets,
             "evidence": self.evidence,
             "summary": self.summary,
+            "explanation": self.explanation,
         }
         out.update(self.extra)
         return out
@@ -124,6 +127,24 @@ class Context:
         return out
 
     @cached_property
+    def _flow_meta(self) -> dict[int, tuple[str, int]]:
+        fl = self.flows
+        if fl.empty:
+            return {}
+        return {
+            int(fid): (str(local), int(first))
+            for fid, local, first in zip(fl["flow_id"], fl["local"], fl["first_ns"], strict=True)
+        }
+
+    def flow_role(self, flow_id: int) -> str:
+        """Which end of the flow this host is: initiator, responder or unknown."""
+        return self._flow_meta[int(flow_id)][0]
+
+    def flow_start(self, flow_id: int) -> int:
+        """The flow's first packet time (epoch ns)."""
+        return self._flow_meta[int(flow_id)][1]
+
+    @cached_property
     def _hierarchy(self) -> dict[str, str]:
         """card -> the device above it (macvlan/VLAN child over parent, master over member)."""
         above: dict[str, str] = {}
@@ -178,6 +199,7 @@ class Context:
         summary: str,
         *,
         lead_in: list[int] | None = None,
+        explanation: dict[str, Any] | None = None,
         **extra: Any,
     ) -> Finding:
         """A finding over the packets ``pkts`` that show it; ``lead_in`` packets (the last one
@@ -195,6 +217,7 @@ class Context:
             evidence=self.evidence((lead_in or []) + [int(p) for p in pkts["packet_id"]]),
             summary=summary,
             extra=extra,
+            explanation=explanation,
         )
 
 

@@ -3,11 +3,13 @@
 Kernel fact F3: the route lookup is repeated for every outgoing packet. Add a better route in
 the middle of a flow and the very next packet leaves through the new card, while the source
 address stays the one pinned at the start (F2). One finding per switch; ``ifaces`` is
-[before, after] and ``first_ts`` the first packet on the new card.
+[before, after] and ``first_ts`` the first packet on the new card. The explanation replays
+the route lookup before and after the switch (``explain.egress_change``).
 """
 
 from __future__ import annotations
 
+from .. import explain
 from . import register
 from .base import Context, Finding, flow_text, when
 
@@ -22,7 +24,13 @@ def detect(ctx: Context) -> list[Finding]:
     prev = out.groupby("flow_id")["egress"].shift()
     # A run is a stretch of packets on one card; a switch starts each run but the first.
     run = (out["egress"] != prev).groupby(out["flow_id"]).cumsum()
-    out = out.assign(prev=prev, run=run, prev_packet=out.groupby("flow_id")["packet_id"].shift())
+    by_flow = out.groupby("flow_id")
+    out = out.assign(
+        prev=prev,
+        run=run,
+        prev_packet=by_flow["packet_id"].shift(),
+        prev_ts=by_flow["ts"].shift(fill_value=0),  # stays int64 ns
+    )
     findings = []
     for (flow_id, _run), stretch in out[out["run"] > 1].groupby(["flow_id", "run"], sort=False):
         before, after = stretch["prev"].iat[0], stretch["egress"].iat[0]
@@ -33,6 +41,15 @@ def detect(ctx: Context) -> list[Finding]:
             f"change sent the live flow out of {after}, still with source {flow['src']}."
         )
         last_before = [int(stretch["prev_packet"].iat[0])]
+        why = explain.egress_change(
+            ctx.host,
+            flow,
+            ctx.flow_role(flow_id),
+            int(stretch["prev_ts"].iat[0]),
+            int(stretch["ts"].iat[0]),
+            before,
+            after,
+        )
         findings.append(
             ctx.finding(
                 "egress_change",
@@ -42,6 +59,7 @@ def detect(ctx: Context) -> list[Finding]:
                 stretch,
                 summary,
                 lead_in=last_before,
+                explanation=why,
             )
         )
     return findings

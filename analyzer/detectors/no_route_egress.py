@@ -17,6 +17,7 @@ import ipaddress
 import itertools
 from typing import Any
 
+from .. import explain
 from ..sources.ipsnap import Route, Snapshot
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -126,6 +127,9 @@ def detect(ctx: Context) -> list[Finding]:
                 f"{when(later['ts'].iat[0])} and the host answered none: every outgoing packet "
                 "needs a route, arriving ones do not."
             )
+            why = explain.no_route_egress(
+                ctx.host, flow, local.at[flow_id], last_out, int(later["ts"].iat[0]), card
+            )
             findings.append(
                 ctx.finding(
                     "no_route_egress",
@@ -135,6 +139,7 @@ def detect(ctx: Context) -> list[Finding]:
                     later,
                     summary,
                     lead_in=[int(last_packet.at[flow_id, "packet_id"])],
+                    explanation=why,
                     last_egress_ts=round(last_out / 1e9, 6),
                     route_change={
                         "moment": ch["after"].moment,

@@ -6,12 +6,15 @@ chosen again for every packet. After a route change the two disagree and a card 
 with another card's address. Addresses come from the ``ip addr`` snapshot in force at the
 packet's time; a bridge or bond master's addresses count for its members. Packets whose source
 is no address of this host (forwarded traffic) are not this host's sockets and are left alone.
+The explanation says where the source came from and which route now picks the card
+(``explain.src_not_on_nic``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import explain
 from ..flows import words_to_bytes
 from ..schema import addr_text
 from . import register
@@ -54,7 +57,24 @@ def detect(ctx: Context) -> list[Finding]:
             f"which {cards[0]} does not hold{owner}, from {when(first['ts'])}: the source was "
             "pinned when the flow started and the route now picks another card."
         )
+        why = explain.src_not_on_nic(
+            ctx.host,
+            flow,
+            ctx.flow_role(flow_id),
+            ctx.flow_start(flow_id),
+            int(first["ts"]),
+            cards[0],
+        )
         findings.append(
-            ctx.finding("src_not_on_nic", "error", flow_id, cards, rows, summary, src_addr=src)
+            ctx.finding(
+                "src_not_on_nic",
+                "error",
+                flow_id,
+                cards,
+                rows,
+                summary,
+                explanation=why,
+                src_addr=src,
+            )
         )
     return findings

@@ -32,6 +32,8 @@ class Link:
     parent: str | None = None  # the lower device of a VLAN/macvlan (`eth0.10@eth0`)
     state: str | None = None
     mtu: int | None = None
+    group: str | None = None  # device group (`default` is 0); rules can suppress by group
+    flags: tuple[str, ...] = ()  # UP, LOWER_UP, ... (no UP: the card is down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,19 @@ class Address:
     secondary: bool = False
     noprefixroute: bool = False
     label: str | None = None
+    #: the state flags that source address selection reads: deprecated, tentative, optimistic,
+    #: dadfailed, temporary (IPv6)
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Nexthop:
+    """One path of a multipath route (``nexthop via G dev D weight W``)."""
+
+    dev: str | None
+    gateway: str | None = None
+    weight: int = 1
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +68,28 @@ class Route:
     table: str
     type: str
     dst: str
-    dev: str | None = None
+    dev: str | None = None  # of a multipath route: its first nexthop's
     gateway: str | None = None
     prefsrc: str | None = None
     metric: int = 0
     scope: str | None = None
     protocol: str | None = None
     raw: dict = field(default_factory=dict, compare=False, hash=False)
+    nexthops: tuple[Nexthop, ...] = ()  # multipath routes only
+    tos: int = 0
+    flags: tuple[str, ...] = ()  # onlink, linkdown, dead, ...
+    pref: str | None = None  # IPv6 router preference: low, medium, high
+
+
+#: What a rule's ``selectors`` may hold, normalised by both readers: ``src``/``dst`` (address)
+#: with ``srclen``/``dstlen`` (int), ``iif``/``oif`` (name) with ``iif_detached``/
+#: ``oif_detached`` (True when no such device exists, so the rule never matches), ``fwmark`` and
+#: ``fwmask`` (int), ``ipproto`` (int), ``sport``/``dport``/``uidrange`` ((low, high)), ``tos``
+#: (int), ``not`` (True: the rule matches what its selectors do not), ``l3mdev`` (True).
+RULE_KEYS = (
+    "src", "srclen", "dst", "dstlen", "iif", "iif_detached", "oif", "oif_detached", "fwmark",
+    "fwmask", "ipproto", "sport", "dport", "uidrange", "tos", "not", "l3mdev",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +97,12 @@ class Rule:
     family: int
     priority: int
     selectors: dict = field(default_factory=dict, hash=False)
-    action: str = "table"
+    action: str = "table"  # table, goto, nop, blackhole, unreachable, prohibit
     table: str | None = None
     goto: int | None = None
     suppress_prefixlength: int | None = None
     raw: dict = field(default_factory=dict, compare=False, hash=False)
+    suppress_ifgroup: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,11 @@ class Snapshot:
     routes: tuple[Route, ...] = ()
     rules: tuple[Rule, ...] = ()
     path: str = ""
+    #: ``sysctl.txt`` when the bundle has it (``net.ipv4.conf.eth1.rp_filter`` -> ``"1"``):
+    #: forwarding and rp_filter decide input route lookups.
+    sysctls: dict = field(default_factory=dict, compare=False)
+    #: which parts the directory held (``rule6`` absent: the IPv6 rules are not known)
+    parts: tuple[str, ...] = ()
 
     def link_by_index(self, index: int) -> Link | None:
         return next((link for link in self.links if link.ifindex == index), None)
@@ -156,6 +192,27 @@ def _prefix(dst: str, family: int) -> str:
 
 # --- JSON -----------------------------------------------------------------------------------
 
+#: Address flags that source address selection reads (RFC 6724 rules 3 and 7, DAD).
+ADDR_FLAGS = ("deprecated", "tentative", "optimistic", "dadfailed", "temporary")
+#: Route flags kept: a dead nexthop is skipped by the lookup; the others are reported.
+ROUTE_FLAGS = ("onlink", "linkdown", "dead")
+#: ``ip`` prints these protocol names in rules (iproute2 ``inet_proto_n2a``), else ``ipproto-N``.
+IPPROTO = {"icmp": 1, "tcp": 6, "udp": 17, "dccp": 33, "esp": 50, "ah": 51, "ipv6-icmp": 58,
+           "icmpv6": 58, "sctp": 132}  # fmt: skip
+
+
+def _int(value: Any) -> int:
+    """``0x10``, ``16`` or 16."""
+    return value if isinstance(value, int) else int(str(value), 0)
+
+
+def ipproto_number(value: Any) -> int:
+    """A protocol as ``ip`` writes it (``tcp``, ``ipproto-253``, ``6``) as its number."""
+    text = str(value).lower()
+    if text in IPPROTO:
+        return IPPROTO[text]
+    return int(text.removeprefix("ipproto-"))
+
 
 def _links_json(data: list) -> list[Link]:
     out = []
@@ -172,6 +229,8 @@ def _links_json(data: list) -> list[Link]:
                 d.get("link"),
                 d.get("operstate"),
                 d.get("mtu"),
+                d.get("group"),
+                tuple(d.get("flags", ())),
             )
         )
     return out
@@ -195,19 +254,42 @@ def _addrs_json(data: list) -> list[Address]:
                     bool(a.get("secondary")),
                     bool(a.get("noprefixroute")),
                     a.get("label") if a.get("label") != d["ifname"] else None,
+                    tuple(f for f in ADDR_FLAGS if a.get(f)),
                 )
             )
     return out
+
+
+def _route_family(d: dict, dst: str, family: int | None) -> int:
+    """IPv4 or IPv6: ``ip route show table all`` lists both, and only IPv6 routes carry ``pref``."""
+    if family:
+        return family
+    if "pref" in d:
+        return 6
+    hops = [nh.get("gateway") for nh in d.get("nexthops") or []]
+    for text in (dst, d.get("gateway"), d.get("prefsrc"), *hops):
+        if isinstance(text, str) and text not in ("default", "all"):
+            return _family(text)
+    return 4
 
 
 def _routes_json(data: list, family: int | None) -> list[Route]:
     out = []
     for d in data:
         dst = d.get("dst", "default")
-        fam = family or _family(dst if dst != "default" else (d.get("gateway") or d.get("prefsrc")))
+        fam = _route_family(d, dst, family)
+        hops = tuple(
+            Nexthop(
+                nh.get("dev"),
+                nh.get("gateway"),
+                int(nh.get("weight", 1)),
+                tuple(f for f in ROUTE_FLAGS if f in nh.get("flags", [])),
+            )
+            for nh in d.get("nexthops") or []
+        )
         dev = d.get("dev")
-        if dev is None and d.get("nexthops"):
-            dev = d["nexthops"][0].get("dev")
+        if dev is None and hops:
+            dev = hops[0].dev
         out.append(
             Route(
                 fam,
@@ -221,48 +303,71 @@ def _routes_json(data: list, family: int | None) -> list[Route]:
                 d.get("scope"),
                 d.get("protocol"),
                 d,
+                hops,
+                _int(d.get("tos", 0)),
+                tuple(f for f in ROUTE_FLAGS if f in d.get("flags", [])),
+                d.get("pref"),
             )
         )
     return out
 
 
-RULE_SELECTORS = (
-    "src",
-    "srclen",
-    "dst",
-    "dstlen",
-    "iif",
-    "oif",
-    "fwmark",
-    "fwmask",
-    "ipproto",
-    "sport",
-    "dport",
-    "not",
-    "tos",
-    "uidrange",
-    "l3mdev",
-)
+def _rule_selectors_json(d: dict, fam: int) -> dict[str, Any]:
+    sel: dict[str, Any] = {}
+    for key in ("src", "dst"):
+        if key in d and d[key] != "all":
+            sel[key] = d[key]
+            sel[key + "len"] = int(d.get(key + "len", 32 if fam == 4 else 128))
+    for key in ("iif", "oif"):
+        if key in d:
+            sel[key] = d[key]
+            if f"{key}_detached" in d:
+                sel[f"{key}_detached"] = True
+    if "fwmark" in d:
+        mark = _int(d["fwmark"])
+        sel["fwmark"] = mark
+        sel["fwmask"] = _int(d.get("fwmask", 0xFFFFFFFF))
+    if "ipproto" in d:
+        sel["ipproto"] = ipproto_number(d["ipproto"])
+    for key in ("sport", "dport"):
+        if key in d:
+            sel[key] = (int(d[key]), int(d[key]))
+        elif f"{key}_start" in d:
+            sel[key] = (int(d[f"{key}_start"]), int(d[f"{key}_end"]))
+    if "uid_start" in d:
+        sel["uidrange"] = (int(d["uid_start"]), int(d["uid_end"]))
+    if "tos" in d:
+        sel["tos"] = _int(d["tos"])
+    for key in ("not", "l3mdev"):
+        if key in d:
+            sel[key] = True
+    return sel
 
 
 def _rules_json(data: list, family: int | None) -> list[Rule]:
     out = []
     for d in data:
-        sel = {k: d[k] for k in RULE_SELECTORS if k in d and d[k] != "all"}
         fam = family or _family(d.get("src") or d.get("dst"))
-        action = d.get("action", "table" if "table" in d else "nop")
         if "goto" in d:
             action = "goto"
+        elif "action" in d:
+            action = d["action"]
+        elif "table" in d:
+            action = "table"
+        else:
+            action = "nop"
+        suppress = d.get("suppress_prefixlen", d.get("suppress_prefixlength"))
         out.append(
             Rule(
                 fam,
                 int(d.get("priority", 0)),
-                sel,
+                _rule_selectors_json(d, fam),
                 action,
                 str(d["table"]) if "table" in d else None,
-                d.get("goto"),
-                d.get("suppress_prefixlength"),
+                int(d["goto"]) if "goto" in d else None,
+                int(suppress) if suppress is not None else None,
                 d,
+                str(d["suppress_ifgroup"]) if "suppress_ifgroup" in d else None,
             )
         )
     return out
@@ -270,11 +375,11 @@ def _rules_json(data: list, family: int | None) -> list[Rule]:
 
 # --- plain text ---------------------------------------------------------------------------
 
-LINK_HEAD = re.compile(r"^(\d+): ([^:@\s]+)(?:@([^:\s]+))?: <[^>]*>(.*)$")
+LINK_HEAD = re.compile(r"^(\d+): ([^:@\s]+)(?:@([^:\s]+))?: <([^>]*)>(.*)$")
 
 
 def _link_head(m: re.Match, path: str, no: int) -> tuple[int, str, str | None, dict]:
-    rest = m.group(4).split()
+    rest = m.group(5).split()
     kv = {rest[i]: rest[i + 1] for i in range(0, len(rest) - 1)}
     parent = m.group(3)
     if parent and parent.startswith("if"):  # veth peer in another namespace: no parent here
@@ -300,6 +405,8 @@ def _links_text(lines: list[str], path: str) -> list[Link]:
                 "mtu": int(kv["mtu"]) if "mtu" in kv else None,
                 "mac": None,
                 "kind": None,
+                "group": kv.get("group"),
+                "flags": tuple(f for f in m.group(4).split(",") if f),
             }
         elif cur is not None and line.strip().startswith("link/ether"):
             cur["mac"] = line.split()[1]
@@ -340,6 +447,7 @@ def _addrs_text(lines: list[str], path: str) -> list[Address]:
                 "secondary" in words,
                 "noprefixroute" in words,
                 label if label != name else None,
+                tuple(f for f in ADDR_FLAGS if f in words),
             )
         )
     return out
@@ -359,34 +467,69 @@ ROUTE_TYPES = {
 }
 
 
+def _nexthop_text(words: list[str]) -> Nexthop:
+    """``nexthop via 10.0.0.1 dev eth1 weight 2 onlink`` (a line under a multipath route)."""
+    kv = {words[i]: words[i + 1] for i in range(1, len(words) - 1)}
+    return Nexthop(
+        kv.get("dev"),
+        kv.get("via"),
+        int(kv.get("weight", 1)),
+        tuple(f for f in ROUTE_FLAGS if f in words),
+    )
+
+
 def _routes_text(lines: list[str], path: str, family: int | None) -> list[Route]:
-    out = []
-    for line in lines:
+    out: list[Route] = []
+    hops: list[Nexthop] = []
+    pending: dict[str, Any] | None = None
+
+    def flush() -> None:
+        if pending is not None:
+            if hops:
+                pending["nexthops"] = tuple(hops)
+                pending["dev"] = pending["dev"] or hops[0].dev
+            out.append(Route(**pending))
+        hops.clear()
+
+    for no, line in enumerate(lines, 1):
         words = line.split()
-        if not words or words[0] == "nexthop":
+        if not words:
             continue
+        if words[0] == "nexthop":
+            if pending is None:
+                raise InputError(path, "nexthop line before any route", record=no, unit="line")
+            hops.append(_nexthop_text(words))
+            continue
+        flush()
         rtype = "unicast"
         if words[0] in ROUTE_TYPES:
             rtype, words = words[0], words[1:]
         dst = words[0]
         kv = {words[i]: words[i + 1] for i in range(1, len(words) - 1)}
-        fam = family or (6 if ":" in dst or ":" in kv.get("via", "") else 4)
-        out.append(
-            Route(
-                fam,
-                kv.get("table", "main"),
-                rtype,
-                _prefix(dst, fam),
-                kv.get("dev"),
-                kv.get("via"),
-                kv.get("src"),
-                int(kv.get("metric", 0)),
-                kv.get("scope"),
-                kv.get("proto"),
-                {"text": line},
-            )
-        )
+        fam = family or (6 if "pref" in kv or ":" in dst or ":" in kv.get("via", "") else 4)
+        pending = {
+            "family": fam,
+            "table": kv.get("table", "main"),
+            "type": rtype,
+            "dst": _prefix(dst, fam),
+            "dev": kv.get("dev"),
+            "gateway": kv.get("via"),
+            "prefsrc": kv.get("src"),
+            "metric": int(kv.get("metric", 0)),
+            "scope": kv.get("scope"),
+            "protocol": kv.get("proto"),
+            "raw": {"text": line},
+            "tos": _int(kv.get("tos", kv.get("dsfield", 0))),
+            "flags": tuple(f for f in ROUTE_FLAGS if f in words),
+            "pref": kv.get("pref"),
+        }
+    flush()
     return out
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
 
 
 def _rules_text(lines: list[str], path: str, family: int | None) -> list[Rule]:
@@ -399,13 +542,13 @@ def _rules_text(lines: list[str], path: str, family: int | None) -> list[Rule]:
             raise InputError(path, f"not an ip rule line: {line[:60]!r}", record=no, unit="line")
         words = rest.split()
         sel: dict[str, Any] = {}
-        action, table, goto, suppress = "nop", None, None, None
+        action, table, goto, suppress, ifgroup = "nop", None, None, None, None
         i = 0
         while i < len(words):
             w = words[i]
             nxt = words[i + 1] if i + 1 < len(words) else None
-            if w == "not":
-                sel["not"] = None
+            if w in ("not", "l3mdev"):
+                sel[w] = True
             elif w in ("from", "to") and nxt:
                 key = "src" if w == "from" else "dst"
                 if nxt != "all":
@@ -415,12 +558,26 @@ def _rules_text(lines: list[str], path: str, family: int | None) -> list[Rule]:
                 i += 1
             elif w == "fwmark" and nxt:
                 mark, _, mask = nxt.partition("/")
-                sel["fwmark"] = mark
-                if mask:
-                    sel["fwmask"] = mask
+                sel["fwmark"] = _int(mark)
+                sel["fwmask"] = _int(mask) if mask else 0xFFFFFFFF
                 i += 1
-            elif w in ("iif", "oif", "ipproto", "sport", "dport", "tos", "uidrange") and nxt:
+            elif w in ("iif", "oif") and nxt:
                 sel[w] = nxt
+                if i + 2 < len(words) and words[i + 2] == "[detached]":
+                    sel[f"{w}_detached"] = True
+                    i += 1
+                i += 1
+            elif w == "ipproto" and nxt:
+                sel["ipproto"] = ipproto_number(nxt)
+                i += 1
+            elif w in ("sport", "dport") and nxt:
+                sel[w] = _port_range(nxt)
+                i += 1
+            elif w == "uidrange" and nxt:
+                sel["uidrange"] = _port_range(nxt)
+                i += 1
+            elif w in ("tos", "dsfield") and nxt:
+                sel["tos"] = _int(nxt)
                 i += 1
             elif w in ("lookup", "table") and nxt:
                 action, table = "table", nxt
@@ -431,11 +588,16 @@ def _rules_text(lines: list[str], path: str, family: int | None) -> list[Rule]:
             elif w == "suppress_prefixlength" and nxt:
                 suppress = int(nxt)
                 i += 1
-            elif w in ("blackhole", "unreachable", "prohibit"):
+            elif w == "suppress_ifgroup" and nxt:
+                ifgroup = nxt
+                i += 1
+            elif w in ("blackhole", "unreachable", "prohibit", "nop"):
                 action = w
             i += 1
         fam = family or (6 if ":" in str(sel.get("src", "")) + str(sel.get("dst", "")) else 4)
-        out.append(Rule(fam, int(prio), sel, action, table, goto, suppress, {"text": line}))
+        out.append(
+            Rule(fam, int(prio), sel, action, table, goto, suppress, {"text": line}, ifgroup)
+        )
     return out
 
 
@@ -536,11 +698,46 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
         txt = p / "addr.txt"
         if txt.exists():
             links = _links_text(txt.read_text().splitlines(), str(txt))
-    routes = parts["route"] + [r for r in parts["route6"] if r not in parts["route"]]
+    # `ip route show table all` also lists the IPv6 routes that route6.* holds: keep one of each.
+    known = set(parts["route"])
+    routes = parts["route"] + [r for r in parts["route6"] if r not in known]
     rules = parts["rule"] + [r for r in parts["rule6"] if r not in parts["rule"]]
+    found = [
+        part for part in PARTS if any((p / f"{part}.{ext}").exists() for ext in ("json", "txt"))
+    ]
+    sysctls = read_sysctls(p / "sysctl.txt") if (p / "sysctl.txt").exists() else {}
+    if sysctls:
+        found.append("sysctl")
     return Snapshot(
-        p.name, taken_at, tuple(links), tuple(parts["addr"]), tuple(routes), tuple(rules), str(p)
+        p.name,
+        taken_at,
+        tuple(links),
+        tuple(parts["addr"]),
+        tuple(routes),
+        tuple(rules),
+        str(p),
+        sysctls,
+        tuple(found),
     )
+
+
+def read_sysctls(path: str | os.PathLike) -> dict[str, str]:
+    """``sysctl.txt``: ``key = value`` lines, as ``sysctl net.ipv4.conf`` prints them."""
+    out = {}
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, "not UTF-8 text", offset=exc.start) from None
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InputError(
+                path, f"expected 'key = value', got {line[:60]!r}", record=no, unit="line"
+            )
+        out[key.strip()] = value.strip()
+    return out
 
 
 def read_snapshots(path: str | os.PathLike) -> HostState:
@@ -550,9 +747,20 @@ def read_snapshots(path: str | os.PathLike) -> HostState:
         p = p / "ip"
     if not p.is_dir():
         raise InputError(path, "not a directory of ip snapshots")
-    has_parts = any((p / f"{part}.{ext}").exists() for part in PARTS for ext in ("json", "txt"))
+    has_parts = (
+        any((p / f"{part}.{ext}").exists() for part in PARTS for ext in ("json", "txt"))
+        or (p / "sysctl.txt").exists()
+    )
     dirs = [p] if has_parts else sorted(d for d in p.iterdir() if d.is_dir())
     snaps = [read_snapshot(d) for d in dirs]
+    # nicpath collect writes one sysctl.txt for the bundle; a moment's own wins.
+    bundle_sysctl = p.parent / "sysctl.txt" if p.name == "ip" else None
+    if bundle_sysctl is not None and bundle_sysctl.exists():
+        shared = read_sysctls(bundle_sysctl)
+        snaps = [
+            s if s.sysctls else dataclasses.replace(s, sysctls=shared, parts=(*s.parts, "sysctl"))
+            for s in snaps
+        ]
     snaps.sort(key=lambda s: (s.taken_at is not None, s.taken_at or 0.0))
     return HostState(tuple(snaps))
 
@@ -563,18 +771,32 @@ def host_to_json(host: HostState) -> str:
 
 
 def host_from_json(text: str | bytes) -> HostState:
-    """The inverse of ``host_to_json``."""
+    """The inverse of ``host_to_json`` (JSON lists back into the tuples the readers make)."""
+
+    def tuples(d: dict, *keys: str) -> dict:
+        return {**d, **{k: tuple(d[k]) for k in keys if k in d}}
+
+    def route(d: dict) -> Route:
+        hops = tuple(Nexthop(**tuples(h, "flags")) for h in d.get("nexthops", ()))
+        return Route(**{**tuples(d, "flags"), "nexthops": hops})
+
+    def rule(d: dict) -> Rule:
+        sel = {k: tuple(v) if isinstance(v, list) else v for k, v in d["selectors"].items()}
+        return Rule(**{**d, "selectors": sel})
+
     snaps = []
     for s in json.loads(text):
         snaps.append(
             Snapshot(
                 moment=s["moment"],
                 taken_at=s["taken_at"],
-                links=tuple(Link(**d) for d in s["links"]),
-                addresses=tuple(Address(**d) for d in s["addresses"]),
-                routes=tuple(Route(**d) for d in s["routes"]),
-                rules=tuple(Rule(**d) for d in s["rules"]),
+                links=tuple(Link(**tuples(d, "flags")) for d in s["links"]),
+                addresses=tuple(Address(**tuples(d, "flags")) for d in s["addresses"]),
+                routes=tuple(route(d) for d in s["routes"]),
+                rules=tuple(rule(d) for d in s["rules"]),
                 path=s["path"],
+                sysctls=s.get("sysctls", {}),
+                parts=tuple(s.get("parts", ())),
             )
         )
     return HostState(tuple(snaps))
