@@ -723,21 +723,9 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
 
 def read_sysctls(path: str | os.PathLike) -> dict[str, str]:
     """``sysctl.txt``: ``key = value`` lines, as ``sysctl net.ipv4.conf`` prints them."""
-    out = {}
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, "not UTF-8 text", offset=exc.start) from None
-    for no, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise InputError(
-                path, f"expected 'key = value', got {line[:60]!r}", record=no, unit="line"
-            )
-        out[key.strip()] = value.strip()
-    return out
+    from .sysctl import read_file
+
+    return read_file(path).values
 
 
 def read_snapshots(path: str | os.PathLike) -> HostState:

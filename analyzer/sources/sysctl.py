@@ -74,10 +74,13 @@ def parse_lines(lines: list[str], *, source: str) -> Sysctls:
 def read_sysctls(directory: str | os.PathLike) -> Sysctls | None:
     """``sysctl.txt`` of one moment directory, or None when there is none."""
     path = Path(directory) / FILE
-    if not path.exists():
-        return None
+    return read_file(path) if path.exists() else None
+
+
+def read_file(path: str | os.PathLike) -> Sysctls:
+    """One ``sysctl.txt``; a line that is not ``key = value`` is an InputError naming it."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise InputError(path, "not UTF-8 text", offset=exc.start) from None
     return parse_lines(lines, source=str(path))
