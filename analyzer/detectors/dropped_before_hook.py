@@ -10,22 +10,22 @@ ends early. Packets of a flow seen only on the wire are left alone when a flow s
 hooks could be its NAT twin (the two tuples of one connection were not paired).
 
 The finding says why the drop is likely: the card's ``rp_filter`` (``ip/<moment>/sysctl.txt``:
-the larger of ``all`` and the card), the main-table route back to the source (a minimal longest
-prefix match over the snapshot, to be replaced by the route replay of ``analyzer/routing.py``),
-and the kernel's martian lines for those packets (rate-limited: their absence proves nothing).
+the larger of ``all`` and the card), the route back to the source (the route replay of
+``analyzer/routing.py``: rules, tables, metrics, as ``ip route get SRC from DST`` answers), and
+the kernel's martian lines for those packets (rate-limited: their absence proves nothing).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..flows import words_to_bytes
+from ..routing import Query, QueryError, route_get
 from ..schema import addr_text
-from ..sources.ipsnap import Route
+from ..sources.ipsnap import Route, Snapshot
 from ..sources.sysctl import RP_FILTER_MODES
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -42,26 +42,15 @@ def _text(hi: np.ndarray, lo: np.ndarray) -> list[str | None]:
     return [addr_text(b) for b in words_to_bytes(hi.astype(np.uint64), lo.astype(np.uint64))]
 
 
-def reverse_route(routes: tuple[Route, ...], source: str) -> Route | None:
-    """The main-table route a reply to ``source`` would take: longest prefix, then lowest
-    metric. Rules and other tables are not consulted (see analyzer/routing.py for the full
-    replay)."""
-    ip = ipaddress.ip_address(source)
-    best: tuple[int, int, Route] | None = None
-    for r in routes:
-        if r.table != "main" or r.type not in ("unicast", "local") or r.family != ip.version:
-            continue
-        net = (
-            ipaddress.ip_network("0.0.0.0/0" if ip.version == 4 else "::/0")
-            if (r.dst == "default")
-            else ipaddress.ip_network(r.dst, strict=False)
-        )
-        if ip not in net:
-            continue
-        key = (net.prefixlen, -r.metric)
-        if best is None or key > best[:2]:
-            best = (*key, r)
-    return best[2] if best else None
+def reverse_route(snap: Snapshot, source: str, local: str) -> Route | None:
+    """The route a reply from ``local`` to ``source`` would take, replayed with the rules and
+    every table (``analyzer.routing``): what strict rp_filter compares with the arrival card.
+    The packet's mark is not used (src_valid_mark off, the default)."""
+    try:
+        answer = route_get(snap, Query(source, local))
+    except QueryError:
+        return None
+    return answer.route if answer.ok and answer.dev else None
 
 
 def _route_text(r: Route) -> str:
@@ -204,7 +193,7 @@ def _why(ctx: Context, card: str | None, src: str, dst: str, rows: pd.DataFrame)
     sysctls = ctx.netstate.sysctls_at(t)
     mode = sysctls.rp_filter(card) if sysctls and card else None
     snap = ctx.host.at(t) if ctx.host else None
-    route = reverse_route(snap.routes, src) if snap else None
+    route = reverse_route(snap, src, dst) if snap else None
     lo, hi = int(rows["ts"].min()) - MARTIAN_NS, int(rows["ts"].max()) + MARTIAN_NS
     found = [
         m
@@ -223,9 +212,12 @@ def _why(ctx: Context, card: str | None, src: str, dst: str, rows: pd.DataFrame)
     else:
         parts.append(f"rp_filter of {card} unknown (no sysctl.txt beside the ip snapshots)")
     if route is not None:
-        parts.append(f"the main table routes {src} through {route.dev} ({_route_text(route)})")
+        parts.append(
+            f"the route back to {src} leaves through {route.dev} ({_route_text(route)}, "
+            f"table {route.table})"
+        )
     elif snap is not None:
-        parts.append(f"the main table has no route back to {src}")
+        parts.append(f"there is no route back to {src}")
     if mode == 1 and route is not None and route.dev != card:
         cause = "rp_filter"
         lead = "Likely strict reverse-path filtering: "
