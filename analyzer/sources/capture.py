@@ -38,6 +38,12 @@ def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
     return f
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A whole (small) file, decompressed if gzip; InputError naming it when unreadable."""
+    with open_maybe_gzip(path) as f:
+        return read_block(f, str(path), -1)
+
+
 def read_head(path: str | os.PathLike, size: int = 65536) -> bytes:
     """The first bytes of a file, decompressed if gzip; b'' when unreadable as gzip."""
     with open_maybe_gzip(path) as f:

@@ -14,7 +14,6 @@ id=`` instead of ports; the echo id stands for both ports, as in nicpath's flows
 
 from __future__ import annotations
 
-import gzip
 import ipaddress
 import os
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from .base import SourceReport
+from .capture import read_bytes
 
 #: The summary conntrack prints (on stderr, but often captured with ``2>&1``).
 SUMMARY = re.compile(r"^conntrack v\S+ \(conntrack-tools\): \d+ flow entries have been shown\.$")
@@ -203,13 +203,7 @@ def read(path: str | os.PathLike) -> tuple[list[ConntrackEntry], SourceReport]:
     """
     spath = str(path)
     try:
-        with open(spath, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        text = raw.decode("utf-8")
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(spath, f"cannot read: {exc}") from None
+        text = read_bytes(spath).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(spath, "not UTF-8 text", offset=exc.start) from None
     return parse_lines(text.splitlines(), source=spath)

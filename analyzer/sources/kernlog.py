@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import gzip
 import os
 import re
 from collections import Counter
@@ -27,7 +26,7 @@ import pyarrow as pa
 from ..errors import InputError
 from ..schema import EVENT_SCHEMA, addr_bytes, conform
 from .base import SourceReport
-from .capture import record_span
+from .capture import read_bytes, record_span
 
 #: A table word (optional, filter when absent) then a hook word, each a whole word.
 DEFAULT_HOOK_PREFIXES = {
@@ -467,15 +466,7 @@ def read(
 ) -> tuple[pa.Table, SourceReport]:
     """Read a kernel log file (plain or gzip) into event rows."""
     spath = str(path)
-    if os.path.isdir(spath):
-        raise InputError(spath, "is a directory, not a file")
-    try:
-        with open(spath, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(spath, f"cannot read: {exc}") from None
+    raw = read_bytes(spath)
     text = raw.decode("utf-8", "replace")
     if not text.strip():
         raise InputError(spath, "empty file: no lines")

@@ -11,13 +11,12 @@ skipped (they are no LOG lines); this module reads them from the same files, in 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import ipaddress
 import os
 import re
 from dataclasses import dataclass
 
-from ..errors import InputError
+from .capture import read_bytes
 from .kernlog import DMESG, DMESG_T, ISO, MONTHS, SYSLOG, _wall
 
 MARTIAN = re.compile(
@@ -78,13 +77,7 @@ def read(
 ) -> list[Martian]:
     """Martian lines of a kernel log file (plain or gzip)."""
     spath = str(path)
-    try:
-        with open(spath, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(spath, f"cannot read: {exc}") from None
+    raw = read_bytes(spath)
     return parse_lines(
         raw.decode("utf-8", "replace").splitlines(), source=spath, boot_time=boot_time, year=year
     )
