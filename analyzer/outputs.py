@@ -51,9 +51,7 @@ def write_parquet(table: pa.Table, path: str) -> None:
 PARQUET_COMPRESSION = "zstd"
 #: Columns worth a dictionary (few distinct strings) and worth min/max statistics (what
 #: queries filter on); the rest skip both, which makes writing a third faster.
-DICTIONARY_COLUMNS = frozenset(
-    f.name for f in EVENT_SCHEMA if pa.types.is_dictionary(f.type)
-)
+DICTIONARY_COLUMNS = frozenset(f.name for f in EVENT_SCHEMA if pa.types.is_dictionary(f.type))
 STATISTICS_COLUMNS = ("ts", "record", "ip_version", "proto", "sport", "dport")
 
 

@@ -175,6 +175,7 @@ def test_nat_flows_and_findings_from_the_command_line(tmp_path):
     only_cards = run("analyze", str(Path(nat) / "any.pcap"), "--ip", str(Path(nat) / "ip"))
     assert "nat_pinned: not run: needs a kernel log" in only_cards.output
 
+
 def test_route_answers_like_ip_route_get():
     before = run(
         "route", "--ip", TCP, "--to", "172.16.70.15", "--from", "172.16.70.16", "--at", "before"

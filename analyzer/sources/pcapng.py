@@ -205,10 +205,14 @@ class _Walker:
         words = buf[pos[:, None] + np.arange(28)].view(endian + "u4").astype(np.int64)
         blen, if_id, cap, orig = words[:, 1], words[:, 2], words[:, 5], words[:, 6]
         for bad, why in (
-            (if_id >= len(self.section), "packet names interface {if_id}, which this section "
-             "does not describe"),
-            (28 + cap > blen - 4, "corrupt packet block: captured length {cap} exceeds block "
-             "length {blen}"),
+            (
+                if_id >= len(self.section),
+                "packet names interface {if_id}, which this section does not describe",
+            ),
+            (
+                28 + cap > blen - 4,
+                "corrupt packet block: captured length {cap} exceeds block length {blen}",
+            ),
         ):
             if bad.any():
                 k = int(np.argmax(bad))
