@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from .generate import VERSION as GENERATOR_VERSION
 from .generate import generate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -111,7 +112,9 @@ def bundle(data: str, packets: int, profile: str) -> tuple[str, dict]:
     meta = os.path.join(path, "generated.json")
     if os.path.exists(meta):
         with open(meta) as f:
-            return path, json.load(f)
+            summary = json.load(f)
+        if summary.get("version") == GENERATOR_VERSION:
+            return path, summary
     forms = ("host", "pcap", "sll2", "pcapng")
     if profile == "full" and packets >= BIG_FULL_SIZE:
         forms = ("host",)
