@@ -287,11 +287,12 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
-    init = obs[obs["from_initiator"]].groupby("flow_id").first()
-    resp = obs[~obs["from_initiator"]].groupby("flow_id").first()
+    ends = obs[["flow_id", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]]
+    init = ends[obs["from_initiator"]].groupby("flow_id").first()
+    resp = ends[~obs["from_initiator"]].groupby("flow_id").first()
     fl = pd.DataFrame(index=packets["flow_id"].unique())
     fl.index.name = "flow_id"
-    first_obs = obs.groupby("flow_id").first()
+    first_obs = obs[["flow_id", "proto", "ip_version"]].groupby("flow_id").first()
     # Initiator endpoint: from an initiator packet if seen, else the reverse of a responder one.
     src_hi = init["src_hi"].reindex(fl.index).fillna(resp["dst_hi"].reindex(fl.index))
     src_lo = init["src_lo"].reindex(fl.index).fillna(resp["dst_lo"].reindex(fl.index))

@@ -87,14 +87,13 @@ class Context:
         pk = self.tables.packets
         if pk.empty:
             return pk.assign(egress=pd.Series(dtype=object), arrival=pd.Series(dtype=object))
-        memo: dict[tuple, str | None] = {}
+        return pk.assign(egress=self._cards(pk["out_cards"]), arrival=self._cards(pk["in_cards"]))
 
-        def reduce(cards: tuple) -> str | None:
-            if cards not in memo:
-                memo[cards] = self.card(cards)
-            return memo[cards]
-
-        return pk.assign(egress=pk["out_cards"].map(reduce), arrival=pk["in_cards"].map(reduce))
+    def _cards(self, crossed: pd.Series) -> np.ndarray:
+        """``card`` of each packet's tuple of cards, worked out once per distinct tuple."""
+        codes, distinct = pd.factorize(crossed)
+        cards = np.array([self.card(c) for c in distinct] + [None], dtype=object)
+        return cards[codes]
 
     @property
     def flows(self) -> pd.DataFrame:
@@ -111,20 +110,25 @@ class Context:
             return {}
         src = words_to_bytes(fl["src_hi"].to_numpy(), fl["src_lo"].to_numpy())
         dst = words_to_bytes(fl["dst_hi"].to_numpy(), fl["dst_lo"].to_numpy())
-        out = {}
-        for i, fid in enumerate(fl["flow_id"].to_numpy()):
-            proto = int(fl["proto"].iat[i])
-            name = proto_name(proto)
-            if name == "icmp6":
-                name = "icmp"
-            out[int(fid)] = {
-                "proto": name,
-                "src": addr_text(src[i]),
-                "sport": int(fl["sport"].iat[i]),
-                "dst": addr_text(dst[i]),
-                "dport": int(fl["dport"].iat[i]),
+        names = {p: proto_name(p).replace("icmp6", "icmp") for p in set(fl["proto"].tolist())}
+        return {
+            fid: {
+                "proto": names[proto],
+                "src": addr_text(s),
+                "sport": sport,
+                "dst": addr_text(d),
+                "dport": dport,
             }
-        return out
+            for fid, proto, s, sport, d, dport in zip(
+                fl["flow_id"].tolist(),
+                fl["proto"].tolist(),
+                src,
+                fl["sport"].tolist(),
+                dst,
+                fl["dport"].tolist(),
+                strict=True,
+            )
+        }
 
     @cached_property
     def _flow_meta(self) -> dict[int, tuple[str, int]]:

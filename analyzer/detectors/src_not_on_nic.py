@@ -32,18 +32,20 @@ def detect(ctx: Context) -> list[Finding]:
     taken = np.array([s.taken_at if s.taken_at is not None else -np.inf for s in snaps])
     snap_idx = np.maximum(np.searchsorted(taken, out["ts"].to_numpy() / 1e9, side="right") - 1, 0)
     out = out.assign(snap=snap_idx)
-    combos = out[["src_hi", "src_lo", "egress", "snap"]].drop_duplicates()
-    verdict: dict[tuple, tuple[bool, str]] = {}
-    for hi, lo, card, si in combos.itertuples(index=False):
+    keys = ["src_hi", "src_lo", "egress", "snap"]
+    # One verdict per distinct (source, card, snapshot), in order of first appearance as ngroup
+    # numbers them; each packet takes its combination's.
+    combo = out.groupby(keys, sort=False).ngroup().to_numpy()
+    bad, holders = [], []
+    for hi, lo, card, si in out[keys].drop_duplicates().itertuples(index=False):
         addr = addr_text(words_to_bytes(np.array([hi]), np.array([lo]))[0])
         snap = snaps[si]
         local = {a.address for a in snap.addresses}
         on_card = addr in snap.addresses_of(card, include_master=True)
-        holders = [h for h in snap.holder_of(addr) if h != card]
-        verdict[(hi, lo, card, si)] = (addr in local and not on_card, ", ".join(holders))
-    keys = list(zip(out["src_hi"], out["src_lo"], out["egress"], out["snap"], strict=True))
-    bad = np.array([verdict[k][0] for k in keys], dtype=bool)
-    holder = [verdict[k][1] for k in keys]
+        bad.append(addr in local and not on_card)
+        holders.append(", ".join(h for h in snap.holder_of(addr) if h != card))
+    bad = np.array(bad, dtype=bool)[combo]
+    holder = np.array(holders, dtype=object)[combo]
     out = out.assign(bad=bad, holder=holder)
     findings = []
     for flow_id, rows in out[out["bad"]].sort_values("order").groupby("flow_id", sort=False):
