@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from .detectors import Context, Finding, run_all
-from .events import EventsResult, read_events
-from .flows import FlowTables, build_flows, words_to_bytes
+from .detectors import Context, Finding, finding_order, run_all
+from .events import EventsResult, EventStream, stream_events
+from .flows import FLOW_COLUMNS, FlowTables, build_flows, words_to_bytes
 from .nat import join_translations
 from .netstate import NetState, load
-from .schema import addr_text
+from .outputs import ParquetStream
+from .partitions import PART_ROWS, PartPlan, plan
+from .partitions import load as read_part
+from .schema import EVENT_SCHEMA, addr_text
+from .sources.capture import concat
+from .sources.ipsnap import HostState
 
 
 @dataclass
@@ -64,14 +77,53 @@ class Analysis:
         }
 
 
-def analyze(paths=(), *, kinds: list[str] | None = None, **read_options) -> Analysis:
+def analyze(
+    paths=(),
+    *,
+    kinds: list[str] | None = None,
+    events_parquet: str | None = None,
+    part_rows: int | None = PART_ROWS,
+    **read_options,
+) -> Analysis:
     """Read the inputs, build flows and run every registered detector.
+
+    Inputs without LOG lines and with more than ``part_rows`` events are analyzed a part at a
+    time (``partitions``: whole conversations per part), so memory stays bounded whatever the
+    capture size; the findings and flows are those of the whole table. With LOG lines (a
+    connection may show under two tuples, F5/F6) or ``part_rows=None`` the whole event table is
+    held. ``events_parquet``: also write the event table there as it streams.
 
     >>> a = analyze(["samples/egress_switch_tcp"])  # doctest: +SKIP
     >>> [f.kind for f in a.findings]  # doctest: +SKIP
     ['egress_change', 'src_not_on_nic']
     """
-    return analyze_events(read_events(paths, **read_options), kinds=kinds)
+    stream = stream_events(paths, **read_options)
+    sink = ParquetStream(events_parquet, EVENT_SCHEMA) if events_parquet else None
+    try:
+        chunks = _written(stream.chunks, sink)
+        whole = part_rows is None or bool(stream.inputs.logs)
+        head: list[pa.Table] = []
+        rows = 0
+        for chunk in chunks:
+            head.append(chunk)
+            rows += chunk.num_rows
+            if not whole and rows > part_rows:
+                rest = itertools.chain(head, chunks)
+                return _analyze_parts(stream, rest, kinds, part_rows, read_options.get("jobs", 1))
+        events = EventsResult(
+            concat(head), stream.reports, stream.clock, stream.host, stream.inputs
+        )
+        return analyze_events(events, kinds=kinds)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def _written(chunks: Iterator[pa.Table], sink: ParquetStream | None) -> Iterator[pa.Table]:
+    for chunk in chunks:
+        if sink is not None:
+            sink.write(chunk)
+        yield chunk
 
 
 def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> Analysis:
@@ -83,6 +135,179 @@ def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> A
     ctx = Context(tables, events.host, state)
     findings, status = run_all(ctx, kinds)
     return Analysis(events, tables, ctx, findings, status, state)
+
+
+def _analyze_parts(
+    stream: EventStream,
+    chunks: Iterator[pa.Table],
+    kinds: list[str] | None,
+    part_rows: int,
+    jobs: int,
+) -> Analysis:
+    """Flows and findings part by part (``jobs`` parts at once, in worker processes), then put
+    together as if from the whole table: flow ids in the order the whole table gives them,
+    packet ids made unique, detector counts summed. Only the flows with findings keep their
+    packets (for timelines and pictures)."""
+    first: list[pa.Table] = []
+
+    def noting_first(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        for chunk in chunks:
+            if not first:
+                first.append(chunk.slice(0, 1))
+            yield chunk
+
+    merged = _Merged()
+    with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
+        plans = plan(noting_first(chunks), directory, part_rows=part_rows)
+        # The whole stream is read: the clock and the reports are complete.
+        state = load(
+            EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
+        )
+        work = functools.partial(_part_result, host=stream.host, state=state, kinds=kinds)
+        if jobs > 1 and len(plans) > 1:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                for part, result in zip(plans, pool.map(work, plans), strict=True):
+                    merged.add(result)
+                    _remove(part.done)
+        else:
+            for part in plans:
+                merged.add(work(part))
+                _remove(part.done)
+    events = EventsResult(
+        EVENT_SCHEMA.empty_table(), stream.reports, stream.clock, stream.host, stream.inputs
+    )
+    tables, findings, status = merged.result()
+    ctx = Context(tables, stream.host, state)
+    if not status:  # no flow in any part: what the detectors say of no flows
+        findings, status = run_all(ctx, kinds)
+    return Analysis(events, tables, ctx, findings, status, ctx.netstate)
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        os.unlink(path)
+
+
+@dataclass
+class _PartResult:
+    """What one part gives the whole: its flows with where the whole table puts them, its
+    findings and detector statuses, and the packets of the flows with findings."""
+
+    flows: pd.DataFrame
+    findings: list[Finding]
+    status: dict[str, Any]
+    observations: pd.DataFrame
+    packets: pd.DataFrame
+    packet_count: int
+    errors: pd.DataFrame
+
+
+def _part_result(
+    part: PartPlan, *, host: HostState | None, state: NetState, kinds: list[str] | None
+) -> _PartResult | None:
+    """Flows and detectors over one part (run in a worker process under ``jobs``)."""
+    loaded = read_part(part)
+    rows = loaded.rows
+    tables = join_translations(loaded.events, build_flows(loaded.events))
+    obs, fl = tables.observations, tables.flows.copy()
+    if fl.empty:  # ARP and the like only: nothing for a detector here
+        return None
+    findings, status = run_all(Context(tables, host, state), kinds)
+    # Where the whole table would have put each flow: its conversation's first row, then its
+    # own first row (flow ids follow conversations in order of appearance).
+    by_flow = obs.groupby("flow_id")
+    first_row = by_flow["row"].min()
+    first_row = pd.Series(rows[first_row.to_numpy()], first_row.index)
+    by_conv = obs.groupby("conv")["row"].min()
+    conv_first = pd.Series(rows[by_conv.to_numpy()], by_conv.index)
+    conv_of = by_flow["conv"].first()
+    fl["_first_row"] = first_row.reindex(fl["flow_id"]).to_numpy()
+    fl["_conv_first"] = conv_first.reindex(conv_of.reindex(fl["flow_id"])).to_numpy()
+    shown = {f.flow_id for f in findings}
+    o = obs[obs["flow_id"].isin(shown)].copy()
+    o["row"] = rows[o["row"].to_numpy()]
+    pk = tables.packets[tables.packets["flow_id"].isin(shown)].copy()
+    pk["order"] = rows[pk["order"].to_numpy()]
+    return _PartResult(
+        fl, findings, status, o, pk, int(obs["packet_id"].max()) + 1, tables.errors.iloc[:0]
+    )
+
+
+class _Merged:
+    """The parts' flows, findings and detector statuses, gathered for one result."""
+
+    def __init__(self) -> None:
+        self.flows: list[pd.DataFrame] = []
+        self.kept: list[tuple[int, pd.DataFrame, pd.DataFrame]] = []
+        self.findings: list[tuple[int, Finding]] = []
+        self.status: dict[str, list[str]] = {}
+        self.packet_base = 0
+        self.errors = pd.DataFrame()
+
+    def add(self, result: _PartResult | None) -> None:
+        if result is None:
+            return
+        part = len(self.flows)
+        for kind, text in result.status.items():
+            self.status.setdefault(kind, []).append(text)
+        fl = result.flows
+        fl["_part"] = part
+        self.flows.append(fl)
+        base = self.packet_base
+        self.packet_base += result.packet_count
+        for f in result.findings:
+            f.evidence = [{**e, "packet": e["packet"] + base} for e in f.evidence]
+            self.findings.append((part, f))
+        if len(result.observations):
+            result.observations["packet_id"] += base
+            result.packets["packet_id"] += base
+            self.kept.append((part, result.observations, result.packets))
+        if self.errors.empty:
+            self.errors = result.errors
+
+    def result(self) -> tuple[FlowTables, list[Finding], dict[str, Any]]:
+        fl = pd.concat(self.flows, ignore_index=True) if self.flows else pd.DataFrame()
+        if fl.empty:
+            tables = FlowTables(
+                pd.DataFrame(), pd.DataFrame(), pd.DataFrame(columns=FLOW_COLUMNS), self.errors
+            )
+            return tables, [], self._status([])
+        new_id = np.empty(len(fl), dtype=np.int64)
+        new_id[np.lexsort((fl["_first_row"], fl["_conv_first"]))] = np.arange(len(fl))
+        ids = dict(zip(zip(fl["_part"], fl["flow_id"], strict=True), new_id.tolist(), strict=True))
+        fl["flow_id"] = new_id
+        fl = fl.sort_values("_first_row", kind="stable").drop(
+            columns=["_first_row", "_conv_first", "_part"]
+        )
+        findings = []
+        for part, f in self.findings:
+            f.flow_id = ids[(part, f.flow_id)]
+            findings.append(f)
+        findings.sort(key=finding_order)
+        obs, pk = [], []
+        for part, o, p in self.kept:
+            o["flow_id"] = [ids[(part, x)] for x in o["flow_id"]]
+            p["flow_id"] = [ids[(part, x)] for x in p["flow_id"]]
+            obs.append(o)
+            pk.append(p)
+        obs_frame = (
+            pd.concat(obs, ignore_index=True).sort_values(["ts", "row"]) if obs else pd.DataFrame()
+        )
+        pk_frame = pd.concat(pk, ignore_index=True).sort_values("order") if pk else pd.DataFrame()
+        tables = FlowTables(obs_frame, pk_frame, fl.reset_index(drop=True), self.errors)
+        return tables, findings, self._status(findings)
+
+    def _status(self, findings: list[Finding]) -> dict[str, Any]:
+        """A detector ran when it ran on some part; its count is over all of them."""
+        out = {}
+        for kind, texts in self.status.items():
+            if any(t.startswith("ran") for t in texts):
+                n = sum(f.kind == kind for f in findings)
+                out[kind] = f"ran: {n} finding{'s' if n != 1 else ''}"
+            else:
+                out[kind] = texts[0]
+        return out
 
 
 #: The flow-table columns of a flow that is not translated.
@@ -111,4 +336,3 @@ def translations(flows: pd.DataFrame) -> dict[int, dict[str, Any]]:
             done["flow_id"], src, done["nat_sport"], dst, done["nat_dport"], strict=True
         )
     }
-

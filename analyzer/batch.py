@@ -236,7 +236,8 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     started, wall = time.monotonic(), time.time()
     result = BundleResult(bundle=name, path=path, analyzed_at=wall)
     try:
-        analysis = analyze([path])
+        # Whole: the bundle's event table goes into the dataset as one partition.
+        analysis = analyze([path], part_rows=None)
         write_partitions(
             dataset,
             name,

@@ -91,10 +91,12 @@ def flows_table(analysis: Analysis) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FLOWS_SCHEMA)
 
 
-def write_parquet_dir(analysis: Analysis, directory: str) -> None:
-    """``events.parquet``, ``flows.parquet``, ``findings.parquet`` (schemas in docs/outputs.md)."""
+def write_parquet_dir(analysis: Analysis, directory: str, *, events: bool = True) -> None:
+    """``events.parquet``, ``flows.parquet``, ``findings.parquet`` (schemas in docs/outputs.md);
+    ``events=False`` when ``analyze(events_parquet=...)`` wrote the event table as it streamed."""
     os.makedirs(directory, exist_ok=True)
-    write_parquet(analysis.events.events, os.path.join(directory, "events.parquet"))
+    if events:
+        write_parquet(analysis.events.events, os.path.join(directory, "events.parquet"))
     pq.write_table(flows_table(analysis), os.path.join(directory, "flows.parquet"))
     pq.write_table(findings_table(analysis), os.path.join(directory, "findings.parquet"))
 

@@ -71,8 +71,13 @@ def run_all(ctx: Context, kinds: list[str] | None = None) -> tuple[list[Finding]
         found = det.run(ctx)
         status[kind] = f"ran: {len(found)} finding{'s' if len(found) != 1 else ''}"
         findings.extend(found)
-    findings.sort(key=lambda f: (f.first_ts, f.kind))
+    findings.sort(key=finding_order)
     return findings, status
+
+
+def finding_order(f: Finding) -> tuple:
+    """Findings in time order; kind and flow break ties."""
+    return (f.first_ts, f.kind, f.flow_id)
 
 
 # Importing the modules registers them; the order here is the order of the report.
@@ -94,6 +99,7 @@ __all__ = [
     "asymmetric_return",
     "dropped_before_hook",
     "egress_change",
+    "finding_order",
     "nat_pinned",
     "no_route_egress",
     "register",

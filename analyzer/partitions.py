@@ -1,0 +1,288 @@
+"""The event stream cut into parts that each hold whole conversations, spilled to disk, so flows
+can be built and detectors run one part at a time in bounded memory.
+
+A row's part is a hash of what every flow question about it is asked with: the protocol and the
+unordered pair of ports (the ICMP echo id for echo, the quoted packet's protocol and ports for an
+ICMP error). A conversation, the flows that reuse its ports, an answer from another address to
+the same ports (F1, ``reply_address_mismatch``) and the ICMP errors that quote a flow therefore
+always share a part. What does not survive the cut is a connection seen under two tuples (NAT
+between a hook and the card, F5/F6) and the coverage of a hook across flows: ``analyze`` keeps
+inputs with LOG lines whole.
+
+The stream is written as Arrow IPC files, one per group of the hash's low bits, each row with
+its hash and its position in the whole time-ordered stream; a group too big to read back at
+once is split again on the next bits. Rows keep their time order in every part.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from .schema import EVENT_SCHEMA
+
+#: Files a stream (or an oversized group) is split into: 6 bits of the hash per level.
+GROUP_BITS = 6
+#: A group with more rows than this (or 4 parts) is split again rather than read back whole.
+GROUP_READ_ROWS = 1 << 18
+#: Rows split at a time: each of the files gets a batch of about 1/64 of them.
+SPLIT_ROWS = 1 << 15
+#: Hash bits below a group's that it is cut on when it holds more than one part.
+CUT_BITS = 12
+#: Rows of one part: what one pass of flows and detectors holds (about 1.5 KB each).
+PART_ROWS = 65536
+
+HASH = "_conversation_hash"
+ROW = "_row"
+SPILL_SCHEMA = EVENT_SCHEMA.append(pa.field(HASH, pa.uint64())).append(pa.field(ROW, pa.int64()))
+
+_ECHO = {1: (0, 8), 58: (128, 129)}
+_ERRORS = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
+_PORTED = (6, 17, 132, 136)
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name)
+    return pc.fill_null(col, 0).to_numpy().astype(np.uint64)
+
+
+def conversation_hash(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a 64-bit hash of (protocol, lower port, higher port) as flows see them, and
+    whether flows use the row at all (TCP/UDP/SCTP/DCCP with ports, ICMP echo, ICMP errors
+    quoting a packet; ``flows._flow_rows`` drops the rest: ARP, later fragments)."""
+    proto = _column(table, "proto")
+    icmp_type = _column(table, "icmp_type")
+    echo = np.zeros(table.num_rows, dtype=bool)
+    error = np.zeros(table.num_rows, dtype=bool)
+    for p in (1, 58):
+        is_p = proto == p
+        echo |= is_p & np.isin(icmp_type, _ECHO[p])
+        error |= is_p & np.isin(icmp_type, _ERRORS[p])
+    echo &= np.asarray(pc.is_valid(table.column("icmp_id")))
+    error &= np.asarray(pc.is_valid(table.column("inner_proto")))
+    ported = np.isin(proto, _PORTED) & np.asarray(
+        pc.and_(pc.is_valid(table.column("sport")), pc.is_valid(table.column("dport")))
+    )
+    used = (ported | echo) & np.asarray(pc.is_valid(table.column("ip_version"))) | error
+    icmp_id = _column(table, "icmp_id")
+    a = np.where(echo, icmp_id, _column(table, "sport"))
+    b = np.where(echo, icmp_id, _column(table, "dport"))
+    a = np.where(error, _column(table, "inner_sport"), a)
+    b = np.where(error, _column(table, "inner_dport"), b)
+    proto = np.where(error, _column(table, "inner_proto"), proto)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    h = (proto << np.uint64(32)) | (lo << np.uint64(16)) | hi
+    # splitmix64's finaliser: every input bit moves every output bit.
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h, used
+
+
+@dataclass
+class Group:
+    """One spill file: its rows share the hash bits below ``shift``."""
+
+    path: str
+    rows: int
+    shift: int
+    #: rows per bucket of the next ``CUT_BITS`` hash bits: where the group can be cut
+    buckets: np.ndarray
+
+
+def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> list[Group]:
+    """Write rows to ``2**GROUP_BITS`` files by the hash bits at ``shift``, keeping their order.
+
+    Rows are split ``SPLIT_ROWS`` at a time: each file gets one batch per round and nothing of a
+    round is kept once it is written."""
+    n = 1 << GROUP_BITS
+    mask = np.uint64(n - 1)
+    paths = [os.path.join(directory, f"s{shift}-{g}-{os.getpid()}.arrows") for g in range(n)]
+    sinks: list[pa.OSFile | None] = [None] * n
+    writers: list[ipc.RecordBatchStreamWriter | None] = [None] * n
+    rows = np.zeros(n, dtype=np.int64)
+    buckets = np.zeros((n, 1 << CUT_BITS), dtype=np.int64)
+
+    def write(gathered: list[pa.RecordBatch]) -> None:
+        table = _gather(gathered)
+        h = table.column(HASH).to_numpy()
+        group = (h >> np.uint64(shift)) & mask
+        cut = _bucket(h, shift + GROUP_BITS)
+        buckets.ravel()[:] += np.bincount(
+            group.astype(np.int64) << CUT_BITS | cut, minlength=buckets.size
+        )
+        order = np.argsort(group, kind="stable")
+        counts = np.bincount(group, minlength=n)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        table = table.take(order)
+        for g in np.flatnonzero(counts):
+            if writers[g] is None:
+                sinks[g] = pa.OSFile(paths[g], "wb")
+                writers[g] = ipc.new_stream(sinks[g], SPILL_SCHEMA)
+            writers[g].write_table(table.slice(bounds[g], counts[g]))
+            rows[g] += counts[g]
+
+    try:
+        gathered: list[pa.RecordBatch] = []
+        gathered_rows = 0
+        for batch in batches:
+            gathered.append(batch)
+            gathered_rows += batch.num_rows
+            if gathered_rows >= SPLIT_ROWS:
+                write(gathered)
+                gathered, gathered_rows = [], 0
+        if gathered_rows:
+            write(gathered)
+    finally:
+        for w, s in zip(writers, sinks, strict=True):
+            if w is not None:
+                w.close()
+                s.close()
+    return [
+        Group(paths[g], int(rows[g]), shift + GROUP_BITS, buckets[g]) for g in np.flatnonzero(rows)
+    ]
+
+
+def _bucket(h: np.ndarray, shift: int) -> np.ndarray:
+    if shift >= 64:
+        return np.zeros(len(h), dtype=np.int64)
+    return ((h >> np.uint64(shift)) & np.uint64((1 << CUT_BITS) - 1)).astype(np.int64)
+
+
+def _read(path: str) -> Iterator[pa.RecordBatch]:
+    """A spill file a batch at a time (buffered reads: mapped pages would count as resident)."""
+    with pa.OSFile(path) as source:
+        yield from ipc.open_stream(source)
+
+
+def _with_position(chunks: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
+    """The rows flows use, each with its hash and its position in the stream."""
+    start = 0
+    for chunk in chunks:
+        if not chunk.num_rows:
+            continue
+        n = chunk.num_rows
+        h, used = conversation_hash(chunk)
+        table = chunk.append_column(HASH, pa.array(h)).append_column(
+            ROW, pa.array(np.arange(start, start + n, dtype=np.int64))
+        )
+        start += n
+        yield from table.filter(used).combine_chunks().to_batches()
+
+
+@dataclass
+class Part:
+    """Rows of whole conversations in time order, and each row's position in the stream."""
+
+    events: pa.Table
+    rows: np.ndarray
+
+
+@dataclass
+class Piece:
+    """The rows of a spill file whose cut bucket lies in ``[lo, hi)``."""
+
+    path: str
+    shift: int
+    lo: int = 0
+    hi: int = 1 << CUT_BITS
+
+
+@dataclass
+class PartPlan:
+    """What one part is read from, and the spill files no later part needs."""
+
+    pieces: list[Piece]
+    rows: int
+    done: list[str]
+
+
+def plan(
+    chunks: Iterable[pa.Table], directory: str, *, part_rows: int = PART_ROWS
+) -> list[PartPlan]:
+    """Spill a time-ordered event stream into ``directory`` and plan parts of about
+    ``part_rows`` rows (more when one conversation has more) that never split what
+    ``conversation_hash`` keeps together. Small groups share a part; big ones are cut."""
+    read_rows = max(GROUP_READ_ROWS, 4 * part_rows)
+    todo = _split(_with_position(chunks), directory, 0)
+    plans: list[PartPlan] = []
+    pending = PartPlan([], 0, [])
+    while todo:
+        group = todo.pop(0)
+        if group.rows > read_rows and group.shift + GROUP_BITS <= 64:
+            again = _split(_read(group.path), directory, group.shift)
+            os.unlink(group.path)
+            if len(again) > 1:
+                todo[:0] = again
+                continue
+            group = again[0]  # one conversation (an elephant flow): it cannot be cut
+        if group.rows > part_rows:
+            plans.extend(_cuts(group, part_rows))
+            continue
+        if pending.pieces and pending.rows + group.rows > part_rows:
+            plans.append(pending)
+            pending = PartPlan([], 0, [])
+        pending.pieces.append(Piece(group.path, group.shift))
+        pending.rows += group.rows
+        pending.done.append(group.path)
+    if pending.pieces:
+        plans.append(pending)
+    return plans
+
+
+def _cuts(group: Group, part_rows: int) -> list[PartPlan]:
+    """Runs of the group's buckets of at most ``part_rows`` rows (a bucket bigger than that is
+    a part of its own)."""
+    edges = np.concatenate([[0], np.cumsum(group.buckets)])
+    out = []
+    lo = 0
+    while lo < len(group.buckets):
+        hi = int(np.searchsorted(edges, edges[lo] + part_rows, side="right")) - 1
+        hi = max(hi, lo + 1)
+        rows = int(edges[hi] - edges[lo])
+        if rows:
+            out.append(PartPlan([Piece(group.path, group.shift, lo, hi)], rows, []))
+        lo = hi
+    out[-1].done.append(group.path)
+    return out
+
+
+def load(part: PartPlan) -> Part:
+    """A planned part read back, in stream (time) order."""
+    tables = []
+    for piece in part.pieces:
+        table = _gather(list(_read(piece.path)))
+        if (piece.lo, piece.hi) != (0, 1 << CUT_BITS):
+            cut = _bucket(table.column(HASH).to_numpy(), piece.shift)
+            table = table.filter((cut >= piece.lo) & (cut < piece.hi))
+        tables.append(table)
+    table = _gather(tables)
+    rows = table.column(ROW).to_numpy()
+    order = np.argsort(rows, kind="stable")
+    return Part(table.take(order).drop_columns([HASH, ROW]), rows[order])
+
+
+def parts(chunks: Iterable[pa.Table], *, part_rows: int = PART_ROWS) -> Iterator[Part]:
+    """``plan`` and ``load`` in one: the parts one after the other, each spill file removed
+    once read for the last time."""
+    with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
+        for part in plan(chunks, directory, part_rows=part_rows):
+            loaded = load(part)
+            for path in part.done:
+                os.unlink(path)
+            yield loaded
+
+
+def _gather(pieces: list[pa.Table] | list[pa.RecordBatch]) -> pa.Table:
+    tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in pieces]
+    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()

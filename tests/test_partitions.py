@@ -1,0 +1,134 @@
+"""Analysis a part at a time gives what the whole event table gives.
+
+``analyze`` cuts inputs without LOG lines into parts of whole conversations when they are big.
+On every recorded bundle and capture form, with parts as small as one event, the report (flows,
+findings with their evidence, detector statuses, text) must equal the whole-table one; only
+packet numbers, which are ids inside one analysis, may differ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analyzer.analyze import analyze
+from analyzer.events import read_events
+from analyzer.partitions import conversation_hash, parts
+from analyzer.report import text_report
+from tests.test_findings import BUNDLES, CAPTURE_FORMS, inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def without_packet_ids(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc, default=str))
+    for f in doc["findings"]:
+        for e in f["evidence"]:
+            e.pop("packet")
+    return doc
+
+
+CASES = [(b, form) for b in BUNDLES for form in CAPTURE_FORMS]
+
+
+@pytest.mark.parametrize("bundle,form", CASES, ids=[f"{b.name}-{f}" for b, f in CASES])
+def test_parts_give_the_whole_tables_report(bundle: Path, form: str) -> None:
+    kw = inputs(bundle, form, None)
+    whole = analyze(part_rows=None, **kw)
+    for part_rows in (1, 29):
+        cut = analyze(part_rows=part_rows, **kw)
+        assert without_packet_ids(cut.to_dict()) == without_packet_ids(whole.to_dict())
+        assert text_report(cut) == text_report(whole)
+
+
+def test_a_findings_flow_keeps_its_packets_and_ids_stay_unique() -> None:
+    kw = inputs(ROOT / "samples" / "egress_switch_tcp", "per-card", None)
+    cut = analyze(part_rows=7, **kw)
+    assert [f.kind for f in cut.findings] == ["egress_change", "src_not_on_nic"]
+    flow = cut.findings[0].flow_id
+    pk = cut.tables.packets
+    assert set(pk["flow_id"]) == {flow}
+    assert pk["packet_id"].is_unique
+    shown = {e["packet"] for f in cut.findings for e in f.evidence}
+    assert shown <= set(pk["packet_id"])
+    assert len(cut.tables.flows) == len(analyze(part_rows=None, **kw).tables.flows)
+
+
+def test_inputs_with_log_lines_are_analyzed_whole() -> None:
+    kw = inputs(ROOT / "samples" / "nat_pinned", "any", "kern.journal")
+    cut = analyze(part_rows=1, **kw)
+    assert cut.events.events.num_rows > 0  # the whole table was held
+    assert "nat_pinned" in {f.kind for f in cut.findings}
+
+
+def test_parts_hold_whole_conversations_in_time_order() -> None:
+    events = read_events([str(ROOT / "samples" / "reply_wrong_source")]).events
+    seen = []
+    key_parts: dict[tuple, int] = {}
+    chunks = [events.slice(i, 50) for i in range(0, events.num_rows, 50)]
+    for n, part in enumerate(parts(iter(chunks), part_rows=20)):
+        ts = part.events.column("ts").cast(pa.int64()).to_numpy()
+        assert (np.diff(ts) >= 0).all() and (np.diff(part.rows) > 0).all()
+        seen.extend(part.rows.tolist())
+        hashes, used = conversation_hash(part.events)
+        assert used.all()
+        for h in hashes.tolist():
+            assert key_parts.setdefault(h, n) == n
+    _, used = conversation_hash(events)
+    assert 0 < used.sum() < events.num_rows  # ARP is left out
+    assert sorted(seen) == np.flatnonzero(used).tolist()
+
+
+def test_conversation_hash_joins_both_ways_echo_and_quoted_errors() -> None:
+    table = pa.table(
+        {
+            "proto": pa.array([6, 6, 6, 1, 1, 1], pa.uint8()),
+            "sport": pa.array([40000, 443, 443, None, None, None], pa.uint16()),
+            "dport": pa.array([443, 40000, 40001, None, None, None], pa.uint16()),
+            "icmp_type": pa.array([None, None, None, 8, 0, 3], pa.uint8()),
+            "icmp_id": pa.array([None, None, None, 7, 7, None], pa.uint16()),
+            "inner_proto": pa.array([None, None, None, None, None, 6], pa.uint8()),
+            "inner_sport": pa.array([None, None, None, None, None, 40000], pa.uint16()),
+            "inner_dport": pa.array([None, None, None, None, None, 443], pa.uint16()),
+        }
+    )
+    table = table.append_column("ip_version", pa.array([4] * 6, pa.uint8()))
+    h, used = conversation_hash(table)
+    assert h[0] == h[1] == h[5]  # both directions and the ICMP error quoting it
+    assert h[2] != h[0]
+    assert h[3] == h[4]  # echo request and reply
+    assert used.all()
+
+
+def test_analyze_writes_the_event_table_as_it_streams(tmp_path: Path) -> None:
+    kw = inputs(ROOT / "samples" / "egress_switch_udp", "any", None)
+    out = tmp_path / "events.parquet"
+    cut = analyze(part_rows=5, events_parquet=str(out), **kw)
+    whole = read_events(**kw).events
+    written = pq.read_table(out)
+    assert written.num_rows == whole.num_rows
+    assert written.column("record").to_pylist() == whole.column("record").to_pylist()
+    assert len(cut.findings) == 2
+
+
+def test_groups_too_big_to_read_are_split_again_down_to_one_conversation(monkeypatch) -> None:
+    """A spill group over the read limit is split on the next hash bits; one conversation
+    (an elephant flow) cannot be, and is read whole rather than split forever."""
+    monkeypatch.setattr("analyzer.partitions.GROUP_READ_ROWS", 2)
+    kw = inputs(ROOT / "samples" / "egress_switch_tcp", "per-card", None)
+    cut = analyze(part_rows=1, **kw)
+    whole = analyze(part_rows=None, **kw)
+    assert without_packet_ids(cut.to_dict()) == without_packet_ids(whole.to_dict())
+
+
+def test_parts_in_worker_processes_give_the_same_report() -> None:
+    kw = inputs(ROOT / "samples" / "ipv6_egress_switch", "per-card", None)
+    whole = analyze(part_rows=None, **kw)
+    cut = analyze(part_rows=3, jobs=2, **kw)
+    assert without_packet_ids(cut.to_dict()) == without_packet_ids(whole.to_dict())
+    assert text_report(cut) == text_report(whole)
