@@ -163,14 +163,11 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
         results.append(
             measure("nicpath events 4 card pcaps --jobs 2", [*argv, "--jobs", "2"], packets, runs)
         )
-    if "any.pcap" in files and packets <= 2_000_000:
+    if "any.pcap" in files:
+        argv = nicpath("analyze", os.path.join(path, "any.pcap"), "--ip", ip, "--format", "json")
+        results.append(measure("nicpath analyze any.pcap", argv, packets, runs))
         results.append(
-            measure(
-                "nicpath analyze any.pcap",
-                nicpath("analyze", os.path.join(path, "any.pcap"), "--ip", ip, "--format", "json"),
-                packets,
-                runs,
-            )
+            measure("nicpath analyze any.pcap --jobs 2", [*argv, "--jobs", "2"], packets, runs)
         )
     results.append(
         measure(
@@ -223,10 +220,42 @@ def ratios(results: list[Timing]) -> list[str]:
     two = by.get("nicpath events 4 card pcaps --jobs 2")
     if one and two:
         lines.append(f"- 4 card pcaps, --jobs 2 vs --jobs 1: {one.median / two.median:.2f}x faster")
-    an = by.get("nicpath analyze any.pcap")
     sll = by.get("nicpath events any.pcap (SLL2)")
-    if an and sll:
-        lines.append(f"- analyze vs events on any.pcap: {an.median / sll.median:.1f}x the time")
+    for name in ("nicpath analyze any.pcap", "nicpath analyze any.pcap --jobs 2"):
+        an = by.get(name)
+        if an and sll:
+            lines.append(
+                f"- {name[8:]} vs events on any.pcap: {an.median / sll.median:.1f}x the time"
+            )
+    return lines
+
+
+def growth(all_results: dict[str, list[Timing]]) -> list[str]:
+    """Peak RSS per method at the smallest and largest size of each profile, and what each
+    packet more costs: flat memory shows as a few bytes per packet at most."""
+    lines = []
+    for profile in ("headers", "full"):
+        runs = [(k, v) for k, v in all_results.items() if k.endswith(profile)]
+        if len(runs) < 2:
+            continue
+        (small_title, small), (big_title, big) = runs[0], runs[-1]
+        small_by = {t.method: t for t in small}
+        rows = []
+        for t in big:
+            s = small_by.get(t.method)
+            if s is None or not t.method.startswith("nicpath") or s.packets == t.packets:
+                continue
+            per = (max(t.rss_mib) - max(s.rss_mib)) * 1024 * 1024 / (t.packets - s.packets)
+            rows.append(f"| {t.method} | {max(s.rss_mib):.0f} | {max(t.rss_mib):.0f} | {per:.1f} |")
+        if rows:
+            lines += [
+                f"## Peak memory growth, {profile}",
+                "",
+                f"| method | {small_title} MiB | {big_title} MiB | bytes per added packet |",
+                "| --- | ---: | ---: | ---: |",
+                *rows,
+                "",
+            ]
     return lines
 
 
@@ -254,6 +283,7 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
         ]
         lines += [t.row(base) for t in results]
         lines += ["", *ratios(results), ""]
+    lines += growth(all_results)
     with open(path, "w") as f:
         f.write("\n".join(lines))
 

@@ -26,7 +26,7 @@ def test_benchmark_runs_on_a_tiny_size(tmp_path):
     code = run.main(
         [
             "--sizes",
-            "3000",
+            "2000,4000",
             "--profiles",
             "headers",
             "--runs",
@@ -42,9 +42,11 @@ def test_benchmark_runs_on_a_tiny_size(tmp_path):
     for method in (
         "nicpath events host.pcap",
         "nicpath analyze any.pcap",
+        "nicpath analyze any.pcap --jobs 2",
         "dpkt object loop",
         "--jobs 2",
         "numpy.fromfile",
     ):
         assert method in text
     assert "packets/s of nicpath over dpkt" in text
+    assert "bytes per added packet" in text
