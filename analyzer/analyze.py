@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .detectors import Context, Finding, finding_order, run_all
 from .events import EventsResult, EventStream, stream_events
-from .flows import FLOW_COLUMNS, FlowTables, build_flows, words_to_bytes
+from .flows import FLOW_COLUMNS, FlowTables, build_flows, in_time_order, words_to_bytes
 from .nat import join_translations
 from .netstate import NetState, load
 from .outputs import ParquetStream
@@ -130,6 +130,7 @@ def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> A
     """Build flows from an event table already read (translated connections as one flow each,
     ``nat.join_translations``), read the kernel state beside it and run the detectors (all, or
     ``kinds``)."""
+    events.events = in_time_order(events.events)
     tables = join_translations(events.events, build_flows(events.events))
     state = load(events)
     ctx = Context(tables, events.host, state)

@@ -121,6 +121,15 @@ def _frame(events: pa.Table) -> pd.DataFrame:
     return df
 
 
+def in_time_order(events: pa.Table) -> pa.Table:
+    """The event table sorted by time (stable), as every stage after it expects: a row's
+    position is its packet's place in time."""
+    ts = events.column("ts").cast(pa.int64()).to_numpy()
+    if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
+        return events.take(np.argsort(ts, kind="stable"))
+    return events
+
+
 def _flow_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     proto = df["proto"]
     ported = proto.isin([6, 17, 132, 136]) & df["sport"].notna() & df["dport"].notna()
@@ -149,20 +158,28 @@ def _conversations(flow: pd.DataFrame) -> pd.DataFrame:
     flow["from_e1"] = a_first
     keys = ["proto", "e1_hi", "e1_lo", "e1_port", "e2_hi", "e2_lo", "e2_port"]
     flow["conv"] = flow.groupby(keys, sort=False, dropna=False).ngroup()
-    return flow.sort_values(["conv", "ts", "row"], kind="stable")
+    return flow
 
 
 def _split_flows(flow: pd.DataFrame) -> pd.DataFrame:
-    """New flow: a SYN with another initial sequence number, or a long silence."""
+    """New flow: a SYN with another initial sequence number, or a long silence.
+
+    Rows are in time order; flow ids follow conversations in order of first appearance, then
+    the flows of one conversation in time order."""
+    conv = flow["conv"]
     flags = flow["tcp_flags"].fillna(0).astype(np.int64)
     is_syn = (flow["proto"] == 6) & ((flags & 0x12) == 0x02)
     syn_seq = flow["tcp_seq"].where(is_syn)
-    prev_syn = syn_seq.groupby(flow["conv"]).ffill().groupby(flow["conv"]).shift()
+    prev_syn = syn_seq.groupby(conv).ffill().groupby(conv).shift()
     new_isn = is_syn & prev_syn.notna() & flow["tcp_seq"].notna() & (flow["tcp_seq"] != prev_syn)
-    gap = flow.groupby("conv")["ts"].diff()
-    idle = gap > FLOW_IDLE_NS
-    first = flow["conv"] != flow["conv"].shift()
-    flow["flow_id"] = (first | new_isn | idle).cumsum() - 1
+    by_conv = flow.groupby("conv", sort=False)
+    idle = by_conv["ts"].diff() > FLOW_IDLE_NS
+    first = by_conv.cumcount() == 0
+    starts = (first | new_isn | idle).to_numpy()
+    nth_in_conv = pd.Series(starts.astype(np.int64), flow.index).groupby(conv).cumsum() - 1
+    codes = conv.to_numpy()
+    before = np.concatenate([[0], np.cumsum(np.bincount(codes, weights=starts).astype(np.int64))])
+    flow["flow_id"] = before[codes] + nth_in_conv.to_numpy()
     return flow
 
 
@@ -178,24 +195,39 @@ def _orient(flow: pd.DataFrame) -> pd.DataFrame:
 
 
 def _join_observations(flow: pd.DataFrame) -> pd.DataFrame:
-    """packet_id per observation: one packet seen at several points becomes one packet."""
-    sig_cols = ["flow_id", "from_initiator", "ip_id", "ip_len", "tcp_flags", "icmp_seq"]
-    sig = flow[sig_cols].astype("float64").fillna(-1)
-    flow = flow.assign(sig=sig.groupby(sig_cols, sort=False).ngroup().to_numpy())
-    flow = flow.sort_values(["sig", "ts", "row"], kind="stable")
-    # Chain observations of one signature that follow each other within the window.
+    """packet_id per observation: one packet seen at several points becomes one packet.
+
+    Works on key arrays sorted once (``np.lexsort``), never on the wide frame, which stays in
+    time order."""
+    sig = [
+        flow[c].to_numpy(dtype=np.float64, na_value=-1).astype(np.int64)
+        for c in ("icmp_seq", "tcp_flags", "ip_len", "ip_id")
+    ]
+    sig += [flow["from_initiator"].to_numpy(np.int64), flow["flow_id"].to_numpy(np.int64)]
     ts = flow["ts"].to_numpy()
-    new_sig = flow["sig"].to_numpy() != np.roll(flow["sig"].to_numpy(), 1)
-    if len(flow):
-        new_sig[0] = True
-    gap = ts - np.roll(ts, 1)
-    chain = np.cumsum(new_sig | (gap > SAME_PACKET_WINDOW_NS))
-    flow["chain"] = chain
+    order = np.lexsort((flow["row"].to_numpy(), ts, *sig))
+    # Chain observations of one signature that follow each other within the window.
+    new = np.zeros(len(order), dtype=bool)
+    if len(order):
+        new[0] = True
+    for key in sig:
+        k = key[order]
+        new[1:] |= k[1:] != k[:-1]
+    t = ts[order]
+    new[1:] |= (t[1:] - t[:-1]) > SAME_PACKET_WINDOW_NS
+    chain = np.empty(len(order), dtype=np.int64)
+    chain[order] = np.cumsum(new)
     # A point that appears twice in one chain saw two packets: the k-th sighting at each point
     # belongs to the k-th packet.
-    flow["nth"] = flow.groupby(["chain", "source", "point"], sort=False, dropna=False).cumcount()
-    flow["packet_id"] = flow.groupby(["chain", "nth"], sort=False).ngroup()
-    return flow.sort_values(["ts", "row"], kind="stable")
+    source = pd.factorize(flow["source"], use_na_sentinel=False)[0]
+    point = pd.factorize(flow["point"], use_na_sentinel=False)[0]
+    seen_at = source * (int(point.max(initial=0)) + 1) + point
+    at = chain * (int(seen_at.max(initial=0)) + 1) + seen_at
+    nth = pd.Series(at, flow.index).groupby(at).cumcount().to_numpy()
+    flow["chain"] = chain
+    flow["nth"] = nth
+    flow["packet_id"] = pd.factorize(chain * (int(nth.max(initial=0)) + 1) + nth)[0]
+    return flow
 
 
 def _sets_per_packet(packet_id: np.ndarray, labels: pd.Series, packets: np.ndarray) -> np.ndarray:
@@ -333,7 +365,8 @@ def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_flows(events: pa.Table) -> FlowTables:
-    """Flows, packets and their observations from an event table."""
+    """Flows, packets and their observations from an event table in time order
+    (``in_time_order``)."""
     df = _frame(events)
     flow, errors = _flow_rows(df)
     if flow.empty:
