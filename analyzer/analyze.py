@@ -18,7 +18,14 @@ import pyarrow as pa
 
 from .detectors import Context, Finding, finding_order, run_all
 from .events import EventsResult, EventStream, stream_events
-from .flows import FLOW_COLUMNS, FlowTables, build_flows, in_time_order, words_to_bytes
+from .flows import (
+    EVENT_COLUMNS,
+    FLOW_COLUMNS,
+    FlowTables,
+    build_flows,
+    in_time_order,
+    words_to_bytes,
+)
 from .nat import join_translations
 from .netstate import NetState, load
 from .outputs import ParquetStream
@@ -159,7 +166,7 @@ def _analyze_parts(
 
     merged = _Merged()
     with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
-        plans = plan(noting_first(chunks), directory, part_rows=part_rows)
+        plans = plan(noting_first(chunks), directory, part_rows=part_rows, columns=EVENT_COLUMNS)
         # The whole stream is read: the clock and the reports are complete.
         state = load(
             EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)

@@ -48,6 +48,38 @@ FLOW_COLUMNS = [
 ]
 
 
+#: The event columns flows are built from (besides the addresses).
+FRAME_COLUMNS = [
+    "ts",
+    "point",
+    "iface",
+    "hook",
+    "direction",
+    "source",
+    "record",
+    "proto",
+    "sport",
+    "dport",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "icmp_seq",
+    "tcp_flags",
+    "tcp_seq",
+    "tcp_ack",
+    "ip_id",
+    "ip_len",
+    "ip_version",
+    "in_iface",
+    "out_iface",
+    "inner_proto",
+    "inner_sport",
+    "inner_dport",
+]
+#: Every event column flows and the detectors read: what a part of the stream must keep.
+EVENT_COLUMNS = [*FRAME_COLUMNS, "src", "dst", "inner_src", "inner_dst", "ts_basis"]
+
+
 def addr_words(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A fixed_size_binary(16) column as an (n, 2) big-endian uint64 array (nulls as zeros)."""
     if isinstance(arr, pa.ChunkedArray):
@@ -82,33 +114,7 @@ class FlowTables:
 
 
 def _frame(events: pa.Table) -> pd.DataFrame:
-    cols = [
-        "ts",
-        "point",
-        "iface",
-        "hook",
-        "direction",
-        "source",
-        "record",
-        "proto",
-        "sport",
-        "dport",
-        "icmp_type",
-        "icmp_code",
-        "icmp_id",
-        "icmp_seq",
-        "tcp_flags",
-        "tcp_seq",
-        "tcp_ack",
-        "ip_id",
-        "ip_len",
-        "ip_version",
-        "in_iface",
-        "out_iface",
-        "inner_proto",
-        "inner_sport",
-        "inner_dport",
-    ]
+    cols = FRAME_COLUMNS
     df = events.select(cols).to_pandas()
     for c in ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface"):
         df[c] = df[c].astype(object)

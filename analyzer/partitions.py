@@ -26,8 +26,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from .schema import EVENT_SCHEMA
-
 #: Files a stream (or an oversized group) is split into: 6 bits of the hash per level.
 GROUP_BITS = 6
 #: A group with more rows than this (or 4 parts) is split again rather than read back whole.
@@ -41,7 +39,6 @@ PART_ROWS = 65536
 
 HASH = "_conversation_hash"
 ROW = "_row"
-SPILL_SCHEMA = EVENT_SCHEMA.append(pa.field(HASH, pa.uint64())).append(pa.field(ROW, pa.int64()))
 
 _ECHO = {1: (0, 8), 58: (128, 129)}
 _ERRORS = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
@@ -128,7 +125,7 @@ def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> lis
         for g in np.flatnonzero(counts):
             if writers[g] is None:
                 sinks[g] = pa.OSFile(paths[g], "wb")
-                writers[g] = ipc.new_stream(sinks[g], SPILL_SCHEMA)
+                writers[g] = ipc.new_stream(sinks[g], table.schema)
             writers[g].write_table(table.slice(bounds[g], counts[g]))
             rows[g] += counts[g]
 
@@ -165,14 +162,19 @@ def _read(path: str) -> Iterator[pa.RecordBatch]:
         yield from ipc.open_stream(source)
 
 
-def _with_position(chunks: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
-    """The rows flows use, each with its hash and its position in the stream."""
+def _with_position(
+    chunks: Iterable[pa.Table], columns: list[str] | None
+) -> Iterator[pa.RecordBatch]:
+    """The rows flows use, each with its hash and its position in the stream; only
+    ``columns`` of them when given."""
     start = 0
     for chunk in chunks:
         if not chunk.num_rows:
             continue
         n = chunk.num_rows
         h, used = conversation_hash(chunk)
+        if columns is not None:
+            chunk = chunk.select(columns)
         table = chunk.append_column(HASH, pa.array(h)).append_column(
             ROW, pa.array(np.arange(start, start + n, dtype=np.int64))
         )
@@ -208,13 +210,18 @@ class PartPlan:
 
 
 def plan(
-    chunks: Iterable[pa.Table], directory: str, *, part_rows: int = PART_ROWS
+    chunks: Iterable[pa.Table],
+    directory: str,
+    *,
+    part_rows: int = PART_ROWS,
+    columns: list[str] | None = None,
 ) -> list[PartPlan]:
     """Spill a time-ordered event stream into ``directory`` and plan parts of about
     ``part_rows`` rows (more when one conversation has more) that never split what
-    ``conversation_hash`` keeps together. Small groups share a part; big ones are cut."""
+    ``conversation_hash`` keeps together. Small groups share a part; big ones are cut.
+    ``columns``: the event columns the parts need (all when None)."""
     read_rows = max(GROUP_READ_ROWS, 4 * part_rows)
-    todo = _split(_with_position(chunks), directory, 0)
+    todo = _split(_with_position(chunks, columns), directory, 0)
     plans: list[PartPlan] = []
     pending = PartPlan([], 0, [])
     while todo:
@@ -272,11 +279,13 @@ def load(part: PartPlan) -> Part:
     return Part(table.take(order).drop_columns([HASH, ROW]), rows[order])
 
 
-def parts(chunks: Iterable[pa.Table], *, part_rows: int = PART_ROWS) -> Iterator[Part]:
+def parts(
+    chunks: Iterable[pa.Table], *, part_rows: int = PART_ROWS, columns: list[str] | None = None
+) -> Iterator[Part]:
     """``plan`` and ``load`` in one: the parts one after the other, each spill file removed
     once read for the last time."""
     with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
-        for part in plan(chunks, directory, part_rows=part_rows):
+        for part in plan(chunks, directory, part_rows=part_rows, columns=columns):
             loaded = load(part)
             for path in part.done:
                 os.unlink(path)
