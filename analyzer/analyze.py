@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .detectors import Context, Finding, finding_order, run_all
+from .detectors.base import flow_names
 from .events import EventsResult, EventStream, stream_events
 from .flows import (
     EVENT_COLUMNS,
@@ -52,26 +53,46 @@ class Analysis:
         return self.events.counts() + [r.to_dict() for r in self.netstate.reports]
 
     def flows_records(self) -> list[dict[str, Any]]:
-        info = self.context.flow_info
-        fl = self.tables.flows
-        nat = translations(fl)
-        out = []
-        for r in fl.itertuples(index=False):
-            out.append(
-                {
-                    "flow_id": int(r.flow_id),
-                    **info[int(r.flow_id)],
-                    "local": r.local,
-                    "first_ts": round(r.first_ns / 1e9, 6),
-                    "last_ts": round(r.last_ns / 1e9, 6),
-                    "packets": int(r.packets),
-                    "observations": int(r.observations),
-                    **nat.get(int(r.flow_id), NO_NAT),
-                }
-            )
-        return out
+        return list(self.iter_flows())
 
-    def to_dict(self) -> dict[str, Any]:
+    def iter_flows(self, block: int = 65536) -> Iterator[dict[str, Any]]:
+        """The flow table as JSON records, built a block of flows at a time (a report of many
+        flows is written without holding them all as dicts)."""
+        fl = self.tables.flows
+        for start in range(0, len(fl), block):
+            part = fl.iloc[start : start + block]
+            names = flow_names(part)
+            nat = translations(part)
+            for fid, local, first, last, packets, observations in zip(
+                part["flow_id"].tolist(),
+                part["local"].tolist(),
+                part["first_ns"].tolist(),
+                part["last_ns"].tolist(),
+                part["packets"].tolist(),
+                part["observations"].tolist(),
+                strict=True,
+            ):
+                yield {
+                    "flow_id": fid,
+                    **names[fid],
+                    "local": local,
+                    "first_ts": round(first / 1e9, 6),
+                    "last_ts": round(last / 1e9, 6),
+                    "packets": packets,
+                    "observations": observations,
+                    **nat.get(fid, NO_NAT),
+                }
+
+    def to_dict(self, *, flows: bool = True) -> dict[str, Any]:
+        """The JSON document (``flows=False``: without the flow table, for a writer that
+        streams it)."""
+        doc = self._document()
+        if flows:
+            doc["flows"] = self.flows_records()
+        doc["findings"] = [f.to_dict() for f in self.findings]
+        return doc
+
+    def _document(self) -> dict[str, Any]:
         return {
             "inputs": {
                 "files": self.counts(),
@@ -79,8 +100,6 @@ class Analysis:
                 "ignored": [{"path": p, "reason": r} for p, r in self.events.inputs.ignored],
             },
             "detectors": self.detectors,
-            "flows": self.flows_records(),
-            "findings": [f.to_dict() for f in self.findings],
         }
 
 

@@ -410,9 +410,11 @@ def collect(out, ifaces, duration, max_size_mb, snaplen, bpf, log_rules, log_rat
 
 
 def _analysis(paths, *options):
+    """The whole-table analysis ``timeline`` and ``plot`` select a flow from: analysis by parts
+    keeps the packets of flows with findings only."""
     from .analyze import analyze as run
 
-    return run(paths, **_read_options(paths, *options))
+    return run(paths, part_rows=None, **_read_options(paths, *options))
 
 
 def _fail_on_kinds(values: tuple[str, ...]) -> list[str] | None:

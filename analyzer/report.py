@@ -83,12 +83,16 @@ def findings_table(analysis: Analysis) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FINDINGS_SCHEMA)
 
 
-def flows_table(analysis: Analysis) -> pa.Table:
-    rows = [
-        {**r, "first_ts": _us(r["first_ts"]), "last_ts": _us(r["last_ts"])}
-        for r in analysis.flows_records()
-    ]
-    return pa.Table.from_pylist(rows, schema=FLOWS_SCHEMA)
+def flows_table(analysis: Analysis, block: int = 65536) -> pa.Table:
+    """The flow table (``FLOWS_SCHEMA``), built a block of flows at a time."""
+    tables, rows = [], []
+    for r in analysis.iter_flows():
+        rows.append({**r, "first_ts": _us(r["first_ts"]), "last_ts": _us(r["last_ts"])})
+        if len(rows) == block:
+            tables.append(pa.Table.from_pylist(rows, schema=FLOWS_SCHEMA))
+            rows = []
+    tables.append(pa.Table.from_pylist(rows, schema=FLOWS_SCHEMA))
+    return pa.concat_tables(tables)
 
 
 def write_parquet_dir(analysis: Analysis, directory: str, *, events: bool = True) -> None:
@@ -102,8 +106,16 @@ def write_parquet_dir(analysis: Analysis, directory: str, *, events: bool = True
 
 
 def write_json(analysis: Analysis, out: TextIO) -> None:
-    json.dump(analysis.to_dict(), out, indent=2, default=str)
-    out.write("\n")
+    """``analysis.to_dict()`` as JSON, the flow table written a flow at a time."""
+    doc = analysis.to_dict(flows=False)
+    findings = doc.pop("findings")
+    head = json.dumps(doc, indent=2, default=str)
+    out.write(head[:-2] + ',\n  "flows": [')
+    for n, flow in enumerate(analysis.iter_flows()):
+        out.write(("," if n else "") + "\n    " + json.dumps(flow, default=str))
+    out.write('\n  ],\n  "findings": ')
+    out.write(json.dumps(findings, indent=2, default=str).replace("\n", "\n  "))
+    out.write("\n}\n")
 
 
 def text_report(analysis: Analysis) -> list[str]:
@@ -115,7 +127,7 @@ def text_report(analysis: Analysis) -> list[str]:
     for kind, status in analysis.detectors.items():
         lines.append(f"  {kind}: {status}")
     n_flows = len(analysis.tables.flows)
-    n_nat = sum(r["nat_src"] is not None for r in analysis.flows_records())
+    n_nat = sum(r["nat_src"] is not None for r in analysis.iter_flows())
     lines.append(
         f"{n_flows} flows"
         + (f" ({n_nat} translated by NAT)" if n_nat else "")

@@ -229,3 +229,17 @@ def test_route_exit_codes():
     missing = run("route", "--ip", "/nonexistent", "--to", "10.0.0.1")
     assert missing.exit_code == 2 and "not a directory of ip snapshots" in missing.output
     assert run("route", "--ip", TCP).exit_code == 2  # --to is required
+
+
+def test_json_report_streams_the_flow_table_and_equals_the_document():
+    """``--format json`` writes the flows one per line; parsed, it is ``Analysis.to_dict()``."""
+    from analyzer.analyze import analyze
+
+    nat = str(ROOT / "samples" / "nat_pinned")
+    result = run("analyze", nat, "--format", "json")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    flow_lines = [line for line in lines if line.startswith('    {"flow_id": ')]
+    doc = json.loads(result.output)
+    assert len(flow_lines) == len(doc["flows"]) == 6
+    assert doc == json.loads(json.dumps(analyze([nat]).to_dict(), default=str))

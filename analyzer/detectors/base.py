@@ -64,6 +64,34 @@ def flow_text(flow: dict[str, Any]) -> str:
     return f"{flow['proto']} {ep(flow['src'], flow['sport'])} -> {ep(flow['dst'], flow['dport'])}"
 
 
+def flow_names(fl: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    """flow id -> the flow as its initiator sent it: ``proto``, ``src``, ``sport``, ``dst``,
+    ``dport`` (text addresses, ``icmp`` for both ICMP versions)."""
+    if fl.empty:
+        return {}
+    src = words_to_bytes(fl["src_hi"].to_numpy(), fl["src_lo"].to_numpy())
+    dst = words_to_bytes(fl["dst_hi"].to_numpy(), fl["dst_lo"].to_numpy())
+    names = {p: proto_name(p).replace("icmp6", "icmp") for p in set(fl["proto"].tolist())}
+    return {
+        fid: {
+            "proto": names[proto],
+            "src": addr_text(s),
+            "sport": sport,
+            "dst": addr_text(d),
+            "dport": dport,
+        }
+        for fid, proto, s, sport, d, dport in zip(
+            fl["flow_id"].tolist(),
+            fl["proto"].tolist(),
+            src,
+            fl["sport"].tolist(),
+            dst,
+            fl["dport"].tolist(),
+            strict=True,
+        )
+    }
+
+
 @dataclass
 class Context:
     """Flows, packets and the host's snapshots, with the lookups detectors share;
@@ -105,30 +133,7 @@ class Context:
 
     @cached_property
     def flow_info(self) -> dict[int, dict[str, Any]]:
-        fl = self.flows
-        if fl.empty:
-            return {}
-        src = words_to_bytes(fl["src_hi"].to_numpy(), fl["src_lo"].to_numpy())
-        dst = words_to_bytes(fl["dst_hi"].to_numpy(), fl["dst_lo"].to_numpy())
-        names = {p: proto_name(p).replace("icmp6", "icmp") for p in set(fl["proto"].tolist())}
-        return {
-            fid: {
-                "proto": names[proto],
-                "src": addr_text(s),
-                "sport": sport,
-                "dst": addr_text(d),
-                "dport": dport,
-            }
-            for fid, proto, s, sport, d, dport in zip(
-                fl["flow_id"].tolist(),
-                fl["proto"].tolist(),
-                src,
-                fl["sport"].tolist(),
-                dst,
-                fl["dport"].tolist(),
-                strict=True,
-            )
-        }
+        return flow_names(self.flows)
 
     @cached_property
     def _flow_meta(self) -> dict[int, tuple[str, int]]:
