@@ -21,8 +21,9 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F4: routing picks the way out, not the way in."""
     pk = ctx.packets
-    out = pk[(pk["direction"] == "out") & pk["egress"].notna()]
-    inn = pk[(pk["direction"] == "in") & pk["arrival"].notna()]
+    cols = ["packet_id", "flow_id", "order", "ts"]
+    out = pk.loc[(pk["direction"] == "out") & pk["egress"].notna(), [*cols, "egress"]]
+    inn = pk.loc[(pk["direction"] == "in") & pk["arrival"].notna(), [*cols, "arrival"]]
     if out.empty or inn.empty:
         return []
     latest = pd.merge_asof(

@@ -18,7 +18,9 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F3: every outgoing packet is routed again; a better route moves a live flow."""
     pk = ctx.packets
-    out = pk[(pk["direction"] == "out") & pk["egress"].notna()].sort_values(["flow_id", "order"])
+    cols = ["packet_id", "flow_id", "order", "ts", "egress"]
+    out = pk.loc[(pk["direction"] == "out") & pk["egress"].notna(), cols]
+    out = out.sort_values(["flow_id", "order"])
     if out.empty:
         return []
     prev = out.groupby("flow_id")["egress"].shift()

@@ -25,7 +25,8 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F2/F3: the pinned source stays while the egress card changes."""
     pk = ctx.packets
-    out = pk[(pk["direction"] == "out") & pk["egress"].notna()]
+    cols = ["packet_id", "flow_id", "order", "ts", "egress", "src_hi", "src_lo"]
+    out = pk.loc[(pk["direction"] == "out") & pk["egress"].notna(), cols]
     if out.empty or not ctx.host:
         return []
     snaps = ctx.host.snapshots
