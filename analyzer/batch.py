@@ -188,11 +188,12 @@ def partition_dir(dataset: str, table: str, bundle: str) -> str:
     return os.path.join(dataset, table, f"{PARTITION_KEY}={bundle}")
 
 
-def write_partitions(dataset: str, bundle: str, tables: dict[str, pa.Table]) -> None:
+def write_partitions(dataset: str, bundle: str, tables: dict[str, pa.Table | str]) -> None:
     """Write one bundle's partition of each table, replacing what a previous run wrote.
 
-    Each table is written in full under ``DATASET/_staging/`` and then renamed into place, so a
-    reader never sees a half-written file and a rerun never leaves two partitions of a bundle.
+    Each table (or Parquet file already written, given by its path) is put in full under
+    ``DATASET/_staging/`` and then renamed into place, so a reader never sees a half-written
+    file and a rerun never leaves two partitions of a bundle.
     """
     from .outputs import write_parquet
 
@@ -200,7 +201,10 @@ def write_partitions(dataset: str, bundle: str, tables: dict[str, pa.Table]) -> 
     try:
         for name, table in tables.items():
             os.makedirs(os.path.join(staging, name))
-            write_parquet(table, os.path.join(staging, name, PART_FILE))
+            if isinstance(table, str):
+                os.replace(table, os.path.join(staging, name, PART_FILE))
+            else:
+                write_parquet(table, os.path.join(staging, name, PART_FILE))
         for name in tables:
             final = partition_dir(dataset, name, bundle)
             os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -230,26 +234,30 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     This is what each worker (local process or Dask worker) runs: ``path`` and ``dataset``
     must be reachable from the worker.
     """
+    import pyarrow.parquet as pq
+
     from .analyze import analyze
     from .report import findings_table, flows_table
 
     started, wall = time.monotonic(), time.time()
     result = BundleResult(bundle=name, path=path, analyzed_at=wall)
+    events = os.path.join(dataset, STAGING, f"{name}-events-{uuid.uuid4().hex}.parquet")
     try:
-        # Whole: the bundle's event table goes into the dataset as one partition.
-        analysis = analyze([path], part_rows=None)
+        os.makedirs(os.path.dirname(events), exist_ok=True)
+        # The event table streams into its partition file (without the nicpath.host metadata: a
+        # dataset read takes the schema, and its metadata, of one file, which would pass one
+        # host's snapshots off for all); flows are analyzed by parts when the bundle is big.
+        analysis = analyze([path], events_parquet=events)
+        result.events = pq.ParquetFile(events).metadata.num_rows
         write_partitions(
             dataset,
             name,
             {
-                # Without the nicpath.host metadata: a dataset read takes the schema (and its
-                # metadata) of one file, which would pass one host's snapshots off for all.
-                "events": analysis.events.events,
+                "events": events,
                 "flows": flows_table(analysis),
                 "findings": findings_table(analysis),
             },
         )
-        result.events = analysis.events.events.num_rows
         result.flows = len(analysis.tables.flows)
         result.findings = [{"bundle": name, **f.to_dict()} for f in analysis.findings]
         result.inputs = analysis.events.counts()
@@ -257,6 +265,9 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     except Exception as exc:  # one bundle's failure must not stop the batch
         result.error = _error_text(exc, debug)
         remove_partitions(dataset, name)
+    finally:
+        if os.path.exists(events):
+            os.unlink(events)
     result.seconds = time.monotonic() - started
     return result
 
