@@ -30,7 +30,7 @@ T0_NS = 1_764_040_200_000_000_000
 MTU_FRAME = 1514
 
 #: Bumped whenever the captures it makes change: the benchmark regenerates cached ones.
-VERSION = 2
+VERSION = 3
 #: The largest flow weight: a flow gets at most this many times the packets of the smallest.
 ZIPF_CAP = 1000
 #: Kinds of flow and their share of flows.
@@ -154,7 +154,8 @@ def _flows(n_flows: int, rnd: np.random.Generator, full_size: bool) -> tuple[Tem
                 etype.append(0x0800)
             elif kind == "frag4":
                 pay = 1200 if full_size else 64
-                hdr = _ipv4(s4, d4, 17, _udp(sp, 4000, 8 + pay), 28 + pay, frag=0x2000)
+                u = _udp(sport, 4000, 8 + pay) if out else _udp(4000, sport, 8 + pay)
+                hdr = _ipv4(s4, d4, 17, u, 28 + pay, frag=0x2000)
                 ipid_at.append(4)
                 seq_at.append(-1)
                 etype.append(0x0800)
