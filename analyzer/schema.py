@@ -12,7 +12,9 @@ OUTPUT, a classic pcap has no interface index, a UDP packet has no TCP flags).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 
 import pyarrow as pa
 
@@ -120,8 +122,14 @@ def addr_text(value: bytes | None) -> str | None:
     """Text form of a 16-byte column address: dotted quad for IPv4-mapped, compressed IPv6."""
     if value is None:
         return None
+    return _addr_text(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _addr_text(value: bytes) -> str:
+    # A report names the host's few addresses again and again: format each once.
     if value[:12] == IPV4_MAPPED_PREFIX:
-        return str(ipaddress.IPv4Address(value[12:]))
+        return socket.inet_ntop(socket.AF_INET, value[12:])
     return str(ipaddress.IPv6Address(value))
 
 

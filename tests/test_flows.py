@@ -109,6 +109,7 @@ def test_an_event_table_out_of_time_order_gives_the_same_findings():
 
     events = analyzer.read_events("samples/egress_switch_tcp")
     shuffled = events.take(pa.array(list(range(events.num_rows))[::-1]))
+
     def findings(table):
         # observations at the very same nanosecond have no order of their own
         rows = analyzer.run_detectors(table).to_pylist()
