@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-#: Files a stream (or an oversized group) is split into: 6 bits of the hash per level.
+#: Files a stream (or an oversized group) is split into: this many bits of the hash per level.
 GROUP_BITS = 8
 #: A group with more rows than this (or 4 parts) is split again rather than read back whole.
 GROUP_READ_ROWS = 1 << 18
-#: Rows split at a time: each of the files gets a batch of about 1/64 of them.
+#: Rows split at a time: each of the 256 files gets a batch of about 1/256 of them.
 SPLIT_ROWS = 1 << 17
 #: Hash bits below a group's that it is cut on when it holds more than one part.
 CUT_BITS = 12
