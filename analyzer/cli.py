@@ -135,7 +135,8 @@ def input_options(f):
             type=click.IntRange(min=1),
             default=1,
             show_default=True,
-            help="Decode this many capture files at once, in worker processes.",
+            help="Decode this many capture files at once, and analyze this many parts of a big"
+            " capture at once (analyze), in worker processes.",
         ),
     ]
     for option in reversed(options):
