@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "incident.ipynb"
 
 
-def execute(path: Path = NOTEBOOK) -> nbformat.NotebookNode:
+def execute(path: Path = NOTEBOOK, tmpdir: Path | None = None) -> nbformat.NotebookNode:
     """Run every cell in a fresh kernel started in the notebook's directory; raise
-    ``nbclient.exceptions.CellExecutionError`` (naming the cell) on the first error."""
+    ``nbclient.exceptions.CellExecutionError`` (naming the cell) on the first error.
+    ``tmpdir``: where the kernel's temporary files (the notebook's outputs) go."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -28,7 +29,10 @@ def execute(path: Path = NOTEBOOK) -> nbformat.NotebookNode:
     )
     # The kernel imports this checkout's analyzer, whatever nicpath is installed.
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    client.execute(env={**os.environ, "PYTHONPATH": pythonpath})
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    client.execute(env=env)
     return nb
 
 
@@ -42,8 +46,8 @@ def text_of(cell) -> str:
     return "".join(out)
 
 
-def test_notebook_runs_top_to_bottom():
-    nb = execute()
+def test_notebook_runs_top_to_bottom(tmp_path):
+    nb = execute(tmpdir=tmp_path)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code)
     assert not [o for c in code for o in c.outputs if o.get("output_type") == "error"]
