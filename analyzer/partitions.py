@@ -17,7 +17,9 @@ once is split again on the next bits. Rows keep their time order in every part.
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -31,7 +33,7 @@ GROUP_BITS = 8
 #: A group with more rows than this (or 4 parts) is split again rather than read back whole.
 GROUP_READ_ROWS = 1 << 18
 #: Rows split at a time: each of the 256 files gets a batch of about 1/256 of them.
-SPLIT_ROWS = 1 << 17
+SPLIT_ROWS = 1 << 16
 #: Hash bits below a group's that it is cut on when it holds more than one part.
 CUT_BITS = 12
 #: Rows of one part: what one pass of flows and detectors holds (about 1.5 KB each).
@@ -129,22 +131,43 @@ def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> lis
             writers[g].write_table(table.slice(bounds[g], counts[g]))
             rows[g] += counts[g]
 
+    # Sorting, taking and writing release the GIL: a thread does them while the caller
+    # decodes the next rows (one round queued at most).
+    rounds: queue.Queue[list[pa.RecordBatch] | None] = queue.Queue(maxsize=1)
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        while (gathered := rounds.get()) is not None:
+            if not failed:
+                try:
+                    write(gathered)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    failed.append(exc)
+
+    thread = threading.Thread(target=writer, name="nicpath-split", daemon=True)
+    thread.start()
     try:
         gathered: list[pa.RecordBatch] = []
         gathered_rows = 0
         for batch in batches:
+            if failed:
+                break
             gathered.append(batch)
             gathered_rows += batch.num_rows
             if gathered_rows >= SPLIT_ROWS:
-                write(gathered)
+                rounds.put(gathered)
                 gathered, gathered_rows = [], 0
-        if gathered_rows:
-            write(gathered)
+        if gathered_rows and not failed:
+            rounds.put(gathered)
     finally:
+        rounds.put(None)
+        thread.join()
         for w, s in zip(writers, sinks, strict=True):
             if w is not None:
                 w.close()
                 s.close()
+    if failed:
+        raise failed[0]
     return [
         Group(paths[g], int(rows[g]), shift + GROUP_BITS, buckets[g]) for g in np.flatnonzero(rows)
     ]
