@@ -132,3 +132,28 @@ def test_parts_in_worker_processes_give_the_same_report() -> None:
     cut = analyze(part_rows=3, jobs=2, **kw)
     assert without_packet_ids(cut.to_dict()) == without_packet_ids(whole.to_dict())
     assert text_report(cut) == text_report(whole)
+
+
+def test_bad_input_met_while_spilling_names_the_packet_and_leaves_no_spill(tmp_path) -> None:
+    """A corrupt record after the first blocks (analysis by parts already spilling) stops the
+    run with the file and packet number, and the spill directory is removed."""
+    import struct
+    import tempfile
+
+    from analyzer.errors import InputError
+
+    data = (ROOT / "samples" / "egress_switch_tcp" / "eth1.pcap").read_bytes()
+    records, off = [], 24
+    while off < len(data):
+        caplen = struct.unpack_from("<I", data, off + 8)[0]
+        records.append(data[off : off + 16 + caplen])
+        off += 16 + caplen
+    body = b"".join(records) * (6 * 1024 * 1024 // len(b"".join(records)) + 1)
+    count = len(records) * (6 * 1024 * 1024 // len(b"".join(records)) + 1)
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(data[:24] + body + struct.pack("<IIII", 0, 0, 0x7FFFFFFF, 0x7FFFFFFF))
+    spills = set(Path(tempfile.gettempdir()).glob("nicpath-parts-*"))
+    with pytest.raises(InputError) as err:
+        analyze([str(bad)], part_rows=100)
+    assert f"packet {count + 1}" in str(err.value) and "bad.pcap" in str(err.value)
+    assert set(Path(tempfile.gettempdir()).glob("nicpath-parts-*")) == spills
