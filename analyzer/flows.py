@@ -277,13 +277,36 @@ def _sets_per_packet(packet_id: np.ndarray, labels: pd.Series, packets: np.ndarr
 
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     is_capture = obs["hook"].isna()
-    obs = obs.assign(
+    direction = obs["direction"].to_numpy()
+    is_out, is_in = direction == "out", direction == "in"
+    # Only the columns a packet is made of: grouping the whole observation frame would copy it.
+    obs = obs[
+        [
+            "packet_id",
+            "flow_id",
+            "from_initiator",
+            "ts",
+            "row",
+            "src_hi",
+            "src_lo",
+            "dst_hi",
+            "dst_lo",
+            "sport",
+            "dport",
+            "proto",
+            "tcp_flags",
+            "ip_len",
+            "source",
+            "record",
+            "point",
+        ]
+    ].assign(
         # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
         cap_ts=np.where(is_capture, obs["ts"].to_numpy(), NO_TIME),
-        out_card=obs["iface"].where(obs["direction"] == "out"),
-        in_card=obs["iface"].where(obs["direction"] == "in"),
-        is_out=obs["direction"] == "out",
-        is_in=obs["direction"] == "in",
+        out_card=obs["iface"].where(is_out),
+        in_card=obs["iface"].where(is_in),
+        is_out=is_out,
+        is_in=is_in,
     )
     g = obs.groupby("packet_id", sort=True)  # sorted ids: _sets_per_packet needs them
     pid = obs["packet_id"].to_numpy()
