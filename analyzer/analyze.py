@@ -21,9 +21,10 @@ from .detectors.base import flow_names
 from .events import EventsResult, EventStream, stream_events
 from .flows import (
     EVENT_COLUMNS,
-    FLOW_COLUMNS,
+    PACKET_COLUMNS,
     FlowTables,
     build_flows,
+    empty_tables,
     in_time_order,
     words_to_bytes,
 )
@@ -296,10 +297,7 @@ class _Merged:
     def result(self) -> tuple[FlowTables, list[Finding], dict[str, Any]]:
         fl = pd.concat(self.flows, ignore_index=True) if self.flows else pd.DataFrame()
         if fl.empty:
-            tables = FlowTables(
-                pd.DataFrame(), pd.DataFrame(), pd.DataFrame(columns=FLOW_COLUMNS), self.errors
-            )
-            return tables, [], self._status([])
+            return empty_tables(errors=self.errors), [], self._status([])
         new_id = np.empty(len(fl), dtype=np.int64)
         new_id[np.lexsort((fl["_first_row"], fl["_conv_first"]))] = np.arange(len(fl))
         ids = dict(zip(zip(fl["_part"], fl["flow_id"], strict=True), new_id.tolist(), strict=True))
@@ -321,7 +319,11 @@ class _Merged:
         obs_frame = (
             pd.concat(obs, ignore_index=True).sort_values(["ts", "row"]) if obs else pd.DataFrame()
         )
-        pk_frame = pd.concat(pk, ignore_index=True).sort_values("order") if pk else pd.DataFrame()
+        pk_frame = (
+            pd.concat(pk, ignore_index=True).sort_values("order")
+            if pk
+            else pd.DataFrame(columns=PACKET_COLUMNS)
+        )
         tables = FlowTables(obs_frame, pk_frame, fl.reset_index(drop=True), self.errors)
         return tables, findings, self._status(findings)
 

@@ -399,8 +399,7 @@ def build_flows(events: pa.Table) -> FlowTables:
     df = _frame(events)
     flow, errors = _flow_rows(df)
     if flow.empty:
-        empty = pd.DataFrame()
-        return FlowTables(flow, empty, pd.DataFrame(columns=FLOW_COLUMNS), errors)
+        return empty_tables(flow, errors)
     flow = _conversations(flow)
     flow = _split_flows(flow)
     flow = _orient(flow)
@@ -408,6 +407,48 @@ def build_flows(events: pa.Table) -> FlowTables:
     packets = _packets(obs)
     flows = _flows(obs, packets)
     return FlowTables(obs, packets, flows, errors)
+
+
+#: The columns of ``FlowTables.packets``.
+PACKET_COLUMNS = [
+    "packet_id",
+    "flow_id",
+    "from_initiator",
+    "ts",
+    "order",
+    "out",
+    "in",
+    "observations",
+    "src_hi",
+    "src_lo",
+    "dst_hi",
+    "dst_lo",
+    "sport",
+    "dport",
+    "proto",
+    "tcp_flags",
+    "ip_len",
+    "first_source",
+    "first_record",
+    "first_point",
+    "out_cards",
+    "in_cards",
+    "points",
+    "direction",
+]
+
+
+def empty_tables(
+    observations: pd.DataFrame | None = None, errors: pd.DataFrame | None = None
+) -> FlowTables:
+    """The tables of inputs without a flow packet (ARP only, say): empty, with their columns,
+    so every detector runs and finds nothing."""
+    return FlowTables(
+        observations if observations is not None else pd.DataFrame(),
+        pd.DataFrame(columns=PACKET_COLUMNS),
+        pd.DataFrame(columns=FLOW_COLUMNS),
+        errors if errors is not None else pd.DataFrame(),
+    )
 
 
 def rebuild(observations: pd.DataFrame, errors: pd.DataFrame) -> FlowTables:

@@ -121,3 +121,24 @@ def test_an_event_table_out_of_time_order_gives_the_same_findings():
     want, got = findings(events), findings(shuffled)
     assert got == want
     assert [r["kind"] for r in got] == ["egress_change", "src_not_on_nic"]
+
+
+def test_a_capture_without_flow_packets_is_analyzed_to_no_findings(tmp_path):
+    """ARP only (no TCP/UDP/ICMP): every detector runs on empty tables, whole or by parts."""
+    path = tmp_path / "arp.pcap"
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        for i in range(50):
+            arp = dpkt.arp.ARP(
+                sha=b"\x02" * 6, spa=bytes([10, 0, 0, 1]), tha=b"\0" * 6, tpa=bytes([10, 0, 0, i])
+            )
+            eth = dpkt.ethernet.Ethernet(
+                src=b"\x02" * 6, dst=b"\xff" * 6, type=dpkt.ethernet.ETH_TYPE_ARP, data=arp
+            )
+            w.writepkt(bytes(eth), ts=1_764_040_200 + i)
+    whole = analyze([str(path)], part_rows=None)
+    cut = analyze([str(path)], part_rows=1)
+    for a in (whole, cut):
+        assert a.findings == [] and a.to_dict()["flows"] == []
+        assert a.detectors["egress_change"] == "ran: 0 findings"
+    assert cut.detectors == whole.detectors
