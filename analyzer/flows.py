@@ -275,32 +275,27 @@ def _sets_per_packet(packet_id: np.ndarray, labels: pd.Series, packets: np.ndarr
     return out
 
 
+#: What a packet takes from its first observation: its addresses, ports and header fields.
+HEADER_FIELDS = [
+    "src_hi",
+    "src_lo",
+    "dst_hi",
+    "dst_lo",
+    "sport",
+    "dport",
+    "proto",
+    "tcp_flags",
+    "ip_len",
+]
+
+
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     is_capture = obs["hook"].isna()
     direction = obs["direction"].to_numpy()
     is_out, is_in = direction == "out", direction == "in"
     # Only the columns a packet is made of: grouping the whole observation frame would copy it.
-    obs = obs[
-        [
-            "packet_id",
-            "flow_id",
-            "from_initiator",
-            "ts",
-            "row",
-            "src_hi",
-            "src_lo",
-            "dst_hi",
-            "dst_lo",
-            "sport",
-            "dport",
-            "proto",
-            "tcp_flags",
-            "ip_len",
-            "source",
-            "record",
-            "point",
-        ]
-    ].assign(
+    kept = ["packet_id", "flow_id", "from_initiator", "ts", "row", "source", "record", "point"]
+    obs = obs[[*kept, *HEADER_FIELDS]].assign(
         # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
         cap_ts=np.where(is_capture, obs["ts"].to_numpy(), NO_TIME),
         out_card=obs["iface"].where(is_out),
@@ -419,15 +414,7 @@ PACKET_COLUMNS = [
     "out",
     "in",
     "observations",
-    "src_hi",
-    "src_lo",
-    "dst_hi",
-    "dst_lo",
-    "sport",
-    "dport",
-    "proto",
-    "tcp_flags",
-    "ip_len",
+    *HEADER_FIELDS,
     "first_source",
     "first_record",
     "first_point",
