@@ -202,6 +202,11 @@ def _be32(v: np.ndarray) -> np.ndarray:
     return v.astype(">u4").view(np.uint8).reshape(-1, 4)
 
 
+def _le32(*columns: np.ndarray) -> np.ndarray:
+    """Per row, the columns as consecutive little-endian 32-bit words (record headers)."""
+    return np.stack([c.astype(np.uint32) for c in columns], axis=1).astype("<u4").view(np.uint8)
+
+
 class _Writer:
     """Appends blocks of packets to one capture file in one of three forms: per-card Ethernet
     pcap (``eth``), ``tcpdump -i any`` pcap (``sll2``) or multi-interface pcapng (``pcapng``)."""
@@ -288,51 +293,14 @@ class _Writer:
         # the patches above may write past a truncated record: clear what spilled into the
         # next record's header by writing the headers last
         if self.form == "pcapng":
-            fields = (
-                np.stack(
-                    [
-                        np.full(n, 6, np.uint32),
-                        rec_len.astype(np.uint32),
-                        card.astype(np.uint32),
-                        (ts_ns >> 32).astype(np.uint32),
-                        (ts_ns & 0xFFFFFFFF).astype(np.uint32),
-                        caplen.astype(np.uint32),
-                        wire.astype(np.uint32),
-                    ],
-                    axis=1,
-                )
-                .astype("<u4")
-                .view(np.uint8)
+            fields = _le32(
+                np.full(n, 6), rec_len, card, ts_ns >> 32, ts_ns & 0xFFFFFFFF, caplen, wire
             )
             buf[rec[:, None] + np.arange(28)] = fields
-            trailer = (
-                np.stack(
-                    [
-                        np.full(n, 2 | (4 << 16), np.uint32),
-                        np.where(out, 2, 1).astype(np.uint32),
-                        np.zeros(n, np.uint32),
-                        rec_len.astype(np.uint32),
-                    ],
-                    axis=1,
-                )
-                .astype("<u4")
-                .view(np.uint8)
-            )
+            trailer = _le32(np.full(n, 2 | (4 << 16)), np.where(out, 2, 1), np.zeros(n), rec_len)
             buf[(rec + rec_len - tail)[:, None] + np.arange(16)] = trailer
         else:
-            hdr = (
-                np.stack(
-                    [
-                        (ts_ns // 1_000_000_000).astype(np.uint32),
-                        (ts_ns % 1_000_000_000 // 1000).astype(np.uint32),
-                        caplen.astype(np.uint32),
-                        wire.astype(np.uint32),
-                    ],
-                    axis=1,
-                )
-                .astype("<u4")
-                .view(np.uint8)
-            )
+            hdr = _le32(ts_ns // 1_000_000_000, ts_ns % 1_000_000_000 // 1000, caplen, wire)
             buf[rec[:, None] + np.arange(16)] = hdr
         buf[: int(rec_len.sum())].tofile(self.f)
 
