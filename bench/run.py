@@ -136,24 +136,13 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
             "nicpath events host.pcap", nicpath("events", host, "--parquet", out), packets, runs
         )
     ]
-    if "any.pcap" in files:
-        results.append(
-            measure(
-                "nicpath events any.pcap (SLL2)",
-                nicpath("events", os.path.join(path, "any.pcap"), "--parquet", out),
-                packets,
-                runs,
-            )
-        )
-    if "all.pcapng" in files:
-        results.append(
-            measure(
-                "nicpath events all.pcapng",
-                nicpath("events", os.path.join(path, "all.pcapng"), "--parquet", out),
-                packets,
-                runs,
-            )
-        )
+    for name, method in (
+        ("any.pcap", "nicpath events any.pcap (SLL2)"),
+        ("all.pcapng", "nicpath events all.pcapng"),
+    ):
+        if name in files:
+            argv = nicpath("events", os.path.join(path, name), "--parquet", out)
+            results.append(measure(method, argv, packets, runs))
     cards = sorted(f for f in files if f.startswith("eth") and f.endswith(".pcap"))
     if cards:
         argv = nicpath(
