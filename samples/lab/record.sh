@@ -443,7 +443,8 @@ traffic_clean_multihomed() {
     wait "${pids[@]}"
 }
 
-setup_nat_pinned() {
+two_cards_two_peers() {  # shared by nat_pinned / rp_filter_drop: host eth1 and peer1 on br0
+    # (172.16.70.0/24), host eth2 and peer2 on br1 (172.16.20.0/24)
     mkswitch "$S" "${NSP}br0" "${NSP}br1"
     mkns "$H"; mkns "$P1"; mkns "$P2"
     plug "$H" eth1 "$S" "${NSP}br0" "${T}h1"
@@ -451,11 +452,15 @@ setup_nat_pinned() {
     plug "$P1" "vp${T}a" "$S" "${NSP}br0" "${T}p1"
     plug "$P2" "vp${T}b" "$S" "${NSP}br1" "${T}p2"
     ip -n "$H" addr add 172.16.70.14/24 dev eth1
-    ip -n "$H" addr add 172.16.70.21/24 dev eth1
-    ip -n "$H" addr add 172.16.70.22/24 dev eth1
     ip -n "$H" addr add 172.16.20.14/24 dev eth2
     ip -n "$P1" addr add 172.16.70.15/24 dev "vp${T}a"
     ip -n "$P2" addr add 172.16.20.15/24 dev "vp${T}b"
+}
+
+setup_nat_pinned() {
+    two_cards_two_peers
+    ip -n "$H" addr add 172.16.70.21/24 dev eth1
+    ip -n "$H" addr add 172.16.70.22/24 dev eth1
     # SNAT in nat POSTROUTING: after filter OUTPUT (LOG: before NAT), before the card (capture)
     ip netns exec "$H" iptables -t nat -A POSTROUTING -o eth1 -p tcp --dport 5000 -j SNAT --to-source 172.16.70.21
     # DNAT in nat PREROUTING: after the card (capture), before filter INPUT (LOG: after NAT)
@@ -497,21 +502,12 @@ traffic_nat_pinned() {
 setup_rp_filter_drop() {
     LOGNOIN="icmp"
     SYSCTL_NOTE="net.ipv4.conf.eth1.rp_filter net.ipv4.conf.all.log_martians"
-    mkswitch "$S" "${NSP}br0" "${NSP}br1"
-    mkns "$H"; mkns "$P1"; mkns "$P2"
-    plug "$H" eth1 "$S" "${NSP}br0" "${T}h1"
-    plug "$H" eth2 "$S" "${NSP}br1" "${T}h2"
-    plug "$P1" "vp${T}a" "$S" "${NSP}br0" "${T}p1"
-    plug "$P2" "vp${T}b" "$S" "${NSP}br1" "${T}p2"
-    ip -n "$H" addr add 172.16.70.14/24 dev eth1
-    ip -n "$H" addr add 172.16.20.14/24 dev eth2
+    two_cards_two_peers
     ip -n "$H" route add default via 172.16.20.15 dev eth2
     ip -n "$H" rule add fwmark 0x1 table 100 pref 100
     ip -n "$H" route add default via 172.16.70.15 dev eth1 table 100
     ip netns exec "$H" sysctl -qw net.ipv4.conf.eth1.rp_filter=1 net.ipv4.conf.all.log_martians=1
-    ip -n "$P1" addr add 172.16.70.15/24 dev "vp${T}a"
     ip -n "$P1" addr add 198.51.100.10/32 dev lo
-    ip -n "$P2" addr add 172.16.20.15/24 dev "vp${T}b"
 }
 traffic_rp_filter_drop() {
     bg srv-svc "$P1" $(py udp_flow.py) server --bind 198.51.100.10 --port 5300 --duration 9
