@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .schema import ECHO_TYPES, ERROR_TYPES, PORTED_PROTOS
+
 #: Observations of one packet are at most this far apart (ns): hooks and captures see a packet
 #: within microseconds; matched log lines are exact. Retransmissions are further apart.
 SAME_PACKET_WINDOW_NS = 20_000_000
@@ -29,8 +31,6 @@ NO_TIME = np.iinfo(np.int64).max
 #: A silence this long on a UDP/ICMP conversation starts a new flow (ns).
 FLOW_IDLE_NS = 120 * 1_000_000_000
 
-ECHO_TYPES = {1: (0, 8), 58: (128, 129)}
-ERROR_TYPES = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
 
 FLOW_COLUMNS = [
     "flow_id",
@@ -138,7 +138,7 @@ def in_time_order(events: pa.Table) -> pa.Table:
 
 def _flow_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     proto = df["proto"]
-    ported = proto.isin([6, 17, 132, 136]) & df["sport"].notna() & df["dport"].notna()
+    ported = proto.isin(PORTED_PROTOS) & df["sport"].notna() & df["dport"].notna()
     echo = ((proto == 1) & df["icmp_type"].isin(ECHO_TYPES[1])) | (
         (proto == 58) & df["icmp_type"].isin(ECHO_TYPES[58])
     )

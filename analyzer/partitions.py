@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from .schema import ECHO_TYPES, ERROR_TYPES, PORTED_PROTOS
+
 #: Files a stream (or an oversized group) is split into: this many bits of the hash per level.
 GROUP_BITS = 8
 #: A group with more rows than this (or 4 parts) is split again rather than read back whole.
@@ -41,10 +43,6 @@ PART_ROWS = 65536
 
 HASH = "_conversation_hash"
 ROW = "_row"
-
-_ECHO = {1: (0, 8), 58: (128, 129)}
-_ERRORS = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
-_PORTED = (6, 17, 132, 136)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -62,11 +60,11 @@ def conversation_hash(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     error = np.zeros(table.num_rows, dtype=bool)
     for p in (1, 58):
         is_p = proto == p
-        echo |= is_p & np.isin(icmp_type, _ECHO[p])
-        error |= is_p & np.isin(icmp_type, _ERRORS[p])
+        echo |= is_p & np.isin(icmp_type, ECHO_TYPES[p])
+        error |= is_p & np.isin(icmp_type, ERROR_TYPES[p])
     echo &= np.asarray(pc.is_valid(table.column("icmp_id")))
     error &= np.asarray(pc.is_valid(table.column("inner_proto")))
-    ported = np.isin(proto, _PORTED) & np.asarray(
+    ported = np.isin(proto, PORTED_PROTOS) & np.asarray(
         pc.and_(pc.is_valid(table.column("sport")), pc.is_valid(table.column("dport")))
     )
     used = (ported | echo) & np.asarray(pc.is_valid(table.column("ip_version"))) | error

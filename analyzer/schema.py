@@ -22,6 +22,13 @@ ADDR = pa.binary(16)
 MAC = pa.binary(6)
 DICT_STR = pa.dictionary(pa.int32(), pa.string())
 
+#: Transport protocols whose rows carry ports: TCP, UDP, SCTP, DCCP.
+PORTED_PROTOS = (6, 17, 132, 136)
+#: ICMP / ICMPv6 types that are a flow of their own, keyed by the echo id: request and reply.
+ECHO_TYPES = {1: (0, 8), 58: (128, 129)}
+#: ICMP / ICMPv6 error types: they quote the packet they answer.
+ERROR_TYPES = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
+
 #: direction values: the packet leaves the host through the card, arrives on it, or it is not known.
 DIRECTIONS = ("out", "in", "unknown")
 

@@ -24,13 +24,11 @@ import pandas as pd
 from ..flows import words_to_bytes
 from ..netstate import NetState
 from ..render import ts_text
-from ..schema import addr_text
+from ..schema import PORTED_PROTOS, addr_text
 from ..sources.conntrack import Tuple
 from ..sources.nfrules import nat_rule_changes
 from . import register
 from .base import Context, Finding, flow_text, when
-
-PORTED = (6, 17, 132, 136)
 
 
 def _addr(hi: int, lo: int) -> str:
@@ -104,7 +102,7 @@ def detect(ctx: Context) -> list[Finding]:
     fl = ctx.flows
     if fl.empty or "nat_known" not in fl:
         return []
-    fl = fl[fl["nat_known"] & fl["proto"].isin(PORTED)]
+    fl = fl[fl["nat_known"] & fl["proto"].isin(PORTED_PROTOS)]
     kind = ["proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "dport"]
     groups = fl.groupby(kind, sort=False)
     pk = ctx.packets

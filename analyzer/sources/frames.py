@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ..schema import ERROR_TYPES, PORTED_PROTOS
+
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_LINUX_SLL2 = 276
@@ -42,8 +44,7 @@ IPV6_EXT_HEADERS = (
     139,
     140,
 )  # hop-by-hop, routing, dest opts, mobility, HIP, shim6
-IPV4_ICMP_ERRORS = (3, 4, 5, 11, 12)
-ICMPV6_ERRORS = (1, 2, 3, 4)
+#: ICMP types whose header carries an id and sequence (echo, timestamp, information).
 ICMP_ECHO = {1: (0, 8, 13, 14, 15, 16), 58: (128, 129)}
 
 #: Linux packet types (SLL/SLL2 header): 4 is "sent by us"; the others arrived.
@@ -188,7 +189,7 @@ def _decode_ip(g: _Gather, l3: np.ndarray, ok: np.ndarray, is4: np.ndarray, is6:
 
 def _decode_l4(g: _Gather, proto: np.ndarray, l4: np.ndarray, ok: np.ndarray, r: dict) -> None:
     tcp = ok & (proto == 6)
-    ports_ok_proto = ok & np.isin(proto, (6, 17, 132, 136))
+    ports_ok_proto = ok & np.isin(proto, PORTED_PROTOS)
     sport, p_ok = g.uint(l4, 2, ports_ok_proto)
     dport, p_ok = g.uint(l4 + 2, 2, p_ok)
     r["sport"] = (sport, p_ok)
@@ -297,8 +298,8 @@ def decode(
     cols["icmp_id"] = (eid, e_ok)
     cols["icmp_seq"] = (eseq, e_ok)
     err = i_ok & (
-        ((proto == 1) & np.isin(ity, IPV4_ICMP_ERRORS))
-        | ((proto == 58) & np.isin(ity, ICMPV6_ERRORS))
+        ((proto == 1) & np.isin(ity, ERROR_TYPES[1]))
+        | ((proto == 58) & np.isin(ity, ERROR_TYPES[58]))
     )
     if err.any():
         inner_l3 = l4 + 8
@@ -309,7 +310,7 @@ def decode(
         cols["inner_src"] = inner["src"]
         cols["inner_dst"] = inner["dst"]
         cols["inner_proto"] = inner["proto"]
-        iports = il4_ok & np.isin(iproto, (6, 17, 132, 136))
+        iports = il4_ok & np.isin(iproto, PORTED_PROTOS)
         isp, isp_ok = g.uint(il4, 2, iports)
         idp, idp_ok = g.uint(il4 + 2, 2, isp_ok)
         cols["inner_sport"] = (isp, isp_ok)
