@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -298,19 +297,6 @@ def load(part: PartPlan) -> Part:
     rows = table.column(ROW).to_numpy()
     order = np.argsort(rows, kind="stable")
     return Part(table.take(order).drop_columns([HASH, ROW]), rows[order])
-
-
-def parts(
-    chunks: Iterable[pa.Table], *, part_rows: int = PART_ROWS, columns: list[str] | None = None
-) -> Iterator[Part]:
-    """``plan`` and ``load`` in one: the parts one after the other, each spill file removed
-    once read for the last time."""
-    with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
-        for part in plan(chunks, directory, part_rows=part_rows, columns=columns):
-            loaded = load(part)
-            for path in part.done:
-                os.unlink(path)
-            yield loaded
 
 
 def _gather(pieces: list[pa.Table] | list[pa.RecordBatch]) -> pa.Table:

@@ -18,7 +18,7 @@ import pytest
 
 from analyzer.analyze import analyze
 from analyzer.events import read_events
-from analyzer.partitions import conversation_hash, parts
+from analyzer.partitions import conversation_hash, load, plan
 from analyzer.report import text_report
 from tests.test_findings import BUNDLES, CAPTURE_FORMS, inputs
 
@@ -66,12 +66,13 @@ def test_inputs_with_log_lines_are_analyzed_whole() -> None:
     assert "nat_pinned" in {f.kind for f in cut.findings}
 
 
-def test_parts_hold_whole_conversations_in_time_order() -> None:
+def test_parts_hold_whole_conversations_in_time_order(tmp_path: Path) -> None:
     events = read_events([str(ROOT / "samples" / "reply_wrong_source")]).events
     seen = []
     key_parts: dict[tuple, int] = {}
     chunks = [events.slice(i, 50) for i in range(0, events.num_rows, 50)]
-    for n, part in enumerate(parts(iter(chunks), part_rows=20)):
+    for n, planned in enumerate(plan(iter(chunks), str(tmp_path), part_rows=20)):
+        part = load(planned)
         ts = part.events.column("ts").cast(pa.int64()).to_numpy()
         assert (np.diff(ts) >= 0).all() and (np.diff(part.rows) > 0).all()
         seen.extend(part.rows.tolist())
