@@ -114,8 +114,7 @@ class FlowTables:
 
 
 def _frame(events: pa.Table) -> pd.DataFrame:
-    cols = FRAME_COLUMNS
-    df = events.select(cols).to_pandas()
+    df = events.select(FRAME_COLUMNS).to_pandas()
     for c in ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface"):
         df[c] = df[c].astype(object)
     df["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
