@@ -10,7 +10,9 @@ The event table holds one row per observation: the same packet seen on a card, a
 3. joins the observations of one packet (same flow and direction, IP ID, length, TCP flags,
    echo sequence, close in time) into one packet with every point it crossed.
 
-Everything is columnar (pandas over the Arrow columns); no per-packet Python objects.
+Everything is columnar: the grouping works on numpy arrays taken from the Arrow columns (names
+as dictionary codes, each group key hashed to one 64-bit word and factorized, one sort per
+grouping); pandas frames are only the result the detectors read. No per-packet Python objects.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .schema import ECHO_TYPES, ERROR_TYPES, PORTED_PROTOS
 
@@ -113,16 +116,23 @@ class FlowTables:
     errors: pd.DataFrame
 
 
-def _frame(events: pa.Table) -> pd.DataFrame:
+#: Event columns holding names (dictionary-encoded): kept as pandas categoricals, whose integer
+#: codes the grouping below works on.
+NAME_COLUMNS = ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface")
+
+
+def _frame(events: pa.Table, rows: np.ndarray) -> pd.DataFrame:
+    """The observations ``rows`` of the event table as a frame, addresses as uint64 words."""
     df = events.select(FRAME_COLUMNS).to_pandas()
-    for c in ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface"):
-        df[c] = df[c].astype(object)
+    for c in NAME_COLUMNS:
+        if not isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].astype("category")
     df["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
     for name in ("src", "dst", "inner_src", "inner_dst"):
         w = addr_words(events.column(name))
         df[f"{name}_hi"] = w[:, 0]
         df[f"{name}_lo"] = w[:, 1]
-    df["row"] = np.arange(len(df))
+    df["row"] = rows
     return df
 
 
@@ -135,143 +145,189 @@ def in_time_order(events: pa.Table) -> pa.Table:
     return events
 
 
-def _flow_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    proto = df["proto"]
-    ported = proto.isin(PORTED_PROTOS) & df["sport"].notna() & df["dport"].notna()
-    echo = ((proto == 1) & df["icmp_type"].isin(ECHO_TYPES[1])) | (
-        (proto == 58) & df["icmp_type"].isin(ECHO_TYPES[58])
-    )
-    echo &= df["icmp_id"].notna()
-    error = ((proto == 1) & df["icmp_type"].isin(ERROR_TYPES[1])) | (
-        (proto == 58) & df["icmp_type"].isin(ERROR_TYPES[58])
-    )
-    flow = df[(ported | echo) & df["ip_version"].notna()].copy()
-    is_echo = echo[flow.index]
-    flow["sport"] = np.where(is_echo, flow["icmp_id"], flow["sport"]).astype(np.int64)
-    flow["dport"] = np.where(is_echo, flow["icmp_id"], flow["dport"]).astype(np.int64)
-    errors = df[error & df["inner_proto"].notna()].copy()
-    return flow, errors
+def _filled(table: pa.Table, name: str, fill: int = -1) -> np.ndarray:
+    """An integer column as int64, nulls as ``fill`` (every such column is unsigned: -1 is
+    never a value)."""
+    col = table.column(name)
+    if col.null_count:
+        col = pc.fill_null(col.cast(pa.int64()), fill)
+    return col.to_numpy().astype(np.int64, copy=False)
 
 
-def _conversations(flow: pd.DataFrame) -> pd.DataFrame:
-    a = (flow["src_hi"].to_numpy(), flow["src_lo"].to_numpy(), flow["sport"].to_numpy())
-    b = (flow["dst_hi"].to_numpy(), flow["dst_lo"].to_numpy(), flow["dport"].to_numpy())
+def _valid(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name)
+    if not col.null_count:
+        return np.ones(len(col), dtype=bool)
+    return col.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _flow_rows(events: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows that belong to a flow (ported, or ICMP echo with an id), whether each is an echo,
+    and the ICMP error rows."""
+    proto, icmp_type = _filled(events, "proto"), _filled(events, "icmp_type")
+
+    def of_types(types: dict[int, tuple[int, ...]]) -> np.ndarray:
+        return ((proto == 1) & np.isin(icmp_type, types[1])) | (
+            (proto == 58) & np.isin(icmp_type, types[58])
+        )
+
+    ported = np.isin(proto, PORTED_PROTOS) & _valid(events, "sport") & _valid(events, "dport")
+    echo = of_types(ECHO_TYPES) & _valid(events, "icmp_id")
+    error = of_types(ERROR_TYPES) & _valid(events, "inner_proto")
+    flow_at = np.flatnonzero((ported | echo) & _valid(events, "ip_version"))
+    return flow_at, echo[flow_at], np.flatnonzero(error)
+
+
+_MIX = np.uint64(0xFF51AFD7ED558CCD)
+_SHIFT = np.uint64(33)
+
+
+def _group_codes(keys: list[np.ndarray]) -> np.ndarray:
+    """One code per distinct tuple of ``keys``, numbered in order of first appearance
+    (``groupby(sort=False).ngroup()``): a 64-bit hash of each tuple factorized, then checked
+    against the tuples themselves, with an exact grouping should two tuples ever collide."""
+    h = np.full(len(keys[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for k in keys:
+        h ^= k.astype(np.uint64)
+        h *= _MIX
+        h ^= h >> _SHIFT
+    codes = pd.factorize(h)[0]
+    first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0)
+    if all(np.array_equal(k[first][codes], k) for k in keys):
+        return codes
+    frame = pd.DataFrame(dict(enumerate(keys)))
+    return frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
+
+
+def _grouped_order(codes: np.ndarray) -> np.ndarray:
+    """Positions sorted by code, in position order within a code: a stable sort, done as a
+    quicksort of unique keys (numpy's stable sort of 64-bit integers is ~5x slower)."""
+    n = len(codes)
+    if n and (codes.min() < 0 or codes.max() >= n):
+        return np.argsort(codes, kind="stable")
+    return np.argsort(codes * n + np.arange(n), kind="quicksort")
+
+
+def _heads(sorted_keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted array starts."""
+    head = np.ones(len(sorted_keys), dtype=bool)
+    head[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return np.flatnonzero(head)
+
+
+def _conversations(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Conversation code of each observation (proto and the unordered pair of endpoints) and
+    whether it was sent by the lower endpoint (``from_e1``)."""
+    a = [df[c].to_numpy() for c in ("src_hi", "src_lo", "sport")]
+    b = [df[c].to_numpy() for c in ("dst_hi", "dst_lo", "dport")]
     a_first = (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] <= b[2]))))
-    for i, name in enumerate(("hi", "lo", "port")):
-        flow[f"e1_{name}"] = np.where(a_first, a[i], b[i])
-        flow[f"e2_{name}"] = np.where(a_first, b[i], a[i])
-    flow["from_e1"] = a_first
-    keys = ["proto", "e1_hi", "e1_lo", "e1_port", "e2_hi", "e2_lo", "e2_port"]
-    flow["conv"] = flow.groupby(keys, sort=False, dropna=False).ngroup()
-    return flow
+    e1 = [np.where(a_first, x, y) for x, y in zip(a, b, strict=True)]
+    e2 = [np.where(a_first, y, x) for x, y in zip(a, b, strict=True)]
+    return _group_codes([df["proto"].to_numpy(np.int64), *e1, *e2]), a_first
 
 
-def _split_flows(flow: pd.DataFrame) -> pd.DataFrame:
-    """New flow: a SYN with another initial sequence number, or a long silence.
+def _split_flows(
+    conv: np.ndarray, ts: np.ndarray, syn: np.ndarray, seq: np.ndarray, from_e1: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flow id and orientation of each observation.
 
-    Rows are in time order; flow ids follow conversations in order of first appearance, then
-    the flows of one conversation in time order."""
-    conv = flow["conv"]
-    flags = flow["tcp_flags"].fillna(0).astype(np.int64)
-    is_syn = (flow["proto"] == 6) & ((flags & 0x12) == 0x02)
-    syn_seq = flow["tcp_seq"].where(is_syn)
-    prev_syn = syn_seq.groupby(conv).ffill().groupby(conv).shift()
-    new_isn = is_syn & prev_syn.notna() & flow["tcp_seq"].notna() & (flow["tcp_seq"] != prev_syn)
-    by_conv = flow.groupby("conv", sort=False)
-    idle = by_conv["ts"].diff() > FLOW_IDLE_NS
-    first = by_conv.cumcount() == 0
-    starts = (first | new_isn | idle).to_numpy()
-    nth_in_conv = pd.Series(starts.astype(np.int64), flow.index).groupby(conv).cumsum() - 1
-    codes = conv.to_numpy()
-    before = np.concatenate([[0], np.cumsum(np.bincount(codes, weights=starts).astype(np.int64))])
-    flow["flow_id"] = before[codes] + nth_in_conv.to_numpy()
-    return flow
+    A new flow starts a conversation, or on a SYN with another initial sequence number than
+    the conversation's previous SYN, or after a long silence. Flow ids follow conversations in
+    order of first appearance, then the flows of one conversation in time order. A flow's
+    initiator is the sender of its first SYN, else of its first packet."""
+    n = len(conv)
+    order = _grouped_order(conv)  # conversations together, each in time order
+    c, t, s, up = conv[order], ts[order], seq[order], from_e1[order]
+    is_syn = syn[order]
+    pos = np.arange(n)
+    conv_start = np.zeros(n, dtype=bool)
+    conv_start[_heads(c)] = True
+    conv_first = np.maximum.accumulate(np.where(conv_start, pos, 0))
+    last_syn = np.maximum.accumulate(np.where(is_syn & (s >= 0), pos, -1))
+    prev_syn = np.concatenate([[-1], last_syn[:-1]])
+    new_isn = is_syn & (prev_syn >= conv_first) & (s >= 0) & (s != s[prev_syn])
+    idle = np.zeros(n, dtype=bool)
+    idle[1:] = (t[1:] - t[:-1]) > FLOW_IDLE_NS
+    starts = conv_start | new_isn | idle
+    flow_sorted = np.cumsum(starts) - 1
+    flow_first = np.flatnonzero(starts)
+    first_syn = np.minimum.reduceat(np.where(is_syn, pos, n), flow_first)
+    init_e1 = up[np.where(first_syn < n, first_syn, flow_first)]
+    flow_id = np.empty(n, dtype=np.int64)
+    flow_id[order] = flow_sorted
+    from_initiator = np.empty(n, dtype=bool)
+    from_initiator[order] = up == init_e1[flow_sorted]
+    return flow_id, from_initiator
 
 
-def _orient(flow: pd.DataFrame) -> pd.DataFrame:
-    flags = flow["tcp_flags"].fillna(0).astype(np.int64)
-    syn = (flow["proto"] == 6) & ((flags & 0x12) == 0x02)
-    first_syn = flow[syn].groupby("flow_id")["from_e1"].first()
-    first_any = flow.groupby("flow_id")["from_e1"].first()
-    init_e1 = first_any.copy()
-    init_e1.loc[first_syn.index] = first_syn
-    flow["from_initiator"] = flow["from_e1"] == flow["flow_id"].map(init_e1)
-    return flow
-
-
-def _join_observations(flow: pd.DataFrame) -> pd.DataFrame:
+def _join_observations(
+    signature: list[np.ndarray], ts: np.ndarray, seen_at: np.ndarray
+) -> np.ndarray:
     """packet_id per observation: one packet seen at several points becomes one packet.
 
-    Works on key arrays sorted once (``np.lexsort``), never on the wide frame, which stays in
-    time order."""
-    sig = [
-        flow[c].to_numpy(dtype=np.float64, na_value=-1).astype(np.int64)
-        for c in ("icmp_seq", "tcp_flags", "ip_len", "ip_id")
-    ]
-    sig += [flow["from_initiator"].to_numpy(np.int64), flow["flow_id"].to_numpy(np.int64)]
-    ts = flow["ts"].to_numpy()
-    order = np.lexsort((flow["row"].to_numpy(), ts, *sig))
-    # Chain observations of one signature that follow each other within the window.
-    new = np.zeros(len(order), dtype=bool)
-    if len(order):
-        new[0] = True
-    for key in sig:
-        k = key[order]
-        new[1:] |= k[1:] != k[:-1]
-    t = ts[order]
-    new[1:] |= (t[1:] - t[:-1]) > SAME_PACKET_WINDOW_NS
+    Observations of one signature (flow, direction, IP ID, length, TCP flags, echo sequence)
+    that follow each other within the window are one chain; a point that appears twice in one
+    chain saw two packets, so the k-th sighting at each point belongs to the k-th packet.
+    Packet ids are numbered in order of first observation."""
+    code = _group_codes(signature)
+    order = _grouped_order(code)
+    k, t = code[order], ts[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | ((t[1:] - t[:-1]) > SAME_PACKET_WINDOW_NS)
     chain = np.empty(len(order), dtype=np.int64)
     chain[order] = np.cumsum(new)
-    # A point that appears twice in one chain saw two packets: the k-th sighting at each point
-    # belongs to the k-th packet.
-    source = pd.factorize(flow["source"], use_na_sentinel=False)[0]
-    point = pd.factorize(flow["point"], use_na_sentinel=False)[0]
-    seen_at = source * (int(point.max(initial=0)) + 1) + point
-    at = chain * (int(seen_at.max(initial=0)) + 1) + seen_at
-    nth = pd.Series(at, flow.index).groupby(at).cumcount().to_numpy()
-    flow["chain"] = chain
-    flow["nth"] = nth
-    flow["packet_id"] = pd.factorize(chain * (int(nth.max(initial=0)) + 1) + nth)[0]
-    return flow
+    shared = np.bincount(chain)[chain] > 1
+    if not shared.any():
+        return pd.factorize(chain)[0]
+    at = chain[shared] * (int(seen_at.max()) + 1) + seen_at[shared]
+    nth = np.zeros(len(chain), dtype=np.int64)
+    nth[shared] = pd.Series(at).groupby(at).cumcount().to_numpy()
+    return pd.factorize(chain * (int(nth.max()) + 1) + nth)[0]
 
 
-def _sets_per_packet(packet_id: np.ndarray, labels: pd.Series, packets: np.ndarray) -> np.ndarray:
-    """For each of ``packets``, the sorted tuple of distinct non-null labels (cards, points)
-    its observations have; ``()`` when none.
+def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a name column (-1 for null) and the names they stand for."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(np.int64), np.asarray(col.cat.categories, dtype=object)
+    codes, names = pd.factorize(col)
+    return codes.astype(np.int64), np.asarray(names, dtype=object)
 
-    Done on codes, not per packet in Python: each packet's labels become a bit set (one bit per
-    distinct label, several 64-bit words when there are many), and only the few distinct bit
-    sets are turned into tuples.
-    """
-    out = np.empty(len(packets), dtype=object)
-    out[:] = [()] * len(packets)
-    cat = pd.Categorical(labels)
-    names = np.asarray(cat.categories, dtype=object)
+
+def _sets_per_packet(
+    packet: np.ndarray, codes: np.ndarray, names: np.ndarray, n_packets: int
+) -> pd.Series:
+    """For each packet, the sorted tuple of distinct names (cards, points) its observations
+    have (``codes``, -1 for none; ``packet``: each observation's packet index); ``()`` when none.
+
+    Done on codes, not per packet in Python: each packet's names become a bit set (one bit per
+    distinct name, several 64-bit words when there are many), and only the few distinct bit
+    sets are turned into tuples, which the packets then share."""
     order = np.argsort(names)
+    sorted_names = names[order]
     rank = np.empty(len(names), dtype=np.int64)
     rank[order] = np.arange(len(names))
-    has = cat.codes >= 0
-    if not has.any():
-        return out
-    pid, bit = packet_id[has], rank[cat.codes[has]]
-    row = np.searchsorted(packets, pid)
-    words = np.zeros((len(packets), max(1, (len(names) + 63) // 64)), dtype=np.uint64)
-    one = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
-    np.bitwise_or.at(words, (row, bit // 64), one)
-    seen = np.flatnonzero(np.bincount(row, minlength=len(packets)))
-    if words.shape[1] == 1:  # up to 64 distinct labels: a 1-D unique, much faster
-        sets, which = np.unique(words[seen, 0], return_inverse=True)
-        sets = sets[:, None]
+    has = codes >= 0
+    row, bit = packet[has], rank[codes[has]]
+    if len(packet) == n_packets:  # one observation per packet: a set of at most one name
+        which = np.zeros(n_packets, dtype=np.int64)
+        which[row] = bit + 1
+        tuples = [(), *((name,) for name in sorted_names)]
     else:
-        sets, which = np.unique(words[seen], axis=0, return_inverse=True)
-    sorted_names = names[order]
-    tuples = np.empty(len(sets), dtype=object)
-    tuples[:] = [
-        tuple(sorted_names[np.nonzero(np.unpackbits(w.view(np.uint8), bitorder="little"))[0]])
-        for w in sets
-    ]
-    out[seen] = tuples[which.ravel()]
-    return out
+        words = np.zeros((n_packets, max(1, (len(names) + 63) // 64)), dtype=np.uint64)
+        one = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
+        np.bitwise_or.at(words, (row, bit // 64), one)
+        if words.shape[1] == 1:  # up to 64 distinct names: a 1-D unique, much faster
+            sets, which = np.unique(words[:, 0], return_inverse=True)
+            sets = sets[:, None]
+        else:
+            sets, which = np.unique(words, axis=0, return_inverse=True)
+        tuples = [
+            tuple(sorted_names[np.nonzero(np.unpackbits(w.view(np.uint8), bitorder="little"))[0]])
+            for w in sets
+        ]
+    distinct = np.empty(len(tuples), dtype=object)
+    distinct[:] = tuples
+    return pd.Series(distinct[which.ravel()], dtype=object, copy=False)
 
 
 #: What a packet takes from its first observation: its addresses, ports and header fields.
@@ -288,119 +344,175 @@ HEADER_FIELDS = [
 ]
 
 
+def _labels(names: tuple[str, ...], codes: np.ndarray) -> pd.Series:
+    """A column of a few names by code, as plain objects (no string inference per row)."""
+    return pd.Series(np.array(names, dtype=object)[codes], dtype=object, copy=False)
+
+
+def _first_valid(col: pd.Series, order: np.ndarray, heads: np.ndarray) -> np.ndarray | pd.Series:
+    """Per group of ``order`` (runs starting at ``heads``), the first non-null value, as
+    ``groupby().first()`` gives it (names as objects, taken from their codes)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, names = _codes(col)
+        picked = _first_valid(pd.Series(codes).where(codes >= 0), order, heads)
+        named = np.append(names, None)[np.nan_to_num(picked, nan=-1).astype(np.int64)]
+        return pd.Series(named, dtype=object, copy=False)
+    values = col.to_numpy()
+    null = col.isna().to_numpy()
+    if not null.any():
+        return values[order[heads]]
+    n = len(order)
+    at = np.minimum.reduceat(np.where(null[order], n, np.arange(n)), heads)
+    picked = values[order[np.minimum(at, n - 1)]]
+    if (at == n).any():
+        picked = picked.astype(object) if picked.dtype.kind not in "fc" else picked.copy()
+        picked[at == n] = None if picked.dtype == object else np.nan
+    return picked
+
+
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
-    is_capture = obs["hook"].isna()
-    direction = obs["direction"].to_numpy()
-    is_out, is_in = direction == "out", direction == "in"
-    # Only the columns a packet is made of: grouping the whole observation frame would copy it.
-    kept = ["packet_id", "flow_id", "from_initiator", "ts", "row", "source", "record", "point"]
-    obs = obs[[*kept, *HEADER_FIELDS]].assign(
-        # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
-        cap_ts=np.where(is_capture, obs["ts"].to_numpy(), NO_TIME),
-        out_card=obs["iface"].where(is_out),
-        in_card=obs["iface"].where(is_in),
-        is_out=is_out,
-        is_in=is_in,
+    """One row per packet, in order of its first observation, with every card and point it
+    crossed."""
+    pid = obs["packet_id"].to_numpy(np.int64)
+    n = len(pid)
+    order = _grouped_order(pid)
+    heads = _heads(pid[order])
+    first = order[heads]
+    n_packets = len(heads)
+    packet = np.empty(n, dtype=np.int64)  # each observation's packet, as a row of the result
+    packet[order] = np.repeat(np.arange(n_packets), np.diff(np.append(heads, n)))
+    ts = obs["ts"].to_numpy(np.int64)[order]
+    # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
+    captured = np.minimum.reduceat(
+        np.where(obs["hook"].isna().to_numpy()[order], ts, NO_TIME), heads
     )
-    g = obs.groupby("packet_id", sort=True)  # sorted ids: _sets_per_packet needs them
-    pid = obs["packet_id"].to_numpy()
-    pk = pd.DataFrame(
-        {
-            "flow_id": g["flow_id"].first(),
-            "from_initiator": g["from_initiator"].first(),
-            "ts": g["cap_ts"].min().where(lambda t: t != NO_TIME, g["ts"].min()),
-            # Position in the time-sorted event table: orders packets that share a timestamp
-            # (whole-second syslog lines keep their file order).
-            "order": g["row"].min(),
-            "out": g["is_out"].any(),
-            "in": g["is_in"].any(),
-            "observations": g.size(),
-            "src_hi": g["src_hi"].first(),
-            "src_lo": g["src_lo"].first(),
-            "dst_hi": g["dst_hi"].first(),
-            "dst_lo": g["dst_lo"].first(),
-            "sport": g["sport"].first(),
-            "dport": g["dport"].first(),
-            "proto": g["proto"].first(),
-            "tcp_flags": g["tcp_flags"].first(),
-            "ip_len": g["ip_len"].first(),
-            "first_source": g["source"].first(),
-            "first_record": g["record"].first(),
-            "first_point": g["point"].first(),
-        }
+    direction = obs["direction"]
+    is_out, is_in = (direction == "out").to_numpy(), (direction == "in").to_numpy()
+    out_any = np.logical_or.reduceat(is_out[order], heads)
+    in_any = np.logical_or.reduceat(is_in[order], heads)
+    pk = {
+        "packet_id": pid[first],
+        "flow_id": obs["flow_id"].to_numpy()[first],
+        "from_initiator": obs["from_initiator"].to_numpy()[first],
+        "ts": np.where(captured != NO_TIME, captured, np.minimum.reduceat(ts, heads)),
+        # Position in the time-sorted event table: orders packets that share a timestamp
+        # (whole-second syslog lines keep their file order).
+        "order": np.minimum.reduceat(obs["row"].to_numpy(np.int64)[order], heads),
+        "out": out_any,
+        "in": in_any,
+        "observations": np.diff(np.append(heads, n)),
+    }
+    for c in HEADER_FIELDS:
+        pk[c] = _first_valid(obs[c], order, heads)
+    for c in ("source", "record", "point"):
+        pk[f"first_{c}"] = _first_valid(obs[c], order, heads)
+    iface, names = _codes(obs["iface"])
+    pk["out_cards"] = _sets_per_packet(packet, np.where(is_out, iface, -1), names, n_packets)
+    pk["in_cards"] = _sets_per_packet(packet, np.where(is_in, iface, -1), names, n_packets)
+    pk["points"] = _sets_per_packet(packet, *_codes(obs["point"]), n_packets)
+    pk["direction"] = _labels(
+        ("unknown", "out", "in"), np.where(out_any == in_any, 0, np.where(out_any, 1, 2))
     )
-    for column, labels in (
-        ("out_cards", obs["out_card"]),
-        ("in_cards", obs["in_card"]),
-        ("points", obs["point"]),
-    ):
-        pk[column] = _sets_per_packet(pid, labels, pk.index.to_numpy())
-    pk["direction"] = np.where(
-        pk["out"] & ~pk["in"], "out", np.where(pk["in"] & ~pk["out"], "in", "unknown")
-    )
-    return pk.reset_index().sort_values(["order"], kind="stable")
+    packets = pd.DataFrame(pk)
+    if n_packets > 1 and (pk["order"][1:] < pk["order"][:-1]).any():
+        packets = packets.sort_values(["order"], kind="stable")
+    return packets
 
 
 def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
-    ends = obs[["flow_id", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]]
-    init = ends[obs["from_initiator"]].groupby("flow_id").first()
-    resp = ends[~obs["from_initiator"]].groupby("flow_id").first()
-    fl = pd.DataFrame(index=packets["flow_id"].unique())
-    fl.index.name = "flow_id"
-    first_obs = obs[["flow_id", "proto", "ip_version"]].groupby("flow_id").first()
-    # Initiator endpoint: from an initiator packet if seen, else the reverse of a responder one.
-    src_hi = init["src_hi"].reindex(fl.index).fillna(resp["dst_hi"].reindex(fl.index))
-    src_lo = init["src_lo"].reindex(fl.index).fillna(resp["dst_lo"].reindex(fl.index))
-    dst_hi = init["dst_hi"].reindex(fl.index).fillna(resp["src_hi"].reindex(fl.index))
-    dst_lo = init["dst_lo"].reindex(fl.index).fillna(resp["src_lo"].reindex(fl.index))
-    sport = init["sport"].reindex(fl.index).fillna(resp["dport"].reindex(fl.index))
-    dport = init["dport"].reindex(fl.index).fillna(resp["sport"].reindex(fl.index))
-    fl["proto"] = first_obs["proto"].reindex(fl.index).astype(np.int64)
-    fl["ip_version"] = first_obs["ip_version"].reindex(fl.index).astype(np.int64)
-    fl["src_hi"] = src_hi.astype(np.uint64)
-    fl["src_lo"] = src_lo.astype(np.uint64)
-    fl["dst_hi"] = dst_hi.astype(np.uint64)
-    fl["dst_lo"] = dst_lo.astype(np.uint64)
-    fl["sport"] = sport.astype(np.int64)
-    fl["dport"] = dport.astype(np.int64)
-    pg = packets.groupby("flow_id")
-    fl["first_ns"] = pg["ts"].min()
-    fl["last_ns"] = pg["ts"].max()
-    fl["packets"] = pg.size()
-    fl["observations"] = obs.groupby("flow_id").size()
+    """One row per flow, in order of its first packet: the initiator's endpoint (from an
+    initiator packet if seen, else the reverse of a responder one), counts, times, and which end
+    this host is."""
+    fl_codes, flow_ids = pd.factorize(packets["flow_id"])
+    n_flows = len(flow_ids)
+    at = pd.Index(flow_ids).get_indexer(obs["flow_id"])  # each observation's flow, as a row
+    # The first observation of each flow from each side: one sort by (flow, side).
+    side = at * 2 + ~obs["from_initiator"].to_numpy(bool)
+    order = _grouped_order(side)
+    firsts = order[_heads(side[order])]
+    from_init = side[firsts] % 2 == 0
+    first_init = np.full(n_flows, -1)
+    first_resp = np.full(n_flows, -1)
+    first_init[side[firsts][from_init] // 2] = firsts[from_init]
+    first_resp[side[firsts][~from_init] // 2] = firsts[~from_init]
+    has_init = first_init >= 0
+    first_obs = np.where(
+        has_init & ((first_resp < 0) | (first_init < first_resp)), first_init, first_resp
+    )
+    fl: dict[str, np.ndarray] = {"flow_id": np.asarray(flow_ids, dtype=np.int64)}
+    fl["proto"] = obs["proto"].to_numpy()[first_obs].astype(np.int64)
+    fl["ip_version"] = obs["ip_version"].to_numpy()[first_obs].astype(np.int64)
+    for mine, theirs in (
+        ("src_hi", "dst_hi"),
+        ("src_lo", "dst_lo"),
+        ("dst_hi", "src_hi"),
+        ("dst_lo", "src_lo"),
+        ("sport", "dport"),
+        ("dport", "sport"),
+    ):
+        values = np.where(
+            has_init,
+            obs[mine].to_numpy()[np.maximum(first_init, 0)],
+            obs[theirs].to_numpy()[np.maximum(first_resp, 0)],
+        )
+        fl[mine] = values.astype(np.uint64 if mine.endswith(("_hi", "_lo")) else np.int64)
+    ts = packets["ts"].to_numpy(np.int64)
+    by_flow = _grouped_order(fl_codes)
+    flow_heads = _heads(fl_codes[by_flow])
+    fl["first_ns"] = np.minimum.reduceat(ts[by_flow], flow_heads)
+    fl["last_ns"] = np.maximum.reduceat(ts[by_flow], flow_heads)
+    fl["packets"] = np.bincount(fl_codes, minlength=n_flows)
+    fl["observations"] = np.bincount(at, minlength=n_flows)
     # Which end is this host: the initiator when the host sent its packets, else the responder.
-    init_out = packets[packets["from_initiator"]].groupby("flow_id")["out"].any()
-    init_in = packets[packets["from_initiator"]].groupby("flow_id")["in"].any()
-    resp_out = packets[~packets["from_initiator"]].groupby("flow_id")["out"].any()
-    resp_in = packets[~packets["from_initiator"]].groupby("flow_id")["in"].any()
-    host_is_init = init_out.reindex(fl.index, fill_value=False) | resp_in.reindex(
-        fl.index, fill_value=False
+    pk_init = packets["from_initiator"].to_numpy(bool)
+    pk_out, pk_in = packets["out"].to_numpy(bool), packets["in"].to_numpy(bool)
+
+    def any_of(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(fl_codes[mask], minlength=n_flows) > 0
+
+    host_is_init = any_of(pk_init & pk_out) | any_of(~pk_init & pk_in)
+    host_is_resp = any_of(~pk_init & pk_out) | any_of(pk_init & pk_in)
+    fl["local"] = _labels(
+        ("unknown", "initiator", "responder"),
+        np.where(host_is_init == host_is_resp, 0, np.where(host_is_init, 1, 2)),
     )
-    host_is_resp = resp_out.reindex(fl.index, fill_value=False) | init_in.reindex(
-        fl.index, fill_value=False
-    )
-    fl["local"] = np.where(
-        host_is_init & ~host_is_resp,
-        "initiator",
-        np.where(host_is_resp & ~host_is_init, "responder", "unknown"),
-    )
-    return fl.reset_index()
+    return pd.DataFrame(fl)
 
 
 def build_flows(events: pa.Table) -> FlowTables:
     """Flows, packets and their observations from an event table in time order
     (``in_time_order``)."""
-    df = _frame(events)
-    flow, errors = _flow_rows(df)
-    if flow.empty:
-        return empty_tables(flow, errors)
-    flow = _conversations(flow)
-    flow = _split_flows(flow)
-    flow = _orient(flow)
-    obs = _join_observations(flow)
+    flow_at, echo, error_at = _flow_rows(events)
+    errors = _frame(events.take(error_at), error_at)
+    table = events.take(flow_at)
+    obs = _frame(table, flow_at)
+    if obs.empty:
+        return empty_tables(obs, errors)
+    for port in ("sport", "dport"):
+        obs[port] = np.where(echo, obs["icmp_id"], obs[port]).astype(np.int64)
+    conv, from_e1 = _conversations(obs)
+    ts = obs["ts"].to_numpy()
+    flags = _filled(table, "tcp_flags")
+    syn = (obs["proto"].to_numpy() == 6) & (flags >= 0) & ((flags & 0x12) == 0x02)
+    flow_id, from_initiator = _split_flows(conv, ts, syn, _filled(table, "tcp_seq"), from_e1)
+    source, _ = _codes(obs["source"])
+    point, _ = _codes(obs["point"])
+    seen_at = (source + 1) * (int(point.max(initial=0)) + 2) + point + 1
+    signature = [
+        flow_id,
+        from_initiator.astype(np.int64),
+        _filled(table, "ip_id"),
+        _filled(table, "ip_len"),
+        flags,
+        _filled(table, "icmp_seq"),
+    ]
+    obs["conv"] = conv
+    obs["from_e1"] = from_e1
+    obs["flow_id"] = flow_id
+    obs["from_initiator"] = from_initiator
+    obs["packet_id"] = _join_observations(signature, ts, seen_at)
     packets = _packets(obs)
-    flows = _flows(obs, packets)
-    return FlowTables(obs, packets, flows, errors)
+    return FlowTables(obs, packets, _flows(obs, packets), errors)
 
 
 #: The columns of ``FlowTables.packets``.
