@@ -345,8 +345,8 @@ HEADER_FIELDS = [
 
 
 def _labels(names: tuple[str, ...], codes: np.ndarray) -> pd.Series:
-    """A column of a few names by code, as plain objects (no string inference per row)."""
-    return pd.Series(np.array(names, dtype=object)[codes], dtype=object, copy=False)
+    """A column of a few names by code, as pandas strings (built by Arrow, not per row)."""
+    return pd.Series(pd.array(pa.array(names).take(codes), dtype="str"))
 
 
 def _first_valid(col: pd.Series, order: np.ndarray, heads: np.ndarray) -> np.ndarray | pd.Series:

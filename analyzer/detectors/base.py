@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..flows import FlowTables, words_to_bytes
 from ..netstate import NetState
@@ -117,11 +118,12 @@ class Context:
             return pk.assign(egress=pd.Series(dtype=object), arrival=pd.Series(dtype=object))
         return pk.assign(egress=self._cards(pk["out_cards"]), arrival=self._cards(pk["in_cards"]))
 
-    def _cards(self, crossed: pd.Series) -> np.ndarray:
-        """``card`` of each packet's tuple of cards, worked out once per distinct tuple."""
+    def _cards(self, crossed: pd.Series) -> pd.Series:
+        """``card`` of each packet's tuple of cards, worked out once per distinct tuple (a
+        pandas string column built by Arrow, so later merges need not infer it per row)."""
         codes, distinct = pd.factorize(crossed)
-        cards = np.array([self.card(c) for c in distinct] + [None], dtype=object)
-        return cards[codes]
+        cards = pa.array([self.card(c) for c in distinct] + [None], pa.string())
+        return pd.Series(pd.array(cards.take(codes), dtype="str"), crossed.index)
 
     @property
     def flows(self) -> pd.DataFrame:

@@ -109,8 +109,11 @@ def detect(ctx: Context) -> list[Finding]:
     obs = ctx.tables.observations
     if obs.empty or ctx.host is None:
         return []
-    hook = obs["hook"].astype(object)
-    at_input = hook.notna() & hook.fillna("").str.upper().str.endswith("/INPUT")
+    hook = obs["hook"]
+    # Decided once per distinct hook name, not per row.
+    names = pd.Series(hook.dropna().unique(), dtype=object)
+    inputs = names[names.str.upper().str.endswith("/INPUT")]
+    at_input = hook.isin(inputs)
     logged = obs[at_input]
     if logged.empty:
         return []
