@@ -484,7 +484,8 @@ def build_flows(events: pa.Table) -> FlowTables:
     (``in_time_order``)."""
     flow_at, echo, error_at = _flow_rows(events)
     errors = _frame(events.take(error_at), error_at)
-    table = events.take(flow_at)
+    # Parts of a big capture hold flow rows only: nothing to take then.
+    table = events if len(flow_at) == events.num_rows else events.take(flow_at)
     obs = _frame(table, flow_at)
     if obs.empty:
         return empty_tables(obs, errors)

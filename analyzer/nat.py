@@ -118,6 +118,8 @@ def join_translations(events: pa.Table, tables: FlowTables) -> FlowTables:
     if obs.empty:
         return _with_nat(tables, set())
     is_hook = obs["hook"].notna().to_numpy()
+    if not is_hook.any():  # captures only: nothing was seen at a hook, nothing to pair
+        return _with_nat(tables, set())
     by_hook = set(obs.loc[is_hook, "flow_id"])
     by_wire = set(obs.loc[~is_hook, "flow_id"])
     known = by_hook & by_wire  # one tuple at a hook and on the wire: not translated

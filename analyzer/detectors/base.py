@@ -185,7 +185,9 @@ class Context:
     def evidence(self, packet_ids: list[int]) -> list[dict[str, Any]]:
         """Source file, record, time and point of each observation of the given packets."""
         obs = self.tables.observations
-        rows = obs[obs["packet_id"].isin(packet_ids[:EVIDENCE_PACKETS])]
+        shown = np.isin(obs["packet_id"].to_numpy(), packet_ids[:EVIDENCE_PACKETS])
+        cols = ["source", "record", "ts", "point", "direction", "packet_id"]
+        rows = obs.loc[shown, cols]
         out = []
         for r in rows.itertuples(index=False):
             out.append(
