@@ -9,6 +9,9 @@ the route lookup before and after the switch (``explain.egress_change``).
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from .. import explain
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -18,36 +21,38 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F3: every outgoing packet is routed again; a better route moves a live flow."""
     pk = ctx.packets
-    cols = ["packet_id", "flow_id", "order", "ts", "egress"]
-    out = pk.loc[(pk["direction"] == "out") & pk["egress"].notna(), cols]
-    out = out.sort_values(["flow_id", "order"])
-    if out.empty:
+    out = np.flatnonzero(((pk["direction"] == "out") & pk["egress"].notna()).to_numpy())
+    if not len(out):
         return []
-    prev = out.groupby("flow_id")["egress"].shift()
-    # A run is a stretch of packets on one card; a switch starts each run but the first.
-    run = (out["egress"] != prev).groupby(out["flow_id"]).cumsum()
-    by_flow = out.groupby("flow_id")
-    out = out.assign(
-        prev=prev,
-        run=run,
-        prev_packet=by_flow["packet_id"].shift(),
-        prev_ts=by_flow["ts"].shift(fill_value=0),  # stays int64 ns
+    # Each flow's outgoing packets in order; a run is a stretch of packets on one card, and a
+    # switch starts each run but the first. A run ends at the next switch or its flow's end.
+    flow_of = pk["flow_id"].to_numpy(np.int64)
+    order = pk["order"].to_numpy(np.int64)
+    out = out[np.argsort(flow_of[out] * (int(order.max()) + 1) + order[out], kind="stable")]
+    card = pd.factorize(pk["egress"].iloc[out])[0]
+    same_flow = flow_of[out][1:] == flow_of[out][:-1]
+    switch = np.flatnonzero(same_flow & (card[1:] != card[:-1])) + 1
+    flow_end = np.append(np.flatnonzero(~same_flow) + 1, len(out))
+    run_end = np.minimum(
+        np.append(switch[1:], len(out)), flow_end[np.searchsorted(flow_end, switch, side="right")]
     )
+    egress, ts = pk["egress"], pk["ts"]
     findings = []
-    for (flow_id, _run), stretch in out[out["run"] > 1].groupby(["flow_id", "run"], sort=False):
-        before, after = stretch["prev"].iat[0], stretch["egress"].iat[0]
-        flow = ctx.flow_info[int(flow_id)]
+    for start, end in zip(switch.tolist(), run_end.tolist(), strict=True):
+        stretch = pk.iloc[out[start:end]]
+        flow_id, last_before = int(flow_of[out[start]]), int(out[start - 1])
+        before, after = egress.iat[last_before], egress.iat[out[start]]
+        flow = ctx.flow_info[flow_id]
         summary = (
             f"{flow_text(flow)} moved from {before} to {after} mid-flow at "
             f"{when(stretch['ts'].iat[0])}: the kernel routes every packet again, so a route "
             f"change sent the live flow out of {after}, still with source {flow['src']}."
         )
-        last_before = [int(stretch["prev_packet"].iat[0])]
         why = explain.egress_change(
             ctx.host,
             flow,
             ctx.flow_role(flow_id),
-            int(stretch["prev_ts"].iat[0]),
+            int(ts.iat[last_before]),
             int(stretch["ts"].iat[0]),
             before,
             after,
@@ -60,7 +65,7 @@ def detect(ctx: Context) -> list[Finding]:
                 [before, after],
                 stretch,
                 summary,
-                lead_in=last_before,
+                lead_in=[int(pk["packet_id"].iat[last_before])],
                 explanation=why,
             )
         )
