@@ -182,16 +182,21 @@ _MIX = np.uint64(0xFF51AFD7ED558CCD)
 _SHIFT = np.uint64(33)
 
 
-def _group_codes(keys: list[np.ndarray]) -> np.ndarray:
-    """One code per distinct tuple of ``keys``, numbered in order of first appearance
-    (``groupby(sort=False).ngroup()``): a 64-bit hash of each tuple factorized, then checked
-    against the tuples themselves, with an exact grouping should two tuples ever collide."""
+def _key_hash(keys: list[np.ndarray]) -> np.ndarray:
+    """One 64-bit word per tuple of ``keys`` (a multiply-xorshift mix of its integers)."""
     h = np.full(len(keys[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
     for k in keys:
         h ^= k.astype(np.uint64)
         h *= _MIX
         h ^= h >> _SHIFT
-    codes = pd.factorize(h)[0]
+    return h
+
+
+def _group_codes(keys: list[np.ndarray]) -> np.ndarray:
+    """One code per distinct tuple of ``keys``, numbered in order of first appearance
+    (``groupby(sort=False).ngroup()``): the tuples' hashes factorized, then checked against the
+    tuples themselves, with an exact grouping should two tuples ever collide."""
+    codes = pd.factorize(_key_hash(keys))[0]
     first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0)
     if all(np.array_equal(k[first][codes], k) for k in keys):
         return codes

@@ -142,3 +142,49 @@ def test_a_capture_without_flow_packets_is_analyzed_to_no_findings(tmp_path):
         assert a.findings == [] and a.to_dict()["flows"] == []
         assert a.detectors["egress_change"] == "ran: 0 findings"
     assert cut.detectors == whole.detectors
+
+
+def test_group_codes_number_key_tuples_as_groupby_does_even_when_hashes_collide(monkeypatch):
+    """Conversations and packet signatures are grouped by a 64-bit hash of their key tuple;
+    the codes must be ngroup's (order of first appearance), and a collision, forced here by a
+    hash that maps every tuple to one word, must fall back to the exact grouping."""
+    import numpy as np
+    import pandas as pd
+
+    from analyzer import flows
+
+    rng = np.random.default_rng(7)
+    keys = [rng.integers(0, 4, 5000), rng.integers(0, 3, 5000), rng.integers(-1, 2, 5000)]
+    frame = pd.DataFrame(dict(enumerate(keys)))
+    expected = frame.groupby([0, 1, 2], sort=False).ngroup().to_numpy()
+    assert (flows._group_codes(keys) == expected).all()
+    monkeypatch.setattr(flows, "_MIX", np.uint64(0))
+    assert len(set(flows._key_hash(keys).tolist())) == 1
+    assert (flows._group_codes(keys) == expected).all()
+
+
+def test_grouped_order_is_a_stable_sort_by_code():
+    import numpy as np
+
+    from analyzer import flows
+
+    codes = np.random.default_rng(3).integers(0, 50, 10_000)
+    assert (flows._grouped_order(codes) == np.argsort(codes, kind="stable")).all()
+    wide = codes * 10**12 - 5  # out of the quicksort key's range: numpy's stable sort
+    assert (flows._grouped_order(wide) == np.argsort(wide, kind="stable")).all()
+
+
+def test_a_packet_takes_its_first_named_point_as_groupby_first_does():
+    """``first_point`` skips observations without a point, as ``groupby().first()`` did."""
+    import numpy as np
+    import pandas as pd
+
+    from analyzer import flows
+
+    col = pd.Series(pd.Categorical([None, "eth1", "eth2", None, None]))
+    order = np.arange(5)
+    heads = np.array([0, 3])  # packet 0: rows 0-2, packet 1: rows 3-4 (no point at all)
+    assert flows._first_valid(col, order, heads).tolist() == ["eth1", None]
+    ints = pd.Series([np.nan, 5.0, 6.0, np.nan, np.nan])
+    got = flows._first_valid(ints, order, heads)
+    assert got[0] == 5.0 and np.isnan(got[1])
