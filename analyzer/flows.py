@@ -119,16 +119,39 @@ class FlowTables:
 #: Event columns holding names (dictionary-encoded): kept as pandas categoricals, whose integer
 #: codes the grouping below works on.
 NAME_COLUMNS = ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface")
+#: What an observation of a flow keeps, besides its addresses: what packets, the NAT pairing,
+#: the detectors, evidence and plots read.
+OBSERVATION_COLUMNS = [
+    "ts",
+    "point",
+    "iface",
+    "hook",
+    "direction",
+    "source",
+    "record",
+    "proto",
+    "sport",
+    "dport",
+    "icmp_seq",
+    "tcp_flags",
+    "tcp_seq",
+    "ip_id",
+    "ip_len",
+    "ip_version",
+]
 
 
-def _frame(events: pa.Table, rows: np.ndarray) -> pd.DataFrame:
-    """The observations ``rows`` of the event table as a frame, addresses as uint64 words."""
-    df = events.select(FRAME_COLUMNS).to_pandas()
+def _frame(
+    events: pa.Table, rows: np.ndarray, columns: list[str], addresses: tuple[str, ...]
+) -> pd.DataFrame:
+    """The observations ``rows`` of the event table as a frame of ``columns``, with each of
+    ``addresses`` as two uint64 words."""
+    df = events.select(columns).to_pandas()
     for c in NAME_COLUMNS:
-        if not isinstance(df[c].dtype, pd.CategoricalDtype):
+        if c in df and not isinstance(df[c].dtype, pd.CategoricalDtype):
             df[c] = df[c].astype("category")
     df["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
-    for name in ("src", "dst", "inner_src", "inner_dst"):
+    for name in addresses:
         w = addr_words(events.column(name))
         df[f"{name}_hi"] = w[:, 0]
         df[f"{name}_lo"] = w[:, 1]
@@ -356,22 +379,25 @@ def _labels(names: tuple[str, ...], codes: np.ndarray) -> pd.Series:
 
 def _first_valid(col: pd.Series, order: np.ndarray, heads: np.ndarray) -> np.ndarray | pd.Series:
     """Per group of ``order`` (runs starting at ``heads``), the first non-null value, as
-    ``groupby().first()`` gives it (names as objects, taken from their codes)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes, names = _codes(col)
-        picked = _first_valid(pd.Series(codes).where(codes >= 0), order, heads)
-        named = np.append(names, None)[np.nan_to_num(picked, nan=-1).astype(np.int64)]
-        return pd.Series(named, dtype=object, copy=False)
-    values = col.to_numpy()
-    null = col.isna().to_numpy()
-    if not null.any():
-        return values[order[heads]]
+    ``groupby().first()`` gives it (names as objects, ``None`` when a group has none)."""
     n = len(order)
-    at = np.minimum.reduceat(np.where(null[order], n, np.arange(n)), heads)
-    picked = values[order[np.minimum(at, n - 1)]]
-    if (at == n).any():
-        picked = picked.astype(object) if picked.dtype.kind not in "fc" else picked.copy()
-        picked[at == n] = None if picked.dtype == object else np.nan
+    named = isinstance(col.dtype, pd.CategoricalDtype)
+    if named:
+        codes, names = _codes(col)
+        values, null = codes, codes < 0
+    else:
+        values, null = col.to_numpy(), col.isna().to_numpy()
+    if len(heads) == n or not null.any():  # one row per group, or nothing to skip
+        picked = values[order[heads]]
+    else:
+        at = np.minimum.reduceat(np.where(null[order], n, np.arange(n)), heads)
+        picked = values[order[np.minimum(at, n - 1)]]
+        if (at == n).any():
+            if not named and picked.dtype.kind not in "fc":
+                picked = picked.astype(object)
+            picked[at == n] = -1 if named else (None if picked.dtype == object else np.nan)
+    if named:  # code -1 picks the None after the names
+        return pd.Series(np.append(names, None)[picked], dtype=object, copy=False)
     return picked
 
 
@@ -488,14 +514,18 @@ def build_flows(events: pa.Table) -> FlowTables:
     """Flows, packets and their observations from an event table in time order
     (``in_time_order``)."""
     flow_at, echo, error_at = _flow_rows(events)
-    errors = _frame(events.take(error_at), error_at)
+    errors = _frame(
+        events.take(error_at), error_at, FRAME_COLUMNS, ("src", "dst", "inner_src", "inner_dst")
+    )
+    table = events.select([*OBSERVATION_COLUMNS, "src", "dst", "icmp_id"])
     # Parts of a big capture hold flow rows only: nothing to take then.
-    table = events if len(flow_at) == events.num_rows else events.take(flow_at)
-    obs = _frame(table, flow_at)
+    table = table if len(flow_at) == events.num_rows else table.take(flow_at)
+    obs = _frame(table, flow_at, OBSERVATION_COLUMNS, ("src", "dst"))
     if obs.empty:
         return empty_tables(obs, errors)
+    icmp_id = _filled(table, "icmp_id")
     for port in ("sport", "dport"):
-        obs[port] = np.where(echo, obs["icmp_id"], obs[port]).astype(np.int64)
+        obs[port] = np.where(echo, icmp_id, obs[port]).astype(np.int64)
     conv, from_e1 = _conversations(obs)
     ts = obs["ts"].to_numpy()
     flags = _filled(table, "tcp_flags")
