@@ -215,7 +215,7 @@ def _key_hash(keys: list[np.ndarray]) -> np.ndarray:
     return h
 
 
-def _group_codes(keys: list[np.ndarray]) -> np.ndarray:
+def group_codes(keys: list[np.ndarray]) -> np.ndarray:
     """One code per distinct tuple of ``keys``, numbered in order of first appearance
     (``groupby(sort=False).ngroup()``): the tuples' hashes factorized, then checked against the
     tuples themselves, with an exact grouping should two tuples ever collide."""
@@ -251,7 +251,7 @@ def _conversations(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     a_first = (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] <= b[2]))))
     e1 = [np.where(a_first, x, y) for x, y in zip(a, b, strict=True)]
     e2 = [np.where(a_first, y, x) for x, y in zip(a, b, strict=True)]
-    return _group_codes([df["proto"].to_numpy(np.int64), *e1, *e2]), a_first
+    return group_codes([df["proto"].to_numpy(np.int64), *e1, *e2]), a_first
 
 
 def _split_flows(
@@ -297,7 +297,7 @@ def _join_observations(
     that follow each other within the window are one chain; a point that appears twice in one
     chain saw two packets, so the k-th sighting at each point belongs to the k-th packet.
     Packet ids are numbered in order of first observation."""
-    code = _group_codes(signature)
+    code = group_codes(signature)
     order = _grouped_order(code)
     k, t = code[order], ts[order]
     new = np.ones(len(order), dtype=bool)

@@ -157,10 +157,10 @@ def test_group_codes_number_key_tuples_as_groupby_does_even_when_hashes_collide(
     keys = [rng.integers(0, 4, 5000), rng.integers(0, 3, 5000), rng.integers(-1, 2, 5000)]
     frame = pd.DataFrame(dict(enumerate(keys)))
     expected = frame.groupby([0, 1, 2], sort=False).ngroup().to_numpy()
-    assert (flows._group_codes(keys) == expected).all()
+    assert (flows.group_codes(keys) == expected).all()
     monkeypatch.setattr(flows, "_MIX", np.uint64(0))
     assert len(set(flows._key_hash(keys).tolist())) == 1
-    assert (flows._group_codes(keys) == expected).all()
+    assert (flows.group_codes(keys) == expected).all()
 
 
 def test_grouped_order_is_a_stable_sort_by_code():

@@ -27,10 +27,13 @@ def detect(ctx: Context) -> list[Finding]:
     fl, pk = ctx.flows, ctx.packets
     if fl.empty:
         return []
+    ends = ["flow_id", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]
+    fl = fl[[*ends, "first_ns", "last_ns", "local"]]
     requests = fl[fl["local"] == "initiator"]
     # Flows the host only receives (a RST back is allowed): candidates for stray replies.
-    flags = pk["tcp_flags"].fillna(0).astype(np.int64)
-    answered = pk[(pk["direction"] == "out") & ((flags & 0x04) == 0)]["flow_id"].unique()
+    flags = pk["tcp_flags"].to_numpy(dtype=np.float64, na_value=0).astype(np.int64)
+    sent = (pk["direction"] == "out").to_numpy() & ((flags & 0x04) == 0)
+    answered = np.unique(pk["flow_id"].to_numpy()[sent])
     strays = fl[(fl["local"] != "initiator") & ~fl["flow_id"].isin(answered)]
     if requests.empty or strays.empty:
         return []

@@ -13,9 +13,10 @@ The explanation says where the source came from and which route now picks the ca
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .. import explain
-from ..flows import words_to_bytes
+from ..flows import group_codes, words_to_bytes
 from ..schema import addr_text
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -25,31 +26,34 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F2/F3: the pinned source stays while the egress card changes."""
     pk = ctx.packets
-    cols = ["packet_id", "flow_id", "order", "ts", "egress", "src_hi", "src_lo"]
-    out = pk.loc[(pk["direction"] == "out") & pk["egress"].notna(), cols]
-    if out.empty or not ctx.host:
+    sel = np.flatnonzero(((pk["direction"] == "out") & pk["egress"].notna()).to_numpy())
+    if not len(sel) or not ctx.host:
         return []
     snaps = ctx.host.snapshots
     taken = np.array([s.taken_at if s.taken_at is not None else -np.inf for s in snaps])
-    snap_idx = np.maximum(np.searchsorted(taken, out["ts"].to_numpy() / 1e9, side="right") - 1, 0)
-    out = out.assign(snap=snap_idx)
-    keys = ["src_hi", "src_lo", "egress", "snap"]
-    # One verdict per distinct (source, card, snapshot), in order of first appearance as ngroup
-    # numbers them; each packet takes its combination's.
-    combo = out.groupby(keys, sort=False).ngroup().to_numpy()
+    ts = pk["ts"].to_numpy()[sel]
+    snap_idx = np.maximum(np.searchsorted(taken, ts / 1e9, side="right") - 1, 0)
+    hi, lo = pk["src_hi"].to_numpy()[sel], pk["src_lo"].to_numpy()[sel]
+    card_code, card_names = pd.factorize(pk["egress"].iloc[sel])
+    # One verdict per distinct (source, card, snapshot); each packet takes its combination's.
+    combo = group_codes([hi, lo, card_code, snap_idx])
+    firsts = np.flatnonzero(np.diff(np.maximum.accumulate(combo), prepend=-1) > 0)
     bad, holders = [], []
-    for hi, lo, card, si in out[keys].drop_duplicates().itertuples(index=False):
-        addr = addr_text(words_to_bytes(np.array([hi]), np.array([lo]))[0])
-        snap = snaps[si]
+    for at in firsts.tolist():
+        addr = addr_text(words_to_bytes(hi[at : at + 1], lo[at : at + 1])[0])
+        snap, card = snaps[snap_idx[at]], card_names[card_code[at]]
         local = {a.address for a in snap.addresses}
         on_card = addr in snap.addresses_of(card, include_master=True)
         bad.append(addr in local and not on_card)
         holders.append(", ".join(h for h in snap.holder_of(addr) if h != card))
-    bad = np.array(bad, dtype=bool)[combo]
-    holder = np.array(holders, dtype=object)[combo]
-    out = out.assign(bad=bad, holder=holder)
+    shown = np.array(bad, dtype=bool)[combo]
+    if not shown.any():
+        return []
+    cols = ["packet_id", "flow_id", "order", "ts", "egress", "src_hi", "src_lo"]
+    out = pk.iloc[sel[shown]][cols].assign(holder=np.array(holders, dtype=object)[combo[shown]])
+    out = out.sort_values("order", kind="stable")
     findings = []
-    for flow_id, rows in out[out["bad"]].sort_values("order").groupby("flow_id", sort=False):
+    for flow_id, rows in out.groupby("flow_id", sort=False):
         flow = ctx.flow_info[int(flow_id)]
         cards = list(dict.fromkeys(rows["egress"]))
         first = rows.iloc[0]
