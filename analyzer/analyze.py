@@ -231,6 +231,14 @@ class _PartResult:
     errors: pd.DataFrame
 
 
+def _first_of(keys: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct key (sorted) and the position of its observation with the lowest row."""
+    order = np.lexsort((row, keys))
+    head = np.ones(len(order), dtype=bool)
+    head[1:] = keys[order][1:] != keys[order][:-1]
+    return keys[order][head], order[head]
+
+
 def _part_result(
     part: PartPlan, *, host: HostState | None, state: NetState, kinds: list[str] | None
 ) -> _PartResult | None:
@@ -244,14 +252,12 @@ def _part_result(
     findings, status = run_all(Context(tables, host, state), kinds)
     # Where the whole table would have put each flow: its conversation's first row, then its
     # own first row (flow ids follow conversations in order of appearance).
-    by_flow = obs.groupby("flow_id")
-    first_row = by_flow["row"].min()
-    first_row = pd.Series(rows[first_row.to_numpy()], first_row.index)
-    by_conv = obs.groupby("conv")["row"].min()
-    conv_first = pd.Series(rows[by_conv.to_numpy()], by_conv.index)
-    conv_of = by_flow["conv"].first()
-    fl["_first_row"] = first_row.reindex(fl["flow_id"]).to_numpy()
-    fl["_conv_first"] = conv_first.reindex(conv_of.reindex(fl["flow_id"])).to_numpy()
+    flow_of, row, conv = (obs[c].to_numpy(np.int64) for c in ("flow_id", "row", "conv"))
+    flow_ids, flow_first = _first_of(flow_of, row)
+    convs, conv_first = _first_of(conv, row)
+    at = np.searchsorted(flow_ids, fl["flow_id"].to_numpy(np.int64))
+    fl["_first_row"] = rows[row[flow_first[at]]]
+    fl["_conv_first"] = rows[row[conv_first[np.searchsorted(convs, conv[flow_first[at]])]]]
     shown = {f.flow_id for f in findings}
     o = obs[obs["flow_id"].isin(shown)].copy()
     o["row"] = rows[o["row"].to_numpy()]
