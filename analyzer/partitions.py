@@ -295,8 +295,11 @@ def load(part: PartPlan) -> Part:
         tables.append(table)
     table = _gather(tables)
     rows = table.column(ROW).to_numpy()
-    order = np.argsort(rows, kind="stable")
-    return Part(table.take(order).drop_columns([HASH, ROW]), rows[order])
+    table = table.drop_columns([HASH, ROW])
+    if len(rows) > 1 and (rows[1:] < rows[:-1]).any():  # pieces of several spill files
+        order = np.argsort(rows, kind="stable")
+        return Part(table.take(order), rows[order])
+    return Part(table, rows)  # one spill file's rows: in stream order already
 
 
 def _gather(pieces: list[pa.Table] | list[pa.RecordBatch]) -> pa.Table:
