@@ -231,12 +231,12 @@ class _PartResult:
     errors: pd.DataFrame
 
 
-def _first_of(keys: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each distinct key (sorted) and the position of its observation with the lowest row."""
-    order = np.lexsort((row, keys))
-    head = np.ones(len(order), dtype=bool)
-    head[1:] = keys[order][1:] != keys[order][:-1]
-    return keys[order][head], order[head]
+def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """For each key value (ids from 0), the position of its observation with the lowest row."""
+    n = len(row)
+    best = np.full(int(keys.max(initial=-1)) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(best, keys, row * n + np.arange(n))
+    return best % n
 
 
 def _part_result(
@@ -253,11 +253,9 @@ def _part_result(
     # Where the whole table would have put each flow: its conversation's first row, then its
     # own first row (flow ids follow conversations in order of appearance).
     flow_of, row, conv = (obs[c].to_numpy(np.int64) for c in ("flow_id", "row", "conv"))
-    flow_ids, flow_first = _first_of(flow_of, row)
-    convs, conv_first = _first_of(conv, row)
-    at = np.searchsorted(flow_ids, fl["flow_id"].to_numpy(np.int64))
-    fl["_first_row"] = rows[row[flow_first[at]]]
-    fl["_conv_first"] = rows[row[conv_first[np.searchsorted(convs, conv[flow_first[at]])]]]
+    flow_first = _first_of(flow_of, row)[fl["flow_id"].to_numpy(np.int64)]
+    fl["_first_row"] = rows[row[flow_first]]
+    fl["_conv_first"] = rows[row[_first_of(conv, row)[conv[flow_first]]]]
     shown = {f.flow_id for f in findings}
     o = obs[obs["flow_id"].isin(shown)].copy()
     o["row"] = rows[o["row"].to_numpy()]

@@ -288,7 +288,8 @@ def load(part: PartPlan) -> Part:
     """A planned part read back, in stream (time) order."""
     tables = []
     for piece in part.pieces:
-        table = _gather(list(_read(piece.path)))
+        with pa.OSFile(piece.path) as source:
+            table = ipc.open_stream(source).read_all()
         if (piece.lo, piece.hi) != (0, 1 << CUT_BITS):
             cut = _bucket(table.column(HASH).to_numpy(), piece.shift)
             table = table.filter((cut >= piece.lo) & (cut < piece.hi))
