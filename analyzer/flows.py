@@ -51,8 +51,9 @@ FLOW_COLUMNS = [
 ]
 
 
-#: The event columns flows are built from (besides the addresses).
-FRAME_COLUMNS = [
+#: What an observation of a flow keeps, besides its addresses: what packets, the NAT pairing,
+#: the detectors, evidence and plots read.
+OBSERVATION_COLUMNS = [
     "ts",
     "point",
     "iface",
@@ -63,16 +64,21 @@ FRAME_COLUMNS = [
     "proto",
     "sport",
     "dport",
-    "icmp_type",
-    "icmp_code",
-    "icmp_id",
     "icmp_seq",
     "tcp_flags",
     "tcp_seq",
-    "tcp_ack",
     "ip_id",
     "ip_len",
     "ip_version",
+]
+#: The event columns flows are built from (besides the addresses): an observation's, and what
+#: the ICMP errors table adds.
+FRAME_COLUMNS = [
+    *OBSERVATION_COLUMNS,
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "tcp_ack",
     "in_iface",
     "out_iface",
     "inner_proto",
@@ -119,26 +125,6 @@ class FlowTables:
 #: Event columns holding names (dictionary-encoded): kept as pandas categoricals, whose integer
 #: codes the grouping below works on.
 NAME_COLUMNS = ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface")
-#: What an observation of a flow keeps, besides its addresses: what packets, the NAT pairing,
-#: the detectors, evidence and plots read.
-OBSERVATION_COLUMNS = [
-    "ts",
-    "point",
-    "iface",
-    "hook",
-    "direction",
-    "source",
-    "record",
-    "proto",
-    "sport",
-    "dport",
-    "icmp_seq",
-    "tcp_flags",
-    "tcp_seq",
-    "ip_id",
-    "ip_len",
-    "ip_version",
-]
 
 
 def _frame(
