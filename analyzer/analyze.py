@@ -6,11 +6,12 @@ import functools
 import itertools
 import multiprocessing
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -184,28 +185,31 @@ def _analyze_parts(
                 first.append(chunk.slice(0, 1))
             yield chunk
 
-    merged = _Merged()
-    with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
-        plans = plan(noting_first(chunks), directory, part_rows=part_rows, columns=EVENT_COLUMNS)
-        # The whole stream is read: the clock and the reports are complete.
-        state = load(
-            EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
-        )
-        work = functools.partial(_part_result, host=stream.host, state=state, kinds=kinds)
-        if jobs > 1 and len(plans) > 1:
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                for part, result in zip(plans, pool.map(work, plans), strict=True):
-                    merged.add(result)
+    with tempfile.TemporaryFile(prefix="nicpath-flows-") as spilled:
+        merged = _Merged(spilled)
+        with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
+            plans = plan(
+                noting_first(chunks), directory, part_rows=part_rows, columns=EVENT_COLUMNS
+            )
+            # The whole stream is read: the clock and the reports are complete.
+            state = load(
+                EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
+            )
+            work = functools.partial(_part_result, host=stream.host, state=state, kinds=kinds)
+            if jobs > 1 and len(plans) > 1:
+                context = multiprocessing.get_context("fork")
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                    for part, result in zip(plans, pool.map(work, plans), strict=True):
+                        merged.add(result)
+                        _remove(part.done)
+            else:
+                for part in plans:
+                    merged.add(work(part))
                     _remove(part.done)
-        else:
-            for part in plans:
-                merged.add(work(part))
-                _remove(part.done)
-    events = EventsResult(
-        EVENT_SCHEMA.empty_table(), stream.reports, stream.clock, stream.host, stream.inputs
-    )
-    tables, findings, status = merged.result()
+        events = EventsResult(
+            EVENT_SCHEMA.empty_table(), stream.reports, stream.clock, stream.host, stream.inputs
+        )
+        tables, findings, status = merged.result()
     ctx = Context(tables, stream.host, state)
     if not status:  # no flow in any part: what the detectors say of no flows
         findings, status = run_all(ctx, kinds)
@@ -267,11 +271,15 @@ def _part_result(
 
 
 class _Merged:
-    """The parts' flows, findings and detector statuses, gathered for one result."""
+    """The parts' flows, findings and detector statuses, gathered for one result.
 
-    def __init__(self) -> None:
-        self.flows: list[pd.DataFrame] = []
-        self.kept: list[tuple[int, pd.DataFrame, pd.DataFrame]] = []
+    Each part's flow table (and the packets of its flows with findings) waits in a temporary
+    file until ``result``: held in memory, the small frames of ~200 parts pinned heap pages
+    between the parts' large transient ones, and peak RSS crept up by ~70 MB at 10^7 packets."""
+
+    def __init__(self, spilled: IO[bytes]) -> None:
+        self.spilled = spilled
+        self.parts = 0
         self.findings: list[tuple[int, Finding]] = []
         self.status: dict[str, list[str]] = {}
         self.packet_base = 0
@@ -280,26 +288,39 @@ class _Merged:
     def add(self, result: _PartResult | None) -> None:
         if result is None:
             return
-        part = len(self.flows)
+        part = self.parts
+        self.parts += 1
         for kind, text in result.status.items():
             self.status.setdefault(kind, []).append(text)
         fl = result.flows
         fl["_part"] = part
-        self.flows.append(fl)
         base = self.packet_base
         self.packet_base += result.packet_count
         for f in result.findings:
             f.evidence = [{**e, "packet": e["packet"] + base} for e in f.evidence]
             self.findings.append((part, f))
+        kept = None
         if len(result.observations):
             result.observations["packet_id"] += base
             result.packets["packet_id"] += base
-            self.kept.append((part, result.observations, result.packets))
+            kept = (part, result.observations, result.packets)
+        pickle.dump((fl, kept), self.spilled, protocol=pickle.HIGHEST_PROTOCOL)
         if self.errors.empty:
             self.errors = result.errors
 
+    def _read_back(self) -> tuple[list[pd.DataFrame], list[tuple[int, pd.DataFrame, pd.DataFrame]]]:
+        flows, kept = [], []
+        self.spilled.seek(0)
+        for _ in range(self.parts):
+            fl, k = pickle.load(self.spilled)
+            flows.append(fl)
+            if k is not None:
+                kept.append(k)
+        return flows, kept
+
     def result(self) -> tuple[FlowTables, list[Finding], dict[str, Any]]:
-        fl = pd.concat(self.flows, ignore_index=True) if self.flows else pd.DataFrame()
+        flows, kept = self._read_back()
+        fl = pd.concat(flows, ignore_index=True) if flows else pd.DataFrame()
         if fl.empty:
             return empty_tables(errors=self.errors), [], self._status([])
         new_id = np.empty(len(fl), dtype=np.int64)
@@ -315,7 +336,7 @@ class _Merged:
             findings.append(f)
         findings.sort(key=finding_order)
         obs, pk = [], []
-        for part, o, p in self.kept:
+        for part, o, p in kept:
             o["flow_id"] = [ids[(part, x)] for x in o["flow_id"]]
             p["flow_id"] = [ids[(part, x)] for x in p["flow_id"]]
             obs.append(o)
