@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import ECHO_TYPES, ERROR_TYPES, PORTED_PROTOS
+from .schema import flow_row_kinds
 
 #: Observations of one packet are at most this far apart (ns): hooks and captures see a packet
 #: within microseconds; matched log lines are exact. Retransmissions are further apart.
@@ -163,27 +163,10 @@ def _filled(table: pa.Table, name: str, fill: int = -1) -> np.ndarray:
     return col.to_numpy().astype(np.int64, copy=False)
 
 
-def _valid(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name)
-    if not col.null_count:
-        return np.ones(len(col), dtype=bool)
-    return col.is_valid().to_numpy(zero_copy_only=False)
-
-
 def _flow_rows(events: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows that belong to a flow (ported, or ICMP echo with an id), whether each is an echo,
-    and the ICMP error rows."""
-    proto, icmp_type = _filled(events, "proto"), _filled(events, "icmp_type")
-
-    def of_types(types: dict[int, tuple[int, ...]]) -> np.ndarray:
-        return ((proto == 1) & np.isin(icmp_type, types[1])) | (
-            (proto == 58) & np.isin(icmp_type, types[58])
-        )
-
-    ported = np.isin(proto, PORTED_PROTOS) & _valid(events, "sport") & _valid(events, "dport")
-    echo = of_types(ECHO_TYPES) & _valid(events, "icmp_id")
-    error = of_types(ERROR_TYPES) & _valid(events, "inner_proto")
-    flow_at = np.flatnonzero((ported | echo) & _valid(events, "ip_version"))
+    """Rows that belong to a flow, whether each is an ICMP echo, and the ICMP error rows."""
+    flow, echo, error = flow_row_kinds(events)
+    flow_at = np.flatnonzero(flow)
     return flow_at, echo[flow_at], np.flatnonzero(error)
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from .schema import ECHO_TYPES, ERROR_TYPES, PORTED_PROTOS
+from .schema import flow_row_kinds
 
 #: Files a stream (or an oversized group) is split into: this many bits of the hash per level.
 GROUP_BITS = 8
@@ -51,22 +51,11 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
 
 def conversation_hash(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Per row, a 64-bit hash of (protocol, lower port, higher port) as flows see them, and
-    whether flows use the row at all (TCP/UDP/SCTP/DCCP with ports, ICMP echo, ICMP errors
-    quoting a packet; ``flows._flow_rows`` drops the rest: ARP, later fragments)."""
+    whether flows use the row at all (a flow row or an ICMP error, ``schema.flow_row_kinds``;
+    not ARP, later fragments)."""
+    flow, echo, error = flow_row_kinds(table)
+    used = flow | error
     proto = _column(table, "proto")
-    icmp_type = _column(table, "icmp_type")
-    echo = np.zeros(table.num_rows, dtype=bool)
-    error = np.zeros(table.num_rows, dtype=bool)
-    for p in (1, 58):
-        is_p = proto == p
-        echo |= is_p & np.isin(icmp_type, ECHO_TYPES[p])
-        error |= is_p & np.isin(icmp_type, ERROR_TYPES[p])
-    echo &= np.asarray(pc.is_valid(table.column("icmp_id")))
-    error &= np.asarray(pc.is_valid(table.column("inner_proto")))
-    ported = np.isin(proto, PORTED_PROTOS) & np.asarray(
-        pc.and_(pc.is_valid(table.column("sport")), pc.is_valid(table.column("dport")))
-    )
-    used = (ported | echo) & np.asarray(pc.is_valid(table.column("ip_version"))) | error
     icmp_id = _column(table, "icmp_id")
     a = np.where(echo, icmp_id, _column(table, "sport"))
     b = np.where(echo, icmp_id, _column(table, "dport"))

@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import socket
 
+import numpy as np
 import pyarrow as pa
 
 ADDR = pa.binary(16)
@@ -28,6 +29,37 @@ PORTED_PROTOS = (6, 17, 132, 136)
 ECHO_TYPES = {1: (0, 8), 58: (128, 129)}
 #: ICMP / ICMPv6 error types: they quote the packet they answer.
 ERROR_TYPES = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
+
+
+def icmp_types_in(
+    proto: np.ndarray, icmp_type: np.ndarray, types: dict[int, tuple[int, ...]]
+) -> np.ndarray:
+    """Rows whose ICMP (protocol 1) or ICMPv6 (58) type is one of ``types[protocol]``."""
+    return ((proto == 1) & np.isin(icmp_type, types[1])) | (
+        (proto == 58) & np.isin(icmp_type, types[58])
+    )
+
+
+def flow_row_kinds(events: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event row: whether it belongs to a flow (an IP packet with both ports of
+    ``PORTED_PROTOS``, or an ICMP echo with its id), whether it is an ICMP echo, and whether it
+    is an ICMP error quoting a packet. ARP and later fragments are none of them."""
+
+    def values(name: str) -> np.ndarray:
+        return events.column(name).fill_null(0).to_numpy()
+
+    def valid(name: str) -> np.ndarray:
+        col = events.column(name)
+        if not col.null_count:
+            return np.ones(len(col), dtype=bool)
+        return col.is_valid().to_numpy(zero_copy_only=False)
+
+    proto, icmp_type = values("proto"), values("icmp_type")
+    ported = np.isin(proto, PORTED_PROTOS) & valid("sport") & valid("dport")
+    echo = icmp_types_in(proto, icmp_type, ECHO_TYPES) & valid("icmp_id")
+    error = icmp_types_in(proto, icmp_type, ERROR_TYPES) & valid("inner_proto")
+    return (ported | echo) & valid("ip_version"), echo, error
+
 
 #: direction values: the packet leaves the host through the card, arrives on it, or it is not known.
 DIRECTIONS = ("out", "in", "unknown")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..schema import ERROR_TYPES, PORTED_PROTOS
+from ..schema import ERROR_TYPES, PORTED_PROTOS, icmp_types_in
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
@@ -290,17 +290,12 @@ def decode(
     icode, _ = g.uint(l4 + 1, 1, i_ok)
     cols["icmp_type"] = (ity, i_ok)
     cols["icmp_code"] = (icode, i_ok)
-    echo = i_ok & (
-        ((proto == 1) & np.isin(ity, ICMP_ECHO[1])) | ((proto == 58) & np.isin(ity, ICMP_ECHO[58]))
-    )
+    echo = i_ok & icmp_types_in(proto, ity, ICMP_ECHO)
     eid, e_ok = g.uint(l4 + 4, 2, echo)
     eseq, _ = g.uint(l4 + 6, 2, e_ok)
     cols["icmp_id"] = (eid, e_ok)
     cols["icmp_seq"] = (eseq, e_ok)
-    err = i_ok & (
-        ((proto == 1) & np.isin(ity, ERROR_TYPES[1]))
-        | ((proto == 58) & np.isin(ity, ERROR_TYPES[58]))
-    )
+    err = i_ok & icmp_types_in(proto, ity, ERROR_TYPES)
     if err.any():
         inner_l3 = l4 + 8
         iv, iv_ok = g.uint(inner_l3, 1, err)
