@@ -184,12 +184,18 @@ def _key_hash(keys: list[np.ndarray]) -> np.ndarray:
     return h
 
 
+def first_appearances(codes: np.ndarray) -> np.ndarray:
+    """Where each code first appears, for codes numbered in order of first appearance (as
+    ``group_codes`` and ``pd.factorize`` number them): where the running maximum rises."""
+    return np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0)
+
+
 def group_codes(keys: list[np.ndarray]) -> np.ndarray:
     """One code per distinct tuple of ``keys``, numbered in order of first appearance
     (``groupby(sort=False).ngroup()``): the tuples' hashes factorized, then checked against the
     tuples themselves, with an exact grouping should two tuples ever collide."""
     codes = pd.factorize(_key_hash(keys))[0]
-    first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0)
+    first = first_appearances(codes)
     if all(np.array_equal(k[first][codes], k) for k in keys):
         return codes
     frame = pd.DataFrame(dict(enumerate(keys)))

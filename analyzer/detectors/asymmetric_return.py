@@ -22,7 +22,7 @@ def detect(ctx: Context) -> list[Finding]:
     """F4: routing picks the way out, not the way in."""
     pk = ctx.packets
     cols = ["packet_id", "flow_id", "order", "ts"]
-    out = pk.loc[(pk["direction"] == "out") & pk["egress"].notna(), [*cols, "egress"]]
+    out = pk.iloc[ctx.outgoing][[*cols, "egress"]]
     inn = pk.loc[(pk["direction"] == "in") & pk["arrival"].notna(), [*cols, "arrival"]]
     if out.empty or inn.empty:
         return []

@@ -118,6 +118,12 @@ class Context:
             return pk.assign(egress=pd.Series(dtype=object), arrival=pd.Series(dtype=object))
         return pk.assign(egress=self._cards(pk["out_cards"]), arrival=self._cards(pk["in_cards"]))
 
+    @cached_property
+    def outgoing(self) -> np.ndarray:
+        """Positions in ``packets`` of the packets that left through a known card, in order."""
+        pk = self.packets
+        return np.flatnonzero(((pk["direction"] == "out") & pk["egress"].notna()).to_numpy())
+
     def _cards(self, crossed: pd.Series) -> pd.Series:
         """``card`` of each packet's tuple of cards, worked out once per distinct tuple (a
         pandas string column built by Arrow, so later merges need not infer it per row)."""

@@ -21,7 +21,7 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F3: every outgoing packet is routed again; a better route moves a live flow."""
     pk = ctx.packets
-    out = np.flatnonzero(((pk["direction"] == "out") & pk["egress"].notna()).to_numpy())
+    out = ctx.outgoing
     if not len(out):
         return []
     # Each flow's outgoing packets in order; a run is a stretch of packets on one card, and a

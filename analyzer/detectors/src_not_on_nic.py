@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import explain
-from ..flows import group_codes, words_to_bytes
+from ..flows import first_appearances, group_codes, words_to_bytes
 from ..schema import addr_text
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -26,7 +26,7 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F2/F3: the pinned source stays while the egress card changes."""
     pk = ctx.packets
-    sel = np.flatnonzero(((pk["direction"] == "out") & pk["egress"].notna()).to_numpy())
+    sel = ctx.outgoing
     if not len(sel) or not ctx.host:
         return []
     snaps = ctx.host.snapshots
@@ -37,9 +37,8 @@ def detect(ctx: Context) -> list[Finding]:
     card_code, card_names = pd.factorize(pk["egress"].iloc[sel])
     # One verdict per distinct (source, card, snapshot); each packet takes its combination's.
     combo = group_codes([hi, lo, card_code, snap_idx])
-    firsts = np.flatnonzero(np.diff(np.maximum.accumulate(combo), prepend=-1) > 0)
     bad, holders = [], []
-    for at in firsts.tolist():
+    for at in first_appearances(combo).tolist():
         addr = addr_text(words_to_bytes(hi[at : at + 1], lo[at : at + 1])[0])
         snap, card = snaps[snap_idx[at]], card_names[card_code[at]]
         local = {a.address for a in snap.addresses}
