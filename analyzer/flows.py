@@ -385,8 +385,9 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     heads = _heads(pid[order])
     first = order[heads]
     n_packets = len(heads)
+    sizes = np.diff(np.append(heads, n))  # observations per packet
     packet = np.empty(n, dtype=np.int64)  # each observation's packet, as a row of the result
-    packet[order] = np.repeat(np.arange(n_packets), np.diff(np.append(heads, n)))
+    packet[order] = np.repeat(np.arange(n_packets), sizes)
     ts = obs["ts"].to_numpy(np.int64)[order]
     # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
     captured = np.minimum.reduceat(
@@ -406,7 +407,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
         "order": np.minimum.reduceat(obs["row"].to_numpy(np.int64)[order], heads),
         "out": out_any,
         "in": in_any,
-        "observations": np.diff(np.append(heads, n)),
+        "observations": sizes,
     }
     for c in HEADER_FIELDS:
         pk[c] = _first_valid(obs[c], order, heads)
