@@ -25,10 +25,18 @@ import pyarrow.ipc as ipc
 from .bundle import InputFile, Inputs, collect
 from .clock import ClockReport, align
 from .errors import InputError
-from .schema import EVENT_SCHEMA
+from .schema import (
+    DICT_STR,
+    DIRECTIONS,
+    EVENT_SCHEMA,
+    integers,
+    labels,
+    present,
+    text_column,
+)
 from .sources import iter_capture, kernlog
 from .sources.base import SourceReport
-from .sources.capture import CHUNK_ROWS, concat, record_span
+from .sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
 from .sources.ipsnap import HostState, read_snapshots
 
 
@@ -74,6 +82,22 @@ def _card_macs(host: HostState) -> dict[str, set[bytes]]:
     return out
 
 
+def _mac_number(mac: bytes) -> int:
+    return int.from_bytes(mac, "big")
+
+
+def _mac_numbers(macs: pa.Array) -> np.ndarray:
+    """A MAC column (6-byte binary) as 48-bit numbers; zero where null."""
+    raw = np.frombuffer(macs.buffers()[1], np.uint8)[
+        macs.offset * 6 : (macs.offset + len(macs)) * 6
+    ]
+    rows = raw.reshape(-1, 6).astype(np.uint64)
+    out = np.zeros(len(macs), np.uint64)
+    for i in range(6):
+        out = (out << np.uint64(8)) | rows[:, i]
+    return out
+
+
 class _CardResolver:
     """Per chunk of a capture: card names for interface indexes (``tcpdump -i any``) and
     direction from the source MAC on per-card captures; warnings once per input."""
@@ -82,10 +106,12 @@ class _CardResolver:
         self.host = host
         self.report = report
         names = host.links_by_index() if host else {}
-        self.index = pa.array(sorted(names), pa.int64())
-        self.names = pa.array([names[i] for i in sorted(names)], pa.string())
+        self.index = np.array(sorted(names), dtype=np.int64)
+        self.names = text_column([names[i] for i in sorted(names)])
         macs = _card_macs(host) if host else {}
-        self.macs = {card: pa.array(sorted(m), pa.binary(6)) for card, m in macs.items()}
+        self.macs = {
+            card: np.array([_mac_number(m) for m in ms], np.uint64) for card, ms in macs.items()
+        }
         self.missing_index: set[int] = set()
         self.no_mac: set[str] = set()
 
@@ -96,47 +122,57 @@ class _CardResolver:
         ifindex = table.column("ifindex")
         if ifindex.null_count == table.num_rows:
             return table
-        ifindex = ifindex.combine_chunks().cast(pa.int64())
-        pos = pc.index_in(ifindex, value_set=self.index)
-        unknown = pc.and_(pc.is_valid(ifindex), pc.is_null(pos))
-        if pc.any(unknown).as_py():
-            self.missing_index.update(pc.unique(ifindex.filter(unknown)).to_pylist())
-        names = pc.take(self.names, pos)
-        iface = pc.if_else(pc.is_valid(table.column("iface")), table.column("iface"), names)
-        iface = iface.cast(pa.string()).dictionary_encode().cast(EVENT_SCHEMA.field("iface").type)
+        index = integers(ifindex, -1)
+        at = np.minimum(np.searchsorted(self.index, index), max(len(self.index) - 1, 0))
+        known = (self.index[at] == index) if len(self.index) else np.zeros(len(index), bool)
+        unknown = (index >= 0) & ~known
+        if unknown.any():
+            self.missing_index.update(np.unique(index[unknown]).tolist())
+        iface = table.column("iface")
+        if not iface.null_count:
+            return table
+        names = labels(at, self.names, known)
+        if iface.null_count != table.num_rows:  # some rows named already (pcapng): keep those
+            texts = pc.if_else(pc.is_valid(iface), iface.cast(pa.string()), names.cast(pa.string()))
+            names = texts.combine_chunks().dictionary_encode().cast(DICT_STR)
         table = table.set_column(
-            table.schema.get_field_index("iface"), EVENT_SCHEMA.field("iface"), iface
+            table.schema.get_field_index("iface"), EVENT_SCHEMA.field("iface"), names
         )
         return table.set_column(
-            table.schema.get_field_index("point"), EVENT_SCHEMA.field("point"), iface
+            table.schema.get_field_index("point"), EVENT_SCHEMA.field("point"), names
         )
 
     def _direction_from_mac(self, table: pa.Table) -> pa.Table:
         """A per-card Ethernet capture: a frame whose source MAC is the card's leaves it."""
         direction = table.column("direction").combine_chunks()
-        unknown = pc.equal(direction.cast(pa.string()), "unknown")
-        if not pc.any(unknown).as_py():
+        given = direction.dictionary.to_pylist()
+        if "unknown" not in given:
             return table
-        iface = table.column("iface").combine_chunks().cast(pa.string())
+        codes = np.array([DIRECTIONS.index(d) for d in given])[
+            integers(direction, given.index("unknown"))
+        ]
+        unknown = codes == UNKNOWN
+        if not unknown.any():
+            return table
+        iface = table.column("iface").combine_chunks()
+        cards = iface.dictionary.to_pylist() if iface.null_count < len(iface) else []
+        card_codes = integers(iface, -1) if cards else np.full(len(iface), -1)
         eth_src = table.column("eth_src").combine_chunks()
-        out = np.asarray(direction.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-        todo = np.asarray(unknown.fill_null(False))
-        for card in pc.unique(iface.filter(unknown)).to_pylist():
+        has_mac = present(eth_src)
+        macs = _mac_numbers(eth_src) if has_mac.any() else np.zeros(len(eth_src), np.uint64)
+        for k in np.unique(card_codes[unknown]).tolist():
+            card = cards[k] if k >= 0 else None
             if card not in self.macs:
                 self.no_mac.add(str(card))
                 continue
-            on_card = todo & np.asarray(pc.equal(iface, card).fill_null(False))
-            has_mac = np.asarray(pc.is_valid(eth_src))
-            leaving = np.asarray(pc.is_in(eth_src, value_set=self.macs[card]).fill_null(False))
-            out[on_card & has_mac & leaving] = "out"
-            out[on_card & has_mac & ~leaving] = "in"
-        arr = (
-            pa.array(out, type=pa.string())
-            .dictionary_encode()
-            .cast(EVENT_SCHEMA.field("direction").type)
-        )
+            on_card = unknown & (card_codes == k) & has_mac
+            leaving = np.isin(macs, self.macs[card])
+            codes[on_card & leaving] = OUT
+            codes[on_card & ~leaving] = IN
         return table.set_column(
-            table.schema.get_field_index("direction"), EVENT_SCHEMA.field("direction"), arr
+            table.schema.get_field_index("direction"),
+            EVENT_SCHEMA.field("direction"),
+            labels(codes, DIRECTIONS),
         )
 
     def finish(self) -> None:
@@ -161,8 +197,8 @@ MERGE_ROWS = CHUNK_ROWS
 
 
 def _sorted(table: pa.Table) -> pa.Table:
-    ts = table.column("ts").combine_chunks().cast(pa.int64())
-    if table.num_rows < 2 or pc.all(pc.greater_equal(pc.pairwise_diff(ts), 0)).as_py():
+    ts = table.column("ts").combine_chunks()
+    if table.num_rows < 2 or not (np.diff(integers(ts, 0)) < 0).any():
         return table
     return table.take(pc.sort_indices(ts))
 

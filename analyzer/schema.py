@@ -179,7 +179,80 @@ def mac_text(value: bytes | None) -> str | None:
 
 
 def empty_events() -> pa.Table:
-    return EVENT_SCHEMA.empty_table()
+    return pa.Table.from_arrays([pa.nulls(0, f.type) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+
+
+# The capture readers build their columns from numpy buffers with the helpers below rather than
+# ``pa.array``: that call checks its input for pandas types and so imports pandas, a tenth of a
+# short ``nicpath events`` run that never needs it.
+
+
+def _numpy_dtype(typ: pa.DataType) -> np.dtype:
+    if pa.types.is_timestamp(typ):
+        return np.dtype(np.int64)
+    if pa.types.is_integer(typ):
+        return np.dtype(f"{'i' if pa.types.is_signed_integer(typ) else 'u'}{typ.bit_width // 8}")
+    return np.dtype(typ.to_pandas_dtype())
+
+
+def arrow_column(values: np.ndarray, typ: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """A numpy array as an Arrow column of ``typ`` (fixed width), null where ``valid`` is False."""
+    n = values.shape[0]
+    if pa.types.is_boolean(typ):
+        data = np.packbits(values.astype(bool, copy=False), bitorder="little")
+    else:
+        data = np.ascontiguousarray(values, dtype=_numpy_dtype(typ))
+    nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(data)], null_count=nulls)
+
+
+def integers(column: pa.Array | pa.ChunkedArray, missing: int) -> np.ndarray:
+    """An integer, timestamp or dictionary (its codes) column as int64 numbers, ``missing``
+    where null."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.indices
+    values = np.frombuffer(column.buffers()[1], _numpy_dtype(column.type))
+    values = values[column.offset : column.offset + len(column)].astype(np.int64)
+    if column.null_count:
+        values[~present(column)] = missing
+    return values
+
+
+def present(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per row of a column, whether it holds a value (its validity bitmap as booleans)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    if not column.null_count:
+        return np.ones(n, dtype=bool)
+    if column.buffers()[0] is None:  # a null-type or all-null column without a bitmap
+        return np.zeros(n, dtype=bool)
+    bits = np.frombuffer(column.buffers()[0], np.uint8)
+    return np.unpackbits(bits, bitorder="little")[column.offset : column.offset + n].view(bool)
+
+
+def text_column(texts: list[str] | tuple[str, ...]) -> pa.Array:
+    """A few strings (a dictionary's values) as an Arrow string column."""
+    encoded = [t.encode() for t in texts]
+    ends = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [None, pa.py_buffer(ends), pa.py_buffer(b"".join(encoded))]
+    )
+
+
+def labels(
+    codes: np.ndarray,
+    names: pa.Array | list[str] | tuple[str, ...],
+    valid: np.ndarray | None = None,
+) -> pa.Array:
+    """A ``DICT_STR`` column: per row, the position of its text in ``names`` (null where
+    ``valid`` is False)."""
+    if not isinstance(names, pa.Array):
+        names = text_column(names)
+    return pa.DictionaryArray.from_arrays(arrow_column(codes, pa.int32(), valid), names)
 
 
 def conform(columns: dict[str, pa.Array | list | None], length: int) -> pa.Table:

@@ -97,11 +97,12 @@ def _block(btype: int, body: bytes, endian: str) -> bytes:
 
 
 def pcapng_bytes(interfaces: list[dict], packets: list[dict], *, endian="<") -> bytes:
-    """interfaces: {name, linktype=1, tsresol=6}; packets: {iface, ts, frame, flags=None}."""
+    """interfaces: {name (None: no if_name), linktype=1, tsresol=6}; packets: {iface, ts, frame,
+    flags=None}."""
     shb = struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1)
     out = [_block(0x0A0D0D0A, shb, endian)]
     for i in interfaces:
-        opts = _opt(2, i["name"].encode(), endian)
+        opts = _opt(2, i["name"].encode(), endian) if i.get("name") is not None else b""
         if "tsresol" in i:
             opts += _opt(9, bytes([i["tsresol"]]), endian)
         opts += struct.pack(endian + "HH", 0, 0)

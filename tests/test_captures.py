@@ -219,6 +219,21 @@ def test_corrupt_pcap_record_names_packet_and_offset(tmp_path):
     assert "bad.pcap, packet 2, byte offset" in str(err.value)
 
 
+@pytest.mark.parametrize("then", ["runs past the file", "fits in the block"])
+def test_corrupt_pcap_length_inside_a_block_names_that_packet(tmp_path, then):
+    """A length over the limit that still fits in the read block is named, not the garbage
+    the walk lands on after it (the walk checks lengths per block, after walking)."""
+    good = synth.pcap_bytes([(1.0 + k, synth.eth(synth.tcp4())) for k in range(5)])
+    bad_at = len(good)
+    junk = struct.pack("<IIII", 0, 0, 0x7FFFFFFF if then == "runs past the file" else 8, 8)
+    body = struct.pack("<IIII", 6, 0, 300_000, 300_000) + b"\0" * 300_000 + junk
+    path = write(tmp_path, "bad.pcap", good + body + good[24:])
+    with pytest.raises(InputError) as err:
+        pcap.read(path)
+    assert err.value.record == 6 and err.value.offset == bad_at
+    assert "captured length 300000 exceeds 262144" in str(err.value)
+
+
 def test_unknown_link_type_is_an_error(tmp_path):
     path = write(tmp_path, "odd.pcap", synth.pcap_bytes([(1.0, b"\0" * 20)], linktype=147))
     with pytest.raises(InputError, match="unsupported link type 147"):

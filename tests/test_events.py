@@ -86,3 +86,32 @@ def test_sll2_without_link_snapshot_keeps_the_index_and_says_so():
     res = read_events([str(bundle / "any.pcap")])
     assert res.events.column("iface").null_count == res.events.num_rows
     assert any("interface index" in w for r in res.reports for w in r.warnings)
+
+
+def test_pcapng_unnamed_sll2_interface_takes_card_names_from_ip_link(tmp_path) -> None:
+    """A pcapng mixing a named Ethernet interface with an unnamed SLL2 one: the SLL2 packets are
+    named by their interface index (ip link), the Ethernet ones keep their interface's name."""
+    from tests import synth
+
+    bundle = ROOT / "samples" / "egress_switch_tcp"
+    ip = bytes(synth.tcp4())
+    path = tmp_path / "mixed.pcapng"
+    path.write_bytes(
+        synth.pcapng_bytes(
+            [{"name": "eth1"}, {"name": None, "linktype": 276}],
+            [
+                {"iface": 0, "ts": 1.0, "frame": synth.eth(ip)},
+                {"iface": 1, "ts": 2.0, "frame": synth.sll2(ip, ifindex=3, pkttype=4)},
+                {"iface": 1, "ts": 3.0, "frame": synth.sll2(ip, ifindex=9, pkttype=0)},
+            ],
+        )
+    )
+    got = read_events([str(path)], ip_dirs=[str(bundle / "ip" / "before")])
+    rows = got.events.select(["iface", "point", "direction", "ifindex"]).to_pylist()
+    assert [(r["iface"], r["point"], r["ifindex"]) for r in rows] == [
+        ("eth1", "eth1", None),
+        ("eth2", "eth2", 3),
+        (None, None, 9),
+    ]
+    assert [r["direction"] for r in rows][1:] == ["out", "in"]
+    assert any("interface index 9" in w for r in got.reports for w in r.warnings)

@@ -11,7 +11,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
-from ..schema import EVENT_SCHEMA, conform
+from ..schema import (
+    DIRECTIONS,
+    EVENT_SCHEMA,
+    arrow_column,
+    conform,
+    empty_events,
+    integers,
+    labels,
+)
 from . import frames
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -60,13 +68,15 @@ def read_block(f: BinaryIO, path: str, size: int = BLOCK_BYTES) -> bytes:
         raise InputError(path, f"cannot read: {exc}") from None
 
 
-def direction_from_pkttype(pkttype: pa.Array) -> pa.Array:
-    """Linux packet type 4 is outgoing; 0-3 arrived (to us, broadcast, multicast, other host)."""
-    values = pkttype.to_numpy(zero_copy_only=False)
-    valid = ~np.asarray(pkttype.is_null())
-    out = np.where(values == frames.PACKET_OUTGOING, "out", "in").astype(object)
-    out[~valid] = "unknown"
-    return pa.array(out, type=pa.string())
+#: Codes of the direction column as the capture readers build it (dictionary ``DIRECTIONS``).
+OUT, IN, UNKNOWN = (DIRECTIONS.index(d) for d in ("out", "in", "unknown"))
+
+
+def direction_from_pkttype(pkttype: pa.Array) -> np.ndarray:
+    """Direction codes: Linux packet type 4 is outgoing; 0-3 arrived (to us, broadcast,
+    multicast, other host); unknown without a packet type."""
+    values = integers(pkttype, -1)
+    return np.where(values == frames.PACKET_OUTGOING, OUT, np.where(values < 0, UNKNOWN, IN))
 
 
 def assemble(
@@ -77,32 +87,32 @@ def assemble(
     records: np.ndarray,
     offsets: np.ndarray,
     iface: pa.Array | str | None,
-    direction: pa.Array | None,
+    direction: np.ndarray | None,
 ) -> pa.Table:
-    """Turn decoded frame columns plus per-record metadata into an event table chunk."""
+    """Turn decoded frame columns plus per-record metadata into an event table chunk.
+
+    ``direction`` holds codes into ``DIRECTIONS`` (None: all unknown).
+    """
     n = ts_ns.shape[0]
+    same = np.zeros(n, dtype=np.int32)
     cols: dict[str, pa.Array | list | None] = dict(decoded)
-    cols["ts"] = pa.array(ts_ns.astype(np.int64, copy=False), type=pa.int64()).cast(
-        EVENT_SCHEMA.field("ts").type
-    )
-    cols["ts_basis"] = pa.array(["capture"] * n) if n else pa.array([], pa.string())
-    cols["source"] = pa.array([source] * n, type=pa.string())
-    cols["record"] = pa.array(records.astype(np.int64, copy=False))
-    cols["offset"] = pa.array(offsets.astype(np.int64, copy=False))
+    cols["ts"] = arrow_column(ts_ns, EVENT_SCHEMA.field("ts").type)
+    cols["ts_basis"] = labels(same, ["capture"])
+    cols["source"] = labels(same, [source])
+    cols["record"] = arrow_column(records, pa.int64())
+    cols["offset"] = arrow_column(offsets, pa.int64())
     if isinstance(iface, str):
-        iface = pa.array([iface] * n, type=pa.string())
+        iface = labels(same, [iface])
     cols["iface"] = iface
     cols["point"] = iface
-    if direction is None:
-        direction = pa.array(["unknown"] * n, type=pa.string())
-    cols["direction"] = direction
+    cols["direction"] = labels(np.full(n, UNKNOWN) if direction is None else direction, DIRECTIONS)
     return conform(cols, n)
 
 
 def concat(chunks: list[pa.Table]) -> pa.Table:
     """One event table from chunks whose string dictionaries differ."""
     if not chunks:
-        return EVENT_SCHEMA.empty_table()
+        return empty_events()
     return pa.concat_tables(chunks).unify_dictionaries().combine_chunks()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..schema import ERROR_TYPES, PORTED_PROTOS, icmp_types_in
+from ..schema import ERROR_TYPES, PORTED_PROTOS, arrow_column, icmp_types_in
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
@@ -51,34 +51,56 @@ ICMP_ECHO = {1: (0, 8, 13, 14, 15, 16), 58: (128, 129)}
 PACKET_OUTGOING = 4
 
 
+def byte_rows(buf: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes at each offset of ``at`` (all in bounds) as an (n, width) uint8
+    matrix, in one gather: a view of the buffer as a run of bytes starting at every offset."""
+    runs = np.ndarray(
+        (buf.shape[0] - width + 1,), dtype=np.dtype((np.void, width)), buffer=buf, strides=(1,)
+    )
+    return runs[at].view(np.uint8).reshape(-1, width)
+
+
 class _Gather:
-    """Bounds-checked big-endian field access at per-packet offsets into one byte buffer."""
+    """Bounds-checked big-endian field access at per-packet offsets into one byte buffer.
+
+    A field of every packet is one gather: the buffer is viewed, without copying, as a
+    big-endian integer (or a run of ``width`` bytes) starting at every byte offset.
+    """
 
     def __init__(self, buf: np.ndarray, end: np.ndarray) -> None:
         self.buf = buf
         self.end = end
+        self._views: dict[int, np.ndarray] = {}
+
+    def _view(self, width: int) -> np.ndarray:
+        view = self._views.get(width)
+        if view is None:
+            count = self.buf.shape[0] - width + 1
+            view = np.ndarray((count,), dtype=f">u{width}", buffer=self.buf, strides=(1,))
+            self._views[width] = view
+        return view
 
     def fits(self, off: np.ndarray, width: int, ok: np.ndarray) -> np.ndarray:
         return ok & (off >= 0) & (off + width <= self.end)
 
     def uint(self, off: np.ndarray, width: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unsigned big-endian integer of `width` bytes; zero where it does not fit."""
+        """Unsigned big-endian integer of `width` (1, 2 or 4) bytes; zero where it does not fit."""
         ok = self.fits(off, width, ok)
-        out = np.zeros(off.shape[0], dtype=np.uint64 if width > 2 else np.uint32)
-        idx = off[ok]
-        val = np.zeros(idx.shape[0], dtype=out.dtype)
-        for i in range(width):
-            val = (val << 8) | self.buf[idx + i].astype(out.dtype)
-        out[ok] = val
+        dtype = np.uint64 if width > 2 else np.uint32
+        if self.buf.shape[0] < width:  # nothing fits; no view to gather from
+            return np.zeros(off.shape[0], dtype=dtype), ok
+        out = np.zeros(off.shape[0], dtype=dtype)
+        at = off[ok]
+        out[ok] = self.buf[at] if width == 1 else self._view(width)[at]
         return out, ok
 
     def bytes_(self, off: np.ndarray, width: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A (n, width) uint8 matrix of raw bytes; zero rows where it does not fit."""
         ok = self.fits(off, width, ok)
+        if self.buf.shape[0] < width:
+            return np.zeros((off.shape[0], width), dtype=np.uint8), ok
         out = np.zeros((off.shape[0], width), dtype=np.uint8)
-        idx = off[ok]
-        if idx.size:
-            out[ok] = self.buf[idx[:, None] + np.arange(width)]
+        out[ok] = byte_rows(self.buf, off[ok], width)
         return out, ok
 
 
@@ -87,10 +109,6 @@ def _fixed_binary(matrix: np.ndarray, valid: np.ndarray) -> pa.Array:
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
     data = pa.py_buffer(np.ascontiguousarray(matrix).tobytes())
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [bitmap, data])
-
-
-def _col(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array:
-    return pa.array(values.astype(typ.to_pandas_dtype(), copy=False), type=typ, mask=~valid)
 
 
 def _v4_mapped(matrix4: np.ndarray) -> np.ndarray:
@@ -368,5 +386,5 @@ def _to_arrow(cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, pa.Ar
         if values.ndim == 2:
             out[name] = _fixed_binary(values.astype(np.uint8, copy=False), valid)
         else:
-            out[name] = _col(values, valid, _TYPES[name])
+            out[name] = arrow_column(values, _TYPES[name], valid)
     return out

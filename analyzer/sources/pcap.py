@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
+from ..schema import arrow_column
 from .base import SourceReport
 from .capture import (
     CHUNK_ROWS,
@@ -33,6 +34,7 @@ from .frames import (
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_NAMES,
     SUPPORTED_LINKTYPES,
+    byte_rows,
     decode,
 )
 
@@ -115,35 +117,26 @@ def iter_chunks(
             del block  # one copy of the block held while its packets are decoded
             if not data:
                 break
-            n = len(data)
             buf = np.frombuffer(data, dtype=np.uint8)
-            pos = 0
-            while True:
-                starts: list[int] = []
-                while pos + RECORD_HEADER_LEN <= n and len(starts) < CHUNK_ROWS:
-                    caplen = unpack_len(data, pos + 8)[0]
-                    if caplen > limit:
-                        raise InputError(
-                            spath,
-                            f"corrupt record: captured length {caplen} exceeds {limit}",
-                            record=record_no + len(starts),
-                            offset=base + pos,
-                        )
-                    if pos + RECORD_HEADER_LEN + caplen > n:
-                        break
-                    starts.append(pos)
-                    pos += RECORD_HEADER_LEN + caplen
-                if not starts:
-                    break
-                off = np.asarray(starts, dtype=np.int64)
-                hdr = buf[off[:, None] + np.arange(RECORD_HEADER_LEN)].view(u32)
+            pos, walked = _walk(data, unpack_len, limit, spath, record_no, base)
+            for lo in range(0, len(walked), CHUNK_ROWS):
+                off = np.asarray(walked[lo : lo + CHUNK_ROWS], dtype=np.int64)
+                hdr = byte_rows(buf, off, RECORD_HEADER_LEN).view(u32)
                 ts_ns = (
                     hdr[:, 0].astype(np.int64) * 1_000_000_000
                     + hdr[:, 1].astype(np.int64) * ns_per_unit
                 )
                 caplen = hdr[:, 2].astype(np.int64)
+                if (caplen > limit).any():
+                    k = int(np.argmax(caplen > limit))
+                    raise InputError(
+                        spath,
+                        f"corrupt record: captured length {caplen[k]} exceeds {limit}",
+                        record=record_no + k,
+                        offset=base + int(off[k]),
+                    )
                 decoded = decode(buf, off + RECORD_HEADER_LEN, caplen, linktype)
-                decoded["wire_len"] = pa.array(hdr[:, 3].astype(np.uint32))
+                decoded["wire_len"] = arrow_column(hdr[:, 3], pa.uint32())
                 direction = None
                 if "pkttype" in decoded:
                     direction = direction_from_pkttype(decoded["pkttype"])
@@ -151,14 +144,14 @@ def iter_chunks(
                     decoded,
                     ts_ns=ts_ns,
                     source=spath,
-                    records=np.arange(record_no, record_no + len(starts)),
+                    records=np.arange(record_no, record_no + len(off)),
                     offsets=base + off,
                     iface=iface,
                     direction=direction,
                 )
-                record_no += len(starts)
-                report.records += len(starts)
-                report.used += len(starts)
+                record_no += len(off)
+                report.records += len(off)
+                report.used += len(off)
             carry = data[pos:]
             base += pos
             if at_end:
@@ -170,6 +163,40 @@ def iter_chunks(
             )
             report.skip("truncated record at end of file")
             report.records += 1
+
+
+def _walk(
+    data: bytes, unpack_len, limit: int, path: str, record_no: int, base: int
+) -> tuple[int, list[int]]:
+    """Offsets of the complete records in ``data`` (the walk the format forces: each record's
+    length says where the next one starts), and where the first incomplete one begins.
+
+    The loop does the least per record; lengths over ``limit`` are checked on the whole block
+    afterwards, or here when such a length runs past the block (it would never complete).
+    """
+    n = len(data)
+    last = n - RECORD_HEADER_LEN
+    starts: list[int] = []
+    append = starts.append
+    pos = 0
+    while pos <= last:
+        after = pos + RECORD_HEADER_LEN + unpack_len(data, pos + 8)[0]
+        if after > n:
+            if after - pos - RECORD_HEADER_LEN > limit:
+                append(pos)  # the first corrupt record walked (maybe an earlier one) is named
+                for k, at in enumerate(starts):
+                    caplen = unpack_len(data, at + 8)[0]
+                    if caplen > limit:
+                        raise InputError(
+                            path,
+                            f"corrupt record: captured length {caplen} exceeds {limit}",
+                            record=record_no + k,
+                            offset=base + at,
+                        )
+            break
+        append(pos)
+        pos = after
+    return pos, starts
 
 
 def read(path: str | os.PathLike, *, iface: str | None = None) -> tuple[pa.Table, SourceReport]:

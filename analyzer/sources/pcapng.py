@@ -16,13 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import InputError
+from ..schema import arrow_column, labels
 from .base import SourceReport
 from .capture import (
     CHUNK_ROWS,
+    IN,
     MAX_RECORD,
+    OUT,
+    UNKNOWN,
     assemble,
     concat,
     direction_from_pkttype,
@@ -30,7 +33,7 @@ from .capture import (
     read_block,
     record_span,
 )
-from .frames import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode
+from .frames import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, byte_rows, decode
 
 SHB, IDB, SPB, EPB, OPB = 0x0A0D0D0A, 0x00000001, 0x00000003, 0x00000006, 0x00000002
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
@@ -202,7 +205,7 @@ class _Walker:
         record0 = first + out.count
         buf = np.frombuffer(data, dtype=np.uint8)
         pos = np.asarray(positions, dtype=np.int64)
-        words = buf[pos[:, None] + np.arange(28)].view(endian + "u4").astype(np.int64)
+        words = byte_rows(buf, pos, 28).view(endian + "u4").astype(np.int64)
         blen, if_id, cap, orig = words[:, 1], words[:, 2], words[:, 5], words[:, 6]
         for bad, why in (
             (
@@ -228,10 +231,10 @@ class _Walker:
         room = np.flatnonzero(opt + 8 <= end)
         if room.size:
             at = opt[room]
-            first_opt = buf[at[:, None] + np.arange(4)].view(endian + "u4")[:, 0]
+            first_opt = byte_rows(buf, at, 4).view(endian + "u4")[:, 0]
             want = np.frombuffer(FLAGS_FIRST[endian], dtype=endian + "u4")[0]
             fast = first_opt == want
-            value = buf[at[fast][:, None] + 4 + np.arange(4)].view(endian + "u4")[:, 0]
+            value = byte_rows(buf, at[fast] + 4, 4).view(endian + "u4")[:, 0]
             flags[room[fast]] = value
             for k in room[~fast]:
                 for code, val in _options(data, int(opt[k]), int(end[k]), endian):
@@ -375,23 +378,20 @@ def _chunk(
                 offset=int(offs[sel[0]]),
             )
         decoded = decode(buf, start[sel], cap[sel], linktype)
-        decoded["wire_len"] = pa.array(orig[sel])
+        decoded["wire_len"] = arrow_column(orig[sel], pa.uint32())
         ts_ns = np.zeros(sel.shape[0], dtype=np.int64)
         for i in np.unique(ifx[sel]):
             m = ifx[sel] == i
             ts_ns[m] = interfaces[i].ts_to_ns(units[sel][m])
-        names = pa.array([i.name for i in interfaces], type=pa.string())
-        iface = pa.DictionaryArray.from_arrays(pa.array(ifx[sel].astype(np.int32)), names)
+        named = np.array([i.name is not None for i in interfaces])
+        iface = labels(ifx[sel], [i.name or "" for i in interfaces], named[ifx[sel]])
         f = flags[sel]
         # epb_flags bits 0-1: 1 inbound, 2 outbound; else (or no flags) unknown
         code = np.where(f >= 0, f & 3, 0)
-        code = np.where((code == 1) | (code == 2), code, 0).astype(np.int8)
-        direction = pa.DictionaryArray.from_arrays(
-            pa.array(code), pa.array(["unknown", "in", "out"])
-        ).cast(pa.string())
+        direction = np.select([code == 1, code == 2], [IN, OUT], UNKNOWN)
         if "pkttype" in decoded:
             by_type = direction_from_pkttype(decoded["pkttype"])
-            direction = pc.if_else(pc.equal(direction, "unknown"), by_type, direction)
+            direction = np.where(direction == UNKNOWN, by_type, direction)
         table = assemble(
             decoded,
             ts_ns=ts_ns,
@@ -405,7 +405,9 @@ def _chunk(
         order.append(sel)
     table = concat(parts)
     if len(parts) > 1:
-        table = table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        table = table.take(
+            arrow_column(np.argsort(np.concatenate(order), kind="stable"), pa.int64())
+        )
     return table
 
 
