@@ -202,7 +202,7 @@ def group_codes(keys: list[np.ndarray]) -> np.ndarray:
     return frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
 
 
-def _grouped_order(codes: np.ndarray) -> np.ndarray:
+def grouped_order(codes: np.ndarray) -> np.ndarray:
     """Positions sorted by code, in position order within a code: a stable sort, done as a
     quicksort of unique keys (numpy's stable sort of 64-bit integers is ~5x slower)."""
     n = len(codes)
@@ -239,7 +239,7 @@ def _split_flows(
     order of first appearance, then the flows of one conversation in time order. A flow's
     initiator is the sender of its first SYN, else of its first packet."""
     n = len(conv)
-    order = _grouped_order(conv)  # conversations together, each in time order
+    order = grouped_order(conv)  # conversations together, each in time order
     c, t, s, up = conv[order], ts[order], seq[order], from_e1[order]
     is_syn = syn[order]
     pos = np.arange(n)
@@ -273,7 +273,7 @@ def _join_observations(
     chain saw two packets, so the k-th sighting at each point belongs to the k-th packet.
     Packet ids are numbered in order of first observation."""
     code = group_codes(signature)
-    order = _grouped_order(code)
+    order = grouped_order(code)
     k, t = code[order], ts[order]
     new = np.ones(len(order), dtype=bool)
     new[1:] = (k[1:] != k[:-1]) | ((t[1:] - t[:-1]) > SAME_PACKET_WINDOW_NS)
@@ -381,7 +381,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     crossed."""
     pid = obs["packet_id"].to_numpy(np.int64)
     n = len(pid)
-    order = _grouped_order(pid)
+    order = grouped_order(pid)
     heads = _heads(pid[order])
     first = order[heads]
     n_packets = len(heads)
@@ -435,7 +435,7 @@ def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
     at = pd.Index(flow_ids).get_indexer(obs["flow_id"])  # each observation's flow, as a row
     # The first observation of each flow from each side: one sort by (flow, side).
     side = at * 2 + ~obs["from_initiator"].to_numpy(bool)
-    order = _grouped_order(side)
+    order = grouped_order(side)
     firsts = order[_heads(side[order])]
     from_init = side[firsts] % 2 == 0
     first_init = np.full(n_flows, -1)
@@ -464,7 +464,7 @@ def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
         )
         fl[mine] = values.astype(np.uint64 if mine.endswith(("_hi", "_lo")) else np.int64)
     ts = packets["ts"].to_numpy(np.int64)
-    by_flow = _grouped_order(fl_codes)
+    by_flow = grouped_order(fl_codes)
     flow_heads = _heads(fl_codes[by_flow])
     fl["first_ns"] = np.minimum.reduceat(ts[by_flow], flow_heads)
     fl["last_ns"] = np.maximum.reduceat(ts[by_flow], flow_heads)

@@ -10,9 +10,12 @@ packets on the arrival card (``explain.asymmetric_return``).
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import explain
+from ..flows import grouped_order
 from . import register
 from .base import Context, Finding, flow_text, when
 
@@ -21,22 +24,30 @@ from .base import Context, Finding, flow_text, when
 def detect(ctx: Context) -> list[Finding]:
     """F4: routing picks the way out, not the way in."""
     pk = ctx.packets
-    cols = ["packet_id", "flow_id", "order", "ts"]
-    out = pk.iloc[ctx.outgoing][[*cols, "egress"]]
-    inn = pk.loc[(pk["direction"] == "in") & pk["arrival"].notna(), [*cols, "arrival"]]
-    if out.empty or inn.empty:
+    leaving = np.zeros(len(pk), dtype=bool)
+    leaving[ctx.outgoing] = True
+    arriving = ((pk["direction"] == "in") & pk["arrival"].notna()).to_numpy()
+    if not leaving.any() or not arriving.any():
         return []
-    latest = pd.merge_asof(
-        inn.sort_values("order"),
-        out[["order", "flow_id", "egress"]]
-        .rename(columns={"egress": "left_via"})
-        .sort_values("order"),
-        on="order",
-        by="flow_id",
-        direction="backward",
-        allow_exact_matches=False,
+    # Packets are in time order; grouped by flow (time order kept), the latest outgoing packet
+    # before each arriving one is a running maximum of outgoing positions within the group.
+    seen = np.flatnonzero(leaving | arriving)
+    flow = pk["flow_id"].to_numpy()[seen]
+    seen = seen[grouped_order(flow)]
+    flow = pk["flow_id"].to_numpy()[seen]
+    step = np.arange(len(seen))
+    latest = np.maximum.accumulate(np.where(leaving[seen], step, -1))
+    asks = np.flatnonzero(arriving[seen] & (latest >= 0))
+    asks = asks[flow[latest[asks]] == flow[asks]]
+    left_via = pa.array(pk["egress"]).take(seen[latest[asks]])  # card names compared in Arrow
+    came_on = pa.array(pk["arrival"]).take(seen[asks])
+    differ = pc.not_equal(left_via, came_on).to_numpy(zero_copy_only=False)
+    cols = ["packet_id", "flow_id", "order", "ts", "arrival"]
+    odd = (
+        pk.iloc[seen[asks[differ]]][cols]
+        .assign(left_via=left_via.filter(differ).to_pylist())
+        .sort_values("order", kind="stable")
     )
-    odd = latest[latest["left_via"].notna() & (latest["left_via"] != latest["arrival"])]
     findings = []
     for flow_id, rows in odd.groupby("flow_id", sort=False):
         rows = rows.sort_values("order")
