@@ -214,6 +214,8 @@ def integers(column: pa.Array | pa.ChunkedArray, missing: int) -> np.ndarray:
         column = column.combine_chunks()
     if pa.types.is_dictionary(column.type):
         column = column.indices
+    if column.null_count == len(column):  # may have no data buffer at all
+        return np.full(len(column), missing, dtype=np.int64)
     values = np.frombuffer(column.buffers()[1], _numpy_dtype(column.type))
     values = values[column.offset : column.offset + len(column)].astype(np.int64)
     if column.null_count:
