@@ -34,7 +34,7 @@ from .netstate import NetState, load
 from .outputs import ParquetStream
 from .partitions import PART_ROWS, PartPlan, plan
 from .partitions import load as read_part
-from .schema import EVENT_SCHEMA, addr_text
+from .schema import EVENT_SCHEMA, addr_text, empty_events
 from .sources.capture import concat
 from .sources.ipsnap import HostState
 
@@ -207,7 +207,7 @@ def _analyze_parts(
                     merged.add(work(part))
                     _remove(part.done)
         events = EventsResult(
-            EVENT_SCHEMA.empty_table(), stream.reports, stream.clock, stream.host, stream.inputs
+            empty_events(), stream.reports, stream.clock, stream.host, stream.inputs
         )
         tables, findings, status = merged.result()
     ctx = Context(tables, stream.host, state)

@@ -82,10 +82,6 @@ def _card_macs(host: HostState) -> dict[str, set[bytes]]:
     return out
 
 
-def _mac_number(mac: bytes) -> int:
-    return int.from_bytes(mac, "big")
-
-
 def _mac_numbers(macs: pa.Array) -> np.ndarray:
     """A MAC column (6-byte binary) as 48-bit numbers; zero where null."""
     raw = np.frombuffer(macs.buffers()[1], np.uint8)[
@@ -110,7 +106,8 @@ class _CardResolver:
         self.names = text_column([names[i] for i in sorted(names)])
         macs = _card_macs(host) if host else {}
         self.macs = {
-            card: np.array([_mac_number(m) for m in ms], np.uint64) for card, ms in macs.items()
+            card: np.array([int.from_bytes(m, "big") for m in ms], np.uint64)
+            for card, ms in macs.items()
         }
         self.missing_index: set[int] = set()
         self.no_mac: set[str] = set()
@@ -155,8 +152,7 @@ class _CardResolver:
         if not unknown.any():
             return table
         iface = table.column("iface").combine_chunks()
-        cards = iface.dictionary.to_pylist() if iface.null_count < len(iface) else []
-        card_codes = integers(iface, -1) if cards else np.full(len(iface), -1)
+        cards, card_codes = iface.dictionary.to_pylist(), integers(iface, -1)
         eth_src = table.column("eth_src").combine_chunks()
         has_mac = present(eth_src)
         macs = _mac_numbers(eth_src) if has_mac.any() else np.zeros(len(eth_src), np.uint64)

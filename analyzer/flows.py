@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .schema import flow_row_kinds
+from .schema import flow_row_kinds, integers
 
 #: Observations of one packet are at most this far apart (ns): hooks and captures see a packet
 #: within microseconds; matched log lines are exact. Retransmissions are further apart.
@@ -152,15 +151,6 @@ def in_time_order(events: pa.Table) -> pa.Table:
     if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
         return events.take(np.argsort(ts, kind="stable"))
     return events
-
-
-def _filled(table: pa.Table, name: str, fill: int = -1) -> np.ndarray:
-    """An integer column as int64, nulls as ``fill`` (every such column is unsigned: -1 is
-    never a value)."""
-    col = table.column(name)
-    if col.null_count:
-        col = pc.fill_null(col.cast(pa.int64()), fill)
-    return col.to_numpy().astype(np.int64, copy=False)
 
 
 def _flow_rows(events: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -499,24 +489,25 @@ def build_flows(events: pa.Table) -> FlowTables:
     obs = _frame(table, flow_at, OBSERVATION_COLUMNS, ("src", "dst"))
     if obs.empty:
         return empty_tables(obs, errors)
-    icmp_id = _filled(table, "icmp_id")
+    icmp_id = integers(table.column("icmp_id"), -1)
     for port in ("sport", "dport"):
         obs[port] = np.where(echo, icmp_id, obs[port]).astype(np.int64)
     conv, from_e1 = _conversations(obs)
     ts = obs["ts"].to_numpy()
-    flags = _filled(table, "tcp_flags")
+    flags = integers(table.column("tcp_flags"), -1)
     syn = (obs["proto"].to_numpy() == 6) & (flags >= 0) & ((flags & 0x12) == 0x02)
-    flow_id, from_initiator = _split_flows(conv, ts, syn, _filled(table, "tcp_seq"), from_e1)
+    seq = integers(table.column("tcp_seq"), -1)
+    flow_id, from_initiator = _split_flows(conv, ts, syn, seq, from_e1)
     source, _ = _codes(obs["source"])
     point, _ = _codes(obs["point"])
     seen_at = (source + 1) * (int(point.max(initial=0)) + 2) + point + 1
     signature = [
         flow_id,
         from_initiator.astype(np.int64),
-        _filled(table, "ip_id"),
-        _filled(table, "ip_len"),
+        integers(table.column("ip_id"), -1),
+        integers(table.column("ip_len"), -1),
         flags,
-        _filled(table, "icmp_seq"),
+        integers(table.column("icmp_seq"), -1),
     ]
     obs["conv"] = conv
     obs["from_e1"] = from_e1

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from .schema import flow_row_kinds
+from .schema import flow_row_kinds, integers
 
 #: Files a stream (or an oversized group) is split into: this many bits of the hash per level.
 GROUP_BITS = 8
@@ -45,8 +44,7 @@ ROW = "_row"
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name)
-    return pc.fill_null(col, 0).to_numpy().astype(np.uint64)
+    return integers(table.column(name), 0).astype(np.uint64)
 
 
 def conversation_hash(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

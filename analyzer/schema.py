@@ -45,16 +45,10 @@ def flow_row_kinds(events: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ``PORTED_PROTOS``, or an ICMP echo with its id), whether it is an ICMP echo, and whether it
     is an ICMP error quoting a packet. ARP and later fragments are none of them."""
 
-    def values(name: str) -> np.ndarray:
-        return events.column(name).fill_null(0).to_numpy()
-
     def valid(name: str) -> np.ndarray:
-        col = events.column(name)
-        if not col.null_count:
-            return np.ones(len(col), dtype=bool)
-        return col.is_valid().to_numpy(zero_copy_only=False)
+        return present(events.column(name))
 
-    proto, icmp_type = values("proto"), values("icmp_type")
+    proto, icmp_type = integers(events.column("proto"), 0), integers(events.column("icmp_type"), 0)
     ported = np.isin(proto, PORTED_PROTOS) & valid("sport") & valid("dport")
     echo = icmp_types_in(proto, icmp_type, ECHO_TYPES) & valid("icmp_id")
     error = icmp_types_in(proto, icmp_type, ERROR_TYPES) & valid("inner_proto")

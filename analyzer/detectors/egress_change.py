@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import explain
+from ..flows import grouped_order
 from . import register
 from .base import Context, Finding, flow_text, when
 
@@ -27,8 +28,7 @@ def detect(ctx: Context) -> list[Finding]:
     # Each flow's outgoing packets in order; a run is a stretch of packets on one card, and a
     # switch starts each run but the first. A run ends at the next switch or its flow's end.
     flow_of = pk["flow_id"].to_numpy(np.int64)
-    order = pk["order"].to_numpy(np.int64)
-    out = out[np.argsort(flow_of[out] * (int(order.max()) + 1) + order[out], kind="stable")]
+    out = out[grouped_order(flow_of[out])]  # packets, and so ``out``, are in order already
     card = pd.factorize(pk["egress"].iloc[out])[0]
     same_flow = flow_of[out][1:] == flow_of[out][:-1]
     switch = np.flatnonzero(same_flow & (card[1:] != card[:-1])) + 1
