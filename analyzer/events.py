@@ -391,7 +391,8 @@ def _merged(
     jobs: int,
 ) -> Iterator[pa.Table]:
     items = inputs.captures
-    if not raw_logs.num_rows and jobs <= 1:
+    # One capture gains nothing from a worker: it is decoded here, block by block.
+    if not raw_logs.num_rows and (jobs <= 1 or len(items) <= 1):
         yield from merge_by_time(
             [_capture_chunks(it, host, r) for it, r in zip(items, cap_reports, strict=True)]
         )

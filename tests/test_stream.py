@@ -58,6 +58,21 @@ def test_jobs_give_the_same_table_and_counts(bundle):
     assert one.clock.boot_matches > 0  # the logs were aligned from the spilled captures
 
 
+def test_one_capture_with_jobs_is_read_in_place_not_spilled(monkeypatch):
+    """A single capture without LOG lines has nothing to decode beside it: ``--jobs 2`` reads
+    it block by block like one job, with no temporary copy."""
+    path = "samples/egress_switch_tcp/eth1.pcap"
+    one = read_events([path])
+
+    def spill(*args, **kwargs):
+        raise AssertionError("a lone capture was spilled")
+
+    monkeypatch.setattr("analyzer.events._spill", spill)
+    two = read_events([path], jobs=2)
+    assert two.events.equals(one.events)
+    assert two.counts() == one.counts()
+
+
 def test_parquet_stream_gathers_chunks_into_row_groups(tmp_path, monkeypatch):
     monkeypatch.setattr("analyzer.outputs.ROW_GROUP_ROWS", 20)
     monkeypatch.setattr(pcap, "CHUNK_ROWS", 8)
