@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,11 +83,17 @@ class Group:
     buckets: np.ndarray
 
 
-def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> list[Group]:
+def _split(
+    pieces: Iterable[pa.Table] | Iterable[pa.RecordBatch],
+    directory: str,
+    shift: int,
+    prepare: Callable[[pa.Table], tuple[pa.Table, np.ndarray | None]] | None = None,
+) -> list[Group]:
     """Write rows to ``2**GROUP_BITS`` files by the hash bits at ``shift``, keeping their order.
 
     Rows are split ``SPLIT_ROWS`` at a time: each file gets one batch per round and nothing of a
-    round is kept once it is written."""
+    round is kept once it is written. ``prepare`` gives a round its ``HASH`` and ``ROW`` columns
+    and the positions of the rows to keep (None: all), in the writing thread."""
     n = 1 << GROUP_BITS
     mask = np.uint64(n - 1)
     paths = [os.path.join(directory, f"s{shift}-{g}-{os.getpid()}.arrows") for g in range(n)]
@@ -97,8 +103,11 @@ def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> lis
     buckets = np.zeros((n, 1 << CUT_BITS), dtype=np.int64)
 
     def write(gathered: list[pa.RecordBatch]) -> None:
-        table = _gather(gathered)
+        table, kept = (prepare or _as_is)(_concat(gathered))
+        table = table.unify_dictionaries().combine_chunks()
         h = table.column(HASH).to_numpy()
+        if kept is not None:
+            h = h[kept]
         group = (h >> np.uint64(shift)) & mask
         cut = _bucket(h, shift + GROUP_BITS)
         buckets.ravel()[:] += np.bincount(
@@ -107,7 +116,7 @@ def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> lis
         order = np.argsort(group, kind="stable")
         counts = np.bincount(group, minlength=n)
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        table = table.take(order)
+        table = table.take(order if kept is None else kept[order])
         for g in np.flatnonzero(counts):
             if writers[g] is None:
                 sinks[g] = pa.OSFile(paths[g], "wb")
@@ -115,8 +124,8 @@ def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> lis
             writers[g].write_table(table.slice(bounds[g], counts[g]))
             rows[g] += counts[g]
 
-    # Sorting, taking and writing release the GIL: a thread does them while the caller
-    # decodes the next rows (one round queued at most).
+    # Hashing, sorting, taking and writing mostly release the GIL: a thread does them while
+    # the caller decodes the next rows (one round queued at most).
     rounds: queue.Queue[list[pa.RecordBatch] | None] = queue.Queue(maxsize=1)
     failed: list[BaseException] = []
 
@@ -133,11 +142,13 @@ def _split(batches: Iterable[pa.RecordBatch], directory: str, shift: int) -> lis
     try:
         gathered: list[pa.RecordBatch] = []
         gathered_rows = 0
-        for batch in batches:
+        for piece in pieces:
             if failed:
                 break
-            gathered.append(batch)
-            gathered_rows += batch.num_rows
+            if not piece.num_rows:
+                continue
+            gathered.append(piece)
+            gathered_rows += piece.num_rows
             if gathered_rows >= SPLIT_ROWS:
                 rounds.put(gathered)
                 gathered, gathered_rows = [], 0
@@ -169,24 +180,28 @@ def _read(path: str) -> Iterator[pa.RecordBatch]:
         yield from ipc.open_stream(source)
 
 
-def _with_position(
-    chunks: Iterable[pa.Table], columns: list[str] | None
-) -> Iterator[pa.RecordBatch]:
-    """The rows flows use, each with its hash and its position in the stream; only
-    ``columns`` of them when given."""
-    start = 0
-    for chunk in chunks:
-        if not chunk.num_rows:
-            continue
-        n = chunk.num_rows
-        h, used = conversation_hash(chunk)
-        if columns is not None:
-            chunk = chunk.select(columns)
-        table = chunk.append_column(HASH, pa.array(h)).append_column(
-            ROW, pa.array(np.arange(start, start + n, dtype=np.int64))
+class _Positioned:
+    """Gives each round of the stream its rows' positions and conversation hashes, and keeps
+    the rows flows use (``columns`` of them when given). Rounds come in stream order."""
+
+    def __init__(self, columns: list[str] | None) -> None:
+        self.columns = columns
+        self.start = 0
+
+    def __call__(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        n = table.num_rows
+        h, used = conversation_hash(table)
+        if self.columns is not None:
+            table = table.select(self.columns)
+        table = table.append_column(HASH, pa.array(h)).append_column(
+            ROW, pa.array(np.arange(self.start, self.start + n, dtype=np.int64))
         )
-        start += n
-        yield from table.filter(used).combine_chunks().to_batches()
+        self.start += n
+        return table, np.flatnonzero(used)
+
+
+def _as_is(table: pa.Table) -> tuple[pa.Table, None]:
+    return table, None
 
 
 @dataclass
@@ -228,7 +243,7 @@ def plan(
     ``conversation_hash`` keeps together. Small groups share a part; big ones are cut.
     ``columns``: the event columns the parts need (all when None)."""
     read_rows = max(GROUP_READ_ROWS, 4 * part_rows)
-    todo = _split(_with_position(chunks, columns), directory, 0)
+    todo = _split(chunks, directory, 0, _Positioned(columns))
     plans: list[PartPlan] = []
     pending = PartPlan([], 0, [])
     while todo:
@@ -290,6 +305,11 @@ def load(part: PartPlan) -> Part:
     return Part(table, rows)  # one spill file's rows: in stream order already
 
 
+def _concat(pieces: list[pa.Table] | list[pa.RecordBatch]) -> pa.Table:
+    return pa.concat_tables(
+        [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in pieces]
+    )
+
+
 def _gather(pieces: list[pa.Table] | list[pa.RecordBatch]) -> pa.Table:
-    tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in pieces]
-    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    return _concat(pieces).unify_dictionaries().combine_chunks()
