@@ -294,7 +294,8 @@ def _sets_per_packet(
 
     Done on codes, not per packet in Python: each packet's names become a bit set (one bit per
     distinct name, several 64-bit words when there are many), and only the few distinct bit
-    sets are turned into tuples, which the packets then share."""
+    sets are turned into tuples: the categories of the column, so a later stage works on each
+    distinct tuple once."""
     order = np.argsort(names)
     sorted_names = names[order]
     rank = np.empty(len(names), dtype=np.int64)
@@ -318,9 +319,8 @@ def _sets_per_packet(
             tuple(sorted_names[np.nonzero(np.unpackbits(w.view(np.uint8), bitorder="little"))[0]])
             for w in sets
         ]
-    distinct = np.empty(len(tuples), dtype=object)
-    distinct[:] = tuples
-    return pd.Series(distinct[which.ravel()], dtype=object, copy=False)
+    distinct = pd.Index(tuples, dtype=object, tupleize_cols=False)
+    return pd.Series(pd.Categorical.from_codes(which.ravel(), categories=distinct))
 
 
 #: What a packet takes from its first observation: its addresses, ports and header fields.

@@ -72,6 +72,7 @@ def flow_timeline(analysis: Analysis, flow_id: int) -> pd.DataFrame:
     rows["egress_change"] = out_cards.notna() & prev.notna() & (out_cards != prev)
     rows["previous_card"] = prev
     rows["card"] = np.where(rows["direction"] == "out", rows["egress"], rows["arrival"])
+    rows["points"] = rows["points"].astype(object)  # tuples, not the packets' categories
     return rows[
         [
             "packet_id",

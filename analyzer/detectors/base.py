@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -93,6 +94,31 @@ def flow_names(fl: pd.DataFrame) -> dict[int, dict[str, Any]]:
     }
 
 
+class _FlowNames(Mapping[int, dict[str, Any]]):
+    """``flow_names`` of a flow table, a flow at a time: detectors name the few flows they
+    report, not the thousands of a part."""
+
+    def __init__(self, flows: pd.DataFrame) -> None:
+        self.flows = flows
+        self.named: dict[int, dict[str, Any]] = {}
+        self.position: pd.Index | None = None
+
+    def __getitem__(self, flow_id: int) -> dict[str, Any]:
+        flow_id = int(flow_id)
+        if flow_id not in self.named:
+            if self.position is None:
+                self.position = pd.Index(self.flows["flow_id"].to_numpy(np.int64))
+            at = self.position.get_loc(flow_id)
+            self.named[flow_id] = flow_names(self.flows.iloc[[at]])[flow_id]
+        return self.named[flow_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.flows["flow_id"].tolist())
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+
 @dataclass
 class Context:
     """Flows, packets and the host's snapshots, with the lookups detectors share;
@@ -116,20 +142,44 @@ class Context:
         pk = self.tables.packets
         if pk.empty:
             return pk.assign(egress=pd.Series(dtype=object), arrival=pd.Series(dtype=object))
-        return pk.assign(egress=self._cards(pk["out_cards"]), arrival=self._cards(pk["in_cards"]))
+        # Pandas string columns built by Arrow, so later merges need not infer them per row.
+        names = pa.array([*self.card_names, None], pa.string())
+        none = len(self.card_names)
+        egress, arrival = (
+            pd.array(names.take(np.where(c < 0, none, c)), dtype="str") for c in self.card_codes
+        )
+        return pk.assign(egress=pd.Series(egress, pk.index), arrival=pd.Series(arrival, pk.index))
 
     @cached_property
     def outgoing(self) -> np.ndarray:
         """Positions in ``packets`` of the packets that left through a known card, in order."""
-        pk = self.packets
-        return np.flatnonzero(((pk["direction"] == "out") & pk["egress"].notna()).to_numpy())
+        pk = self.tables.packets
+        return np.flatnonzero((pk["direction"] == "out").to_numpy() & (self.card_codes[0] >= 0))
 
-    def _cards(self, crossed: pd.Series) -> pd.Series:
-        """``card`` of each packet's tuple of cards, worked out once per distinct tuple (a
-        pandas string column built by Arrow, so later merges need not infer it per row)."""
-        codes, distinct = pd.factorize(crossed)
-        cards = pa.array([self.card(c) for c in distinct] + [None], pa.string())
-        return pd.Series(pd.array(cards.take(codes), dtype="str"), crossed.index)
+    @cached_property
+    def _crossed(self) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
+        cards: dict[str, int] = {}
+        codes = []
+        for column in ("out_cards", "in_cards"):
+            crossed = self.tables.packets[column]
+            if isinstance(crossed.dtype, pd.CategoricalDtype):
+                of_packet, distinct = crossed.cat.codes.to_numpy(), crossed.cat.categories
+            else:  # packets put together from several parts
+                of_packet, distinct = pd.factorize(crossed)
+            picked = [self.card(c) for c in distinct]
+            card_of = [-1 if c is None else cards.setdefault(c, len(cards)) for c in picked]
+            codes.append(np.array([*card_of, -1], dtype=np.int64)[of_packet])  # -1 picks -1
+        return (codes[0], codes[1]), list(cards)
+
+    @property
+    def card_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per packet, the ``card`` of its tuple of cards out and of its tuple of cards in, as
+        positions in ``card_names`` (-1: none); worked out once per distinct tuple."""
+        return self._crossed[0]
+
+    @property
+    def card_names(self) -> list[str]:
+        return self._crossed[1]
 
     @property
     def flows(self) -> pd.DataFrame:
@@ -140,8 +190,9 @@ class Context:
         return bool(self.host) and any(s.addresses for s in self.host.snapshots)
 
     @cached_property
-    def flow_info(self) -> dict[int, dict[str, Any]]:
-        return flow_names(self.flows)
+    def flow_info(self) -> Mapping[int, dict[str, Any]]:
+        """flow id -> ``flow_names`` of the flow, worked out for the flows asked about."""
+        return _FlowNames(self.flows)
 
     @cached_property
     def _flow_meta(self) -> dict[int, tuple[str, int]]:

@@ -10,7 +10,6 @@ the route lookup before and after the switch (``explain.egress_change``).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from .. import explain
 from ..flows import grouped_order
@@ -29,7 +28,7 @@ def detect(ctx: Context) -> list[Finding]:
     # switch starts each run but the first. A run ends at the next switch or its flow's end.
     flow_of = pk["flow_id"].to_numpy(np.int64)
     out = out[grouped_order(flow_of[out])]  # packets, and so ``out``, are in order already
-    card = pd.factorize(pk["egress"].iloc[out])[0]
+    card = ctx.card_codes[0][out]
     same_flow = flow_of[out][1:] == flow_of[out][:-1]
     switch = np.flatnonzero(same_flow & (card[1:] != card[:-1])) + 1
     flow_end = np.append(np.flatnonzero(~same_flow) + 1, len(out))

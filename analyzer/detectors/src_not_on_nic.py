@@ -13,7 +13,6 @@ The explanation says where the source came from and which route now picks the ca
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from .. import explain
 from ..flows import first_appearances, group_codes, words_to_bytes
@@ -34,7 +33,7 @@ def detect(ctx: Context) -> list[Finding]:
     ts = pk["ts"].to_numpy()[sel]
     snap_idx = np.maximum(np.searchsorted(taken, ts / 1e9, side="right") - 1, 0)
     hi, lo = pk["src_hi"].to_numpy()[sel], pk["src_lo"].to_numpy()[sel]
-    card_code, card_names = pd.factorize(pk["egress"].iloc[sel])
+    card_code, card_names = ctx.card_codes[0][sel], ctx.card_names
     # One verdict per distinct (source, card, snapshot); each packet takes its combination's.
     combo = group_codes([hi, lo, card_code, snap_idx])
     bad, holders = [], []
