@@ -126,22 +126,37 @@ class FlowTables:
 NAME_COLUMNS = ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface")
 
 
+def _column(col: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
+    """One event column as ``to_pandas`` gives it (names as categoricals, integers with nulls
+    as float with NaN), without building a frame for it."""
+    if not pa.types.is_dictionary(col.type):
+        return col.to_numpy()
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    codes = integers(arr, -1)
+    names = arr.dictionary.to_pylist()
+    categories = pd.Index(names) if names else pd.Index([], dtype=object)
+    return pd.Categorical.from_codes(codes, categories=categories, validate=False)
+
+
 def _frame(
-    events: pa.Table, rows: np.ndarray, columns: list[str], addresses: tuple[str, ...]
+    events: pa.Table,
+    rows: np.ndarray,
+    columns: list[str],
+    addresses: tuple[str, ...],
+    **more: np.ndarray,
 ) -> pd.DataFrame:
     """The observations ``rows`` of the event table as a frame of ``columns``, with each of
-    ``addresses`` as two uint64 words."""
-    df = events.select(columns).to_pandas()
-    for c in NAME_COLUMNS:
-        if c in df and not isinstance(df[c].dtype, pd.CategoricalDtype):
-            df[c] = df[c].astype("category")
-    df["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
+    ``addresses`` as two uint64 words and the ``more`` columns after ``row``. Built in one
+    step: a frame grown a column at a time cost more than its contents on a small part."""
+    cols: dict[str, np.ndarray | pd.Categorical] = {c: _column(events.column(c)) for c in columns}
+    cols["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
     for name in addresses:
         w = addr_words(events.column(name))
-        df[f"{name}_hi"] = w[:, 0]
-        df[f"{name}_lo"] = w[:, 1]
-    df["row"] = rows
-    return df
+        cols[f"{name}_hi"] = w[:, 0]
+        cols[f"{name}_lo"] = w[:, 1]
+    cols["row"] = rows
+    cols.update(more)
+    return pd.DataFrame(cols, copy=False)
 
 
 def in_time_order(events: pa.Table) -> pa.Table:
@@ -208,15 +223,17 @@ def _heads(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(head)
 
 
-def _conversations(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Conversation code of each observation (proto and the unordered pair of endpoints) and
-    whether it was sent by the lower endpoint (``from_e1``)."""
-    a = [df[c].to_numpy() for c in ("src_hi", "src_lo", "sport")]
-    b = [df[c].to_numpy() for c in ("dst_hi", "dst_lo", "dport")]
+def _conversations(
+    proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarray, dport: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conversation code of each observation (proto and the unordered pair of endpoints;
+    addresses as ``addr_words``) and whether it was sent by the lower endpoint (``from_e1``)."""
+    a = [src[:, 0], src[:, 1], sport]
+    b = [dst[:, 0], dst[:, 1], dport]
     a_first = (a[0] < b[0]) | ((a[0] == b[0]) & ((a[1] < b[1]) | ((a[1] == b[1]) & (a[2] <= b[2]))))
     e1 = [np.where(a_first, x, y) for x, y in zip(a, b, strict=True)]
     e2 = [np.where(a_first, y, x) for x, y in zip(a, b, strict=True)]
-    return group_codes([df["proto"].to_numpy(np.int64), *e1, *e2]), a_first
+    return group_codes([proto.astype(np.int64), *e1, *e2]), a_first
 
 
 def _split_flows(
@@ -486,20 +503,22 @@ def build_flows(events: pa.Table) -> FlowTables:
     table = events.select([*OBSERVATION_COLUMNS, "src", "dst", "icmp_id"])
     # Parts of a big capture hold flow rows only: nothing to take then.
     table = table if len(flow_at) == events.num_rows else table.take(flow_at)
-    obs = _frame(table, flow_at, OBSERVATION_COLUMNS, ("src", "dst"))
-    if obs.empty:
-        return empty_tables(obs, errors)
+    if not len(flow_at):
+        return empty_tables(_frame(table, flow_at, OBSERVATION_COLUMNS, ("src", "dst")), errors)
     icmp_id = integers(table.column("icmp_id"), -1)
-    for port in ("sport", "dport"):
-        obs[port] = np.where(echo, icmp_id, obs[port]).astype(np.int64)
-    conv, from_e1 = _conversations(obs)
-    ts = obs["ts"].to_numpy()
+    sport, dport = (
+        np.where(echo, icmp_id, table.column(c).to_numpy()).astype(np.int64)
+        for c in ("sport", "dport")
+    )
+    src, dst = addr_words(table.column("src")), addr_words(table.column("dst"))
+    conv, from_e1 = _conversations(table.column("proto").to_numpy(), src, sport, dst, dport)
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
     flags = integers(table.column("tcp_flags"), -1)
-    syn = (obs["proto"].to_numpy() == 6) & (flags >= 0) & ((flags & 0x12) == 0x02)
+    syn = (table.column("proto").to_numpy() == 6) & (flags >= 0) & ((flags & 0x12) == 0x02)
     seq = integers(table.column("tcp_seq"), -1)
     flow_id, from_initiator = _split_flows(conv, ts, syn, seq, from_e1)
-    source, _ = _codes(obs["source"])
-    point, _ = _codes(obs["point"])
+    source = integers(table.column("source"), -1)
+    point = integers(table.column("point"), -1)
     seen_at = (source + 1) * (int(point.max(initial=0)) + 2) + point + 1
     signature = [
         flow_id,
@@ -509,11 +528,18 @@ def build_flows(events: pa.Table) -> FlowTables:
         flags,
         integers(table.column("icmp_seq"), -1),
     ]
-    obs["conv"] = conv
-    obs["from_e1"] = from_e1
-    obs["flow_id"] = flow_id
-    obs["from_initiator"] = from_initiator
-    obs["packet_id"] = _join_observations(signature, ts, seen_at)
+    obs = _frame(
+        table,
+        flow_at,
+        OBSERVATION_COLUMNS,
+        ("src", "dst"),
+        conv=conv,
+        from_e1=from_e1,
+        flow_id=flow_id,
+        from_initiator=from_initiator,
+        packet_id=_join_observations(signature, ts, seen_at),
+    )
+    obs["sport"], obs["dport"] = sport, dport
     packets = _packets(obs)
     return FlowTables(obs, packets, _flows(obs, packets), errors)
 
