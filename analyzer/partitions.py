@@ -119,12 +119,13 @@ def _split(
         order = np.argsort(group, kind="stable")
         counts = np.bincount(group, minlength=n)
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        table = table.take(order if kept is None else kept[order])
+        taken = table.take(order if kept is None else kept[order])
+        batch = taken.combine_chunks().to_batches()[0] if len(taken) else None
         for g in np.flatnonzero(counts):
             if writers[g] is None:
                 sinks[g] = pa.BufferedOutputStream(pa.OSFile(paths[g], "wb"), SINK_BUFFER)
-                writers[g] = ipc.new_stream(sinks[g], table.schema)
-            writers[g].write_table(table.slice(bounds[g], counts[g]))
+                writers[g] = ipc.new_stream(sinks[g], taken.schema)
+            writers[g].write_batch(batch.slice(bounds[g], counts[g]))
             rows[g] += counts[g]
 
     # Hashing, sorting, taking and writing mostly release the GIL: a thread does them while
