@@ -107,7 +107,8 @@ def _split(
 
     def write(gathered: list[pa.RecordBatch]) -> None:
         table, kept = (prepare or _as_is)(_concat(gathered))
-        table = table.unify_dictionaries().combine_chunks()
+        # Chunks stay apart until the take: one copy of the round, not two.
+        table = table.unify_dictionaries()
         h = table.column(HASH).to_numpy()
         if kept is not None:
             h = h[kept]
@@ -186,17 +187,14 @@ def _read(path: str) -> Iterator[pa.RecordBatch]:
 
 class _Positioned:
     """Gives each round of the stream its rows' positions and conversation hashes, and keeps
-    the rows flows use (``columns`` of them when given). Rounds come in stream order."""
+    the rows flows use. Rounds come in stream order."""
 
-    def __init__(self, columns: list[str] | None) -> None:
-        self.columns = columns
+    def __init__(self) -> None:
         self.start = 0
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         n = table.num_rows
         h, used = conversation_hash(table)
-        if self.columns is not None:
-            table = table.select(self.columns)
         table = table.append_column(HASH, pa.array(h)).append_column(
             ROW, pa.array(np.arange(self.start, self.start + n, dtype=np.int64))
         )
@@ -245,9 +243,12 @@ def plan(
     """Spill a time-ordered event stream into ``directory`` and plan parts of about
     ``part_rows`` rows (more when one conversation has more) that never split what
     ``conversation_hash`` keeps together. Small groups share a part; big ones are cut.
-    ``columns``: the event columns the parts need (all when None)."""
+    ``columns``: the event columns the parts need (all when None), with those
+    ``conversation_hash`` reads."""
     read_rows = max(GROUP_READ_ROWS, 4 * part_rows)
-    todo = _split(chunks, directory, 0, _Positioned(columns))
+    if columns is not None:  # as they come: rounds waiting for the split hold only these
+        chunks = (chunk.select(columns) for chunk in chunks)
+    todo = _split(chunks, directory, 0, _Positioned())
     plans: list[PartPlan] = []
     pending = PartPlan([], 0, [])
     while todo:
