@@ -254,14 +254,6 @@ def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
     return best % n
 
 
-def _part_result(
-    part: PartPlan, *, host: HostState | None, state: NetState, kinds: list[str] | None
-) -> _PartResult | None:
-    """Flows and detectors over one part (run in a worker process under ``jobs``), its
-    transient memory given back before the next part."""
-    return _analyze_part(part, host=host, state=state, kinds=kinds)
-
-
 def _libc_trim() -> Any:
     name = ctypes.util.find_library("c")
     try:
@@ -283,9 +275,10 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-def _analyze_part(
+def _part_result(
     part: PartPlan, *, host: HostState | None, state: NetState, kinds: list[str] | None
 ) -> _PartResult | None:
+    """Flows and detectors over one part (run in a worker process under ``jobs``)."""
     loaded = read_part(part)
     rows = loaded.rows
     tables = join_translations(loaded.events, build_flows(loaded.events))
