@@ -208,12 +208,18 @@ def group_codes(keys: list[np.ndarray]) -> np.ndarray:
 
 
 def grouped_order(codes: np.ndarray) -> np.ndarray:
-    """Positions sorted by code, in position order within a code: a stable sort, done as a
-    quicksort of unique keys (numpy's stable sort of 64-bit integers is ~5x slower)."""
+    """Positions sorted by code, in position order within a code (a stable sort).
+
+    Codes from 0 to n-1 (group ids) are sorted as 16-bit keys, where numpy's stable sort is a
+    radix sort: one pass below 65536 codes, two (low half, then high half) above. A part's
+    groupings took 4 ms each as a quicksort of unique 64-bit keys, 0.6 ms so."""
     n = len(codes)
     if n and (codes.min() < 0 or codes.max() >= n):
         return np.argsort(codes, kind="stable")
-    return np.argsort(codes * n + np.arange(n), kind="quicksort")
+    if n <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    low = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((codes[low] >> 16).astype(np.uint16), kind="stable")]
 
 
 def _heads(sorted_keys: np.ndarray) -> np.ndarray:

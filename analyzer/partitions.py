@@ -117,7 +117,7 @@ def _split(
         buckets.ravel()[:] += np.bincount(
             group.astype(np.int64) << CUT_BITS | cut, minlength=buckets.size
         )
-        order = np.argsort(group, kind="stable")
+        order = np.argsort(group.astype(np.uint8), kind="stable")  # a radix sort on 8 bits
         counts = np.bincount(group, minlength=n)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         taken = table.take(order if kept is None else kept[order])
