@@ -50,6 +50,12 @@ def _root_skip() -> str | None:
     missing = [t for t in NEEDED if shutil.which(t) is None]
     if missing:
         return f"needs {', '.join(missing)} on PATH"
+    flag = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+    if not flag.exists() or flag.read_text().strip() != "1":
+        return (
+            "needs net.netfilter.nf_log_all_netns=1: LOG rules write nothing inside the test's "
+            "network namespaces otherwise (sysctl -w net.netfilter.nf_log_all_netns=1)"
+        )
     return None
 
 
