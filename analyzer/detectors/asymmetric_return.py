@@ -11,8 +11,6 @@ packets on the arrival card (``explain.asymmetric_return``).
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from .. import explain
 from ..flows import grouped_order
@@ -23,10 +21,11 @@ from .base import Context, Finding, flow_text, when
 @register("asymmetric_return", fact="F4")
 def detect(ctx: Context) -> list[Finding]:
     """F4: routing picks the way out, not the way in."""
-    pk = ctx.packets
+    pk = ctx.tables.packets
+    left_card, arrival_card = ctx.card_codes
     leaving = np.zeros(len(pk), dtype=bool)
     leaving[ctx.outgoing] = True
-    arriving = ((pk["direction"] == "in") & pk["arrival"].notna()).to_numpy()
+    arriving = (pk["direction"] == "in").to_numpy() & (arrival_card >= 0)
     if not leaving.any() or not arriving.any():
         return []
     # Packets are in time order; grouped by flow (time order kept), the latest outgoing packet
@@ -39,13 +38,14 @@ def detect(ctx: Context) -> list[Finding]:
     latest = np.maximum.accumulate(np.where(leaving[seen], step, -1))
     asks = np.flatnonzero(arriving[seen] & (latest >= 0))
     asks = asks[flow[latest[asks]] == flow[asks]]
-    left_via = pa.array(pk["egress"]).take(seen[latest[asks]])  # card names compared in Arrow
-    came_on = pa.array(pk["arrival"]).take(seen[asks])
-    differ = pc.not_equal(left_via, came_on).to_numpy(zero_copy_only=False)
-    cols = ["packet_id", "flow_id", "order", "ts", "arrival"]
+    left_via = left_card[seen[latest[asks]]]  # cards as codes of ``ctx.card_names``
+    came_on = arrival_card[seen[asks]]
+    differ = left_via != came_on
+    names = np.array(ctx.card_names, dtype=object)
+    cols = ["packet_id", "flow_id", "order", "ts"]
     odd = (
         pk.iloc[seen[asks[differ]]][cols]
-        .assign(left_via=left_via.filter(differ).to_pylist())
+        .assign(arrival=names[came_on[differ]], left_via=names[left_via[differ]])
         .sort_values("order", kind="stable")
     )
     findings = []

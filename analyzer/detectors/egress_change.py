@@ -20,7 +20,7 @@ from .base import Context, Finding, flow_text, when
 @register("egress_change", fact="F3")
 def detect(ctx: Context) -> list[Finding]:
     """F3: every outgoing packet is routed again; a better route moves a live flow."""
-    pk = ctx.packets
+    pk = ctx.tables.packets
     out = ctx.outgoing
     if not len(out):
         return []
@@ -35,6 +35,9 @@ def detect(ctx: Context) -> list[Finding]:
     run_end = np.minimum(
         np.append(switch[1:], len(out)), flow_end[np.searchsorted(flow_end, switch, side="right")]
     )
+    if not len(switch):
+        return []
+    pk = ctx.packets  # with card names: only for what is reported
     egress, ts = pk["egress"], pk["ts"]
     findings = []
     for start, end in zip(switch.tolist(), run_end.tolist(), strict=True):

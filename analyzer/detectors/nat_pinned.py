@@ -105,7 +105,6 @@ def detect(ctx: Context) -> list[Finding]:
     fl = fl[fl["nat_known"] & fl["proto"].isin(PORTED_PROTOS)]
     kind = ["proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "dport"]
     groups = fl.groupby(kind, sort=False)
-    pk = ctx.packets
     obs = ctx.tables.observations
     on_wire = set(obs.loc[obs["hook"].isna(), "packet_id"])
     findings = []
@@ -119,6 +118,7 @@ def detect(ctx: Context) -> list[Finding]:
                 new_flow, new_nat = ctx.flow_info[int(new.flow_id)], _translation(new)
                 if _mapping(old_flow, old_nat) == _mapping(new_flow, new_nat):
                     continue
+                pk = ctx.packets
                 later = pk[
                     (pk["flow_id"] == old.flow_id)
                     & (pk["ts"] >= new.first_ns)

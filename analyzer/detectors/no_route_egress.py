@@ -79,9 +79,9 @@ def _route_changes(ctx: Context) -> list[dict[str, Any]]:
 def detect(ctx: Context) -> list[Finding]:
     """F4/F3: a removed route stops a flow's outgoing packets; arrivals do not need routes."""
     changes = _route_changes(ctx)
-    pk = ctx.packets
-    if not changes or pk.empty:
+    if not changes or ctx.tables.packets.empty:
         return []
+    pk = ctx.packets
     pk = pk.sort_values("order")
     out = pk[(pk["direction"] == "out") & pk["egress"].notna()]
     inn = pk[pk["direction"] == "in"]

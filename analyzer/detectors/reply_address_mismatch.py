@@ -24,7 +24,7 @@ LATE_REPLY_NS = 5_000_000_000
 @register("reply_address_mismatch", fact="F1")
 def detect(ctx: Context) -> list[Finding]:
     """F1: a socket pins both addresses; an answer from another address never reaches it."""
-    fl, pk = ctx.flows, ctx.packets
+    fl, pk = ctx.flows, ctx.tables.packets
     if fl.empty:
         return []
     ends = ["flow_id", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]
@@ -52,7 +52,7 @@ def detect(ctx: Context) -> list[Finding]:
     for req_id, group in pairs.groupby("req_flow_id", sort=False):
         flow = ctx.flow_info[int(req_id)]
         stray_ids = group["flow_id"].to_numpy()
-        rows = pk[pk["flow_id"].isin(stray_ids)].sort_values("order")
+        rows = ctx.packets[pk["flow_id"].isin(stray_ids)].sort_values("order")
         foreign = sorted(
             {
                 addr_text(b)
@@ -96,7 +96,7 @@ def _bounces(ctx: Context, strays) -> int:
             ]
             # The same error seen at several points: count it at the point that saw most.
             count += int(hit.groupby("source").size().max()) if len(hit) else 0
-    pk = ctx.packets
+    pk = ctx.tables.packets
     flags = pk["tcp_flags"].fillna(0).astype(np.int64)
     count += int(
         (

@@ -24,7 +24,7 @@ from .base import Context, Finding, flow_text, when
 @register("src_not_on_nic", fact="F2", needs_addresses=True)
 def detect(ctx: Context) -> list[Finding]:
     """F2/F3: the pinned source stays while the egress card changes."""
-    pk = ctx.packets
+    pk = ctx.tables.packets
     sel = ctx.outgoing
     if not len(sel) or not ctx.host:
         return []
@@ -47,6 +47,7 @@ def detect(ctx: Context) -> list[Finding]:
     shown = np.array(bad, dtype=bool)[combo]
     if not shown.any():
         return []
+    pk = ctx.packets  # with card names: only for what is reported
     cols = ["packet_id", "flow_id", "order", "ts", "egress", "src_hi", "src_lo"]
     out = pk.iloc[sel[shown]][cols].assign(holder=np.array(holders, dtype=object)[combo[shown]])
     out = out.sort_values("order", kind="stable")
