@@ -179,7 +179,7 @@ _MIX = np.uint64(0xFF51AFD7ED558CCD)
 _SHIFT = np.uint64(33)
 
 
-def _key_hash(keys: list[np.ndarray]) -> np.ndarray:
+def key_hash(keys: list[np.ndarray]) -> np.ndarray:
     """One 64-bit word per tuple of ``keys`` (a multiply-xorshift mix of its integers)."""
     h = np.full(len(keys[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
     for k in keys:
@@ -199,7 +199,7 @@ def group_codes(keys: list[np.ndarray]) -> np.ndarray:
     """One code per distinct tuple of ``keys``, numbered in order of first appearance
     (``groupby(sort=False).ngroup()``): the tuples' hashes factorized, then checked against the
     tuples themselves, with an exact grouping should two tuples ever collide."""
-    codes = pd.factorize(_key_hash(keys))[0]
+    codes = pd.factorize(key_hash(keys))[0]
     first = first_appearances(codes)
     if all(np.array_equal(k[first][codes], k) for k in keys):
         return codes

@@ -159,7 +159,7 @@ def test_group_codes_number_key_tuples_as_groupby_does_even_when_hashes_collide(
     expected = frame.groupby([0, 1, 2], sort=False).ngroup().to_numpy()
     assert (flows.group_codes(keys) == expected).all()
     monkeypatch.setattr(flows, "_MIX", np.uint64(0))
-    assert len(set(flows._key_hash(keys).tolist())) == 1
+    assert len(set(flows.key_hash(keys).tolist())) == 1
     assert (flows.group_codes(keys) == expected).all()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..flows import words_to_bytes
+from ..flows import key_hash, words_to_bytes
 from ..schema import addr_text
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -29,14 +29,23 @@ def detect(ctx: Context) -> list[Finding]:
         return []
     ends = ["flow_id", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]
     fl = fl[[*ends, "first_ns", "last_ns", "local"]]
-    requests = fl[fl["local"] == "initiator"]
+    is_request = (fl["local"] == "initiator").to_numpy()
     # Flows the host only receives (a RST back is allowed): candidates for stray replies.
     flags = pk["tcp_flags"].to_numpy(dtype=np.float64, na_value=0).astype(np.int64)
     sent = (pk["direction"] == "out").to_numpy() & ((flags & 0x04) == 0)
     answered = np.unique(pk["flow_id"].to_numpy()[sent])
-    strays = fl[(fl["local"] != "initiator") & ~fl["flow_id"].isin(answered)]
-    if requests.empty or strays.empty:
+    is_stray = ~is_request & ~np.isin(fl["flow_id"].to_numpy(), answered)
+    if not is_request.any() or not is_stray.any():
         return []
+    # Only strays whose ends hash like a request's reversed ends can pair with one.
+    col = {c: fl[c].to_numpy() for c in ends}
+    reply = key_hash([col[c][is_stray] for c in ("proto", "dst_hi", "dst_lo", "dport", "sport")])
+    asked = key_hash([col[c][is_request] for c in ("proto", "src_hi", "src_lo", "sport", "dport")])
+    maybe = np.isin(reply, asked)
+    if not maybe.any():
+        return []
+    requests = fl[is_request]
+    strays = fl[is_stray][maybe]
     left = requests.rename(columns=lambda c: f"req_{c}")
     pairs = strays.merge(
         left,
