@@ -121,14 +121,10 @@ class FlowTables:
     errors: pd.DataFrame
 
 
-#: Event columns holding names (dictionary-encoded): kept as pandas categoricals, whose integer
-#: codes the grouping below works on.
-NAME_COLUMNS = ("point", "iface", "hook", "direction", "source", "in_iface", "out_iface")
-
-
 def _column(col: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
-    """One event column as ``to_pandas`` gives it (names as categoricals, integers with nulls
-    as float with NaN), without building a frame for it."""
+    """One event column as ``to_pandas`` gives it (names, dictionary-encoded, as categoricals
+    whose codes the groupings work on; integers with nulls as float with NaN), without building
+    a frame for it."""
     if not pa.types.is_dictionary(col.type):
         return col.to_numpy()
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
