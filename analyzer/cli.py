@@ -59,11 +59,15 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.meta["nicpath.debug"] = debug
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        import pyarrow as pa
-
         # Blocks are decoded, written and freed over and over: the system allocator gives freed
         # blocks back, where pyarrow's default (mimalloc) kept 80-250 MB more resident (bench/).
-        pa.set_memory_pool(pa.system_memory_pool())
+        # Set before pyarrow loads, it also serves Arrow's own C++ allocations (IPC, Parquet,
+        # compute): merging four card pcaps peaked ~28 MiB lower than with set_memory_pool alone.
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+        if "pyarrow" in sys.modules:  # loaded already (a program calling main): its own calls
+            import pyarrow as pa
+
+            pa.set_memory_pool(pa.system_memory_pool())
 
 
 @main.command()
