@@ -58,13 +58,19 @@ def sniff(path: str | os.PathLike) -> str:
 
 
 def iter_capture(
-    path: str | os.PathLike, fmt: str, report, *, iface: str | None = None
+    path: str | os.PathLike,
+    fmt: str,
+    report,
+    *,
+    iface: str | None = None,
+    chunk_rows: int | None = None,
 ) -> Iterator[pa.Table]:
-    """Yield a capture of a sniffed format as event-table chunks, one read block each."""
+    """Yield a capture of a sniffed format as event-table chunks of at most ``chunk_rows``
+    (``capture.CHUNK_ROWS`` when None)."""
     if fmt == "pcap":
-        return pcap.iter_chunks(path, report, iface=iface)
+        return pcap.iter_chunks(path, report, iface=iface, chunk_rows=chunk_rows)
     if fmt == "pcapng":
-        return pcapng.iter_chunks(path, report)
+        return pcapng.iter_chunks(path, report, chunk_rows=chunk_rows)
     raise InputError(path, f"not a capture ({fmt})")
 
 

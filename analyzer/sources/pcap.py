@@ -80,14 +80,20 @@ def card_from_filename(path: str | os.PathLike) -> str:
 
 
 def iter_chunks(
-    path: str | os.PathLike, report: SourceReport, *, iface: str | None = None
+    path: str | os.PathLike,
+    report: SourceReport,
+    *,
+    iface: str | None = None,
+    chunk_rows: int | None = None,
 ) -> Iterator[pa.Table]:
-    """Yield the capture as event-table chunks of one read block each (bounded memory).
+    """Yield the capture as event-table chunks of at most ``chunk_rows`` packets
+    (``CHUNK_ROWS`` when None) of one read block (bounded memory).
 
     ``iface`` names the card for Ethernet captures (default: the file's stem); for SLL/SLL2 the
     card is resolved later from the interface index.
     """
     spath = str(path)
+    chunk_rows = chunk_rows or CHUNK_ROWS
     with open_maybe_gzip(path) as f:
         raw = read_block(f, spath, HEADER_LEN)
         endian, ns_per_unit, snaplen, linktype = _header(spath, raw)
@@ -119,8 +125,8 @@ def iter_chunks(
                 break
             buf = np.frombuffer(data, dtype=np.uint8)
             pos, walked = _walk(data, unpack_len, limit, spath, record_no, base)
-            for lo in range(0, len(walked), CHUNK_ROWS):
-                off = np.asarray(walked[lo : lo + CHUNK_ROWS], dtype=np.int64)
+            for lo in range(0, len(walked), chunk_rows):
+                off = np.asarray(walked[lo : lo + chunk_rows], dtype=np.int64)
                 hdr = byte_rows(buf, off, RECORD_HEADER_LEN).view(u32)
                 ts_ns = (
                     hdr[:, 0].astype(np.int64) * 1_000_000_000

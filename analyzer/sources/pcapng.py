@@ -138,9 +138,10 @@ class _Packets:
 class _Walker:
     """Walks pcapng blocks in order, keeping section state (byte order, interface ids)."""
 
-    def __init__(self, spath: str, report: SourceReport) -> None:
+    def __init__(self, spath: str, report: SourceReport, chunk_rows: int | None = None) -> None:
         self.spath = spath
         self.report = report
+        self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.interfaces: list[Interface] = []
         self.section: list[int] = []  # this section's interface ids -> global index
         self.endian = "<"
@@ -157,7 +158,7 @@ class _Walker:
         epb: list[int] = []
         found = epb.append
         head = BLOCK_HEAD[self.endian]
-        room = CHUNK_ROWS
+        room = self.chunk_rows
         while pos + 12 <= n and room:
             btype, blen = head(data, pos)
             if btype == EPB and 32 <= blen <= MAX_RECORD and not blen & 3:
@@ -313,10 +314,13 @@ class _Walker:
         out.add(dstart, cap, orig, self.section[if_id], (ts_hi << 32) | ts_lo, flags, base + pos)
 
 
-def iter_chunks(path: str | os.PathLike, report: SourceReport) -> Iterator[pa.Table]:
-    """Yield the capture as event-table chunks of at most ``CHUNK_ROWS`` packets."""
+def iter_chunks(
+    path: str | os.PathLike, report: SourceReport, *, chunk_rows: int | None = None
+) -> Iterator[pa.Table]:
+    """Yield the capture as event-table chunks of at most ``chunk_rows`` packets
+    (``CHUNK_ROWS`` when None)."""
     spath = str(path)
-    walker = _Walker(spath, report)
+    walker = _Walker(spath, report, chunk_rows)
     with open_maybe_gzip(path) as f:
         head = read_block(f, spath, 12)
         if len(head) < 12 or not looks_like_pcapng(head):
