@@ -292,8 +292,12 @@ def _join_observations(
     if not shared.any():
         return pd.factorize(chain)[0]
     at = chain[shared] * (int(seen_at.max()) + 1) + seen_at[shared]
+    by_at = np.argsort(at, kind="stable")  # each (chain, point) in observation order
+    sorted_at = at[by_at]
+    starts = _heads(sorted_at)
+    rank = np.arange(len(at)) - np.repeat(starts, np.diff(np.append(starts, len(at))))
     nth = np.zeros(len(chain), dtype=np.int64)
-    nth[shared] = pd.Series(at).groupby(at).cumcount().to_numpy()
+    nth[np.flatnonzero(shared)[by_at]] = rank
     return pd.factorize(chain * (int(nth.max()) + 1) + nth)[0]
 
 
@@ -385,6 +389,14 @@ def _first_valid(col: pd.Series, order: np.ndarray, heads: np.ndarray) -> np.nda
     return picked
 
 
+def _is_name(col: pd.Series, name: str) -> np.ndarray:
+    """Which rows of a name column (a categorical) hold ``name``, compared on codes."""
+    names = list(col.cat.categories)
+    if name not in names:
+        return np.zeros(len(col), dtype=bool)
+    return col.cat.codes.to_numpy() == names.index(name)
+
+
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     """One row per packet, in order of its first observation, with every card and point it
     crossed."""
@@ -395,25 +407,31 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     first = order[heads]
     n_packets = len(heads)
     sizes = np.diff(np.append(heads, n))  # observations per packet
+
+    def per_packet(ufunc: np.ufunc, in_order: np.ndarray) -> np.ndarray:
+        # One observation per packet (a single capture): each group is its own result.
+        return in_order if n_packets == n else ufunc.reduceat(in_order, heads)
+
     packet = np.empty(n, dtype=np.int64)  # each observation's packet, as a row of the result
     packet[order] = np.repeat(np.arange(n_packets), sizes)
     ts = obs["ts"].to_numpy(np.int64)[order]
     # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
-    captured = np.minimum.reduceat(
-        np.where(obs["hook"].isna().to_numpy()[order], ts, NO_TIME), heads
-    )
+    captured = per_packet(np.minimum, np.where(obs["hook"].isna().to_numpy()[order], ts, NO_TIME))
     direction = obs["direction"]
-    is_out, is_in = (direction == "out").to_numpy(), (direction == "in").to_numpy()
-    out_any = np.logical_or.reduceat(is_out[order], heads)
-    in_any = np.logical_or.reduceat(is_in[order], heads)
+    if isinstance(direction.dtype, pd.CategoricalDtype):
+        is_out, is_in = _is_name(direction, "out"), _is_name(direction, "in")
+    else:
+        is_out, is_in = (direction == "out").to_numpy(), (direction == "in").to_numpy()
+    out_any = per_packet(np.logical_or, is_out[order])
+    in_any = per_packet(np.logical_or, is_in[order])
     pk = {
         "packet_id": pid[first],
         "flow_id": obs["flow_id"].to_numpy()[first],
         "from_initiator": obs["from_initiator"].to_numpy()[first],
-        "ts": np.where(captured != NO_TIME, captured, np.minimum.reduceat(ts, heads)),
+        "ts": np.where(captured != NO_TIME, captured, per_packet(np.minimum, ts)),
         # Position in the time-sorted event table: orders packets that share a timestamp
         # (whole-second syslog lines keep their file order).
-        "order": np.minimum.reduceat(obs["row"].to_numpy(np.int64)[order], heads),
+        "order": per_packet(np.minimum, obs["row"].to_numpy(np.int64)[order]),
         "out": out_any,
         "in": in_any,
         "observations": sizes,
