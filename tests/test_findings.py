@@ -113,3 +113,31 @@ def test_findings_equal_the_truth(bundle, form, log):
     quiet = {(q["proto"], q["src"], q["sport"], q["dst"], q["dport"]) for q in t["quiet_flows"]}
     for f in result.findings:
         assert key("", f.flow, ())[1:6] not in quiet, f.summary
+
+
+def test_reply_pairing_prefilter_keeps_only_strays_that_answer_a_request_in_time():
+    """``reply_address_mismatch._paired``: the hash prefilter before the merge keeps a stray only
+    when it comes back to a request's ends from another address while the request lasts."""
+    import numpy as np
+    import pandas as pd
+
+    from analyzer.detectors.reply_address_mismatch import LATE_REPLY_NS, _paired
+
+    s = 1_000_000_000
+    rows = [
+        # flow_id, proto, src (hi, lo), dst (hi, lo), sport, dport, first_ns, last_ns
+        (0, 6, 0, 10, 0, 20, 40000, 443, 1 * s, 9 * s),  # request 10:40000 -> 20:443
+        (1, 6, 0, 30, 0, 10, 443, 40000, 2 * s, 3 * s),  # stray from 30: answers flow 0
+        (2, 6, 0, 20, 0, 10, 443, 40000, 2 * s, 3 * s),  # from 20 itself: no mismatch
+        (3, 17, 0, 30, 0, 10, 443, 40000, 2 * s, 3 * s),  # UDP: not the TCP request's
+        (4, 6, 0, 30, 0, 10, 443, 40000, 9 * s + LATE_REPLY_NS + 1, 20 * s),  # too late
+        (5, 6, 0, 30, 0, 10, 443, 40001, 2 * s, 3 * s),  # another local port
+        (6, 6, 0, 10, 0, 20, 40000, 443, 30 * s, 40 * s),  # the port pair reused later
+        (7, 6, 0, 31, 0, 10, 443, 40000, 31 * s, 32 * s),  # answers flow 6, not flow 0
+    ]
+    cols = ["flow_id", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]
+    fl = pd.DataFrame(rows, columns=[*cols, "first_ns", "last_ns"]).astype(
+        {c: np.uint64 for c in ("src_hi", "src_lo", "dst_hi", "dst_lo")}
+    )
+    paired = _paired(fl, np.array([1, 2, 3, 4, 5, 7]), np.array([0, 6]))
+    assert np.flatnonzero(paired).tolist() == [1, 7]

@@ -33,19 +33,15 @@ def detect(ctx: Context) -> list[Finding]:
     # Flows the host only receives (a RST back is allowed): candidates for stray replies.
     flags = pk["tcp_flags"].to_numpy(dtype=np.float64, na_value=0).astype(np.int64)
     sent = (pk["direction"] == "out").to_numpy() & ((flags & 0x04) == 0)
-    answered = np.unique(pk["flow_id"].to_numpy()[sent])
-    is_stray = ~is_request & ~np.isin(fl["flow_id"].to_numpy(), answered)
+    answered = np.isin(fl["flow_id"].to_numpy(), pk["flow_id"].to_numpy()[sent])
+    is_stray = ~is_request & ~answered
     if not is_request.any() or not is_stray.any():
         return []
-    # Only strays whose ends hash like a request's reversed ends can pair with one.
-    col = {c: fl[c].to_numpy() for c in ends}
-    reply = key_hash([col[c][is_stray] for c in ("proto", "dst_hi", "dst_lo", "dport", "sport")])
-    asked = key_hash([col[c][is_request] for c in ("proto", "src_hi", "src_lo", "sport", "dport")])
-    maybe = np.isin(reply, asked)
-    if not maybe.any():
+    has_pair = _paired(fl, np.flatnonzero(is_stray), np.flatnonzero(is_request))
+    if not has_pair.any():
         return []
     requests = fl[is_request]
-    strays = fl[is_stray][maybe]
+    strays = fl[has_pair]
     left = requests.rename(columns=lambda c: f"req_{c}")
     pairs = strays.merge(
         left,
@@ -89,6 +85,44 @@ def detect(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _paired(fl, strays: np.ndarray, requests: np.ndarray) -> np.ndarray:
+    """Which flows (rows of ``fl``) among ``strays`` answer one of ``requests`` from another
+    address in its time: matched by a hash of the ends first, so the merge below runs only on
+    strays that do (none, in traffic without the fault)."""
+    col = {c: fl[c].to_numpy() for c in ("proto", "src_hi", "src_lo", "dst_hi", "dst_lo")}
+    col |= {c: fl[c].to_numpy() for c in ("sport", "dport", "first_ns", "last_ns")}
+    reply = key_hash([col[c][strays] for c in ("proto", "dst_hi", "dst_lo", "dport", "sport")])
+    asked = key_hash([col[c][requests] for c in ("proto", "src_hi", "src_lo", "sport", "dport")])
+    by_hash = np.argsort(asked, kind="stable")
+    lo = np.searchsorted(asked[by_hash], reply, side="left")
+    hi = np.searchsorted(asked[by_hash], reply, side="right")
+    out = np.zeros(len(fl), dtype=bool)
+    for s, a, b in zip(strays.tolist(), lo.tolist(), hi.tolist(), strict=True):
+        out[s] = any(_answers(col, s, r) for r in requests[by_hash[a:b]].tolist())
+    return out
+
+
+#: (stray's, request's) columns that must be equal: the stray comes back to the request's ends.
+_REVERSED_ENDS = (
+    ("proto", "proto"),
+    ("dst_hi", "src_hi"),
+    ("dst_lo", "src_lo"),
+    ("dport", "sport"),
+    ("sport", "dport"),
+)
+
+
+def _answers(col: dict[str, np.ndarray], s: int, r: int) -> bool:
+    """Flow ``s`` comes to flow ``r``'s source address and port from its destination port, but
+    from another address, while ``r`` lasts (or up to ``LATE_REPLY_NS`` after)."""
+    if any(col[mine][s] != col[theirs][r] for mine, theirs in _REVERSED_ENDS):
+        return False
+    other = col["src_hi"][s] != col["dst_hi"][r] or col["src_lo"][s] != col["dst_lo"][r]
+    return bool(
+        other and col["first_ns"][r] <= col["first_ns"][s] <= col["last_ns"][r] + LATE_REPLY_NS
+    )
 
 
 def _bounces(ctx: Context, strays) -> int:
