@@ -18,7 +18,9 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from .bundle import Inputs
 from .detectors import Context, Finding, finding_order, run_all
 from .detectors.base import flow_names
 from .events import EventsResult, EventStream, stream_events
@@ -138,8 +140,10 @@ def analyze(
             head.append(chunk)
             rows += chunk.num_rows
             if not whole and rows > part_rows:
+                expected = _expected_rows(stream.inputs, head)
                 rest = itertools.chain(_drained(head), chunks)
-                return _analyze_parts(stream, rest, kinds, part_rows, read_options.get("jobs", 1))
+                jobs = read_options.get("jobs", 1)
+                return _analyze_parts(stream, rest, kinds, part_rows, jobs, expected)
         events = EventsResult(
             concat(head), stream.reports, stream.clock, stream.host, stream.inputs
         )
@@ -147,6 +151,22 @@ def analyze(
     finally:
         if sink is not None:
             sink.close()
+
+
+def _expected_rows(inputs: Inputs, head: list[pa.Table]) -> int | None:
+    """About how many events the captures hold: the rows read so far scaled by the share of the
+    files' bytes they came from (their records' offsets); None for compressed captures, whose
+    sizes say nothing of it."""
+    total = 0
+    for capture in inputs.captures:
+        with open(capture.path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                return None
+        total += os.path.getsize(capture.path)
+    seen = concat(head).select(["source", "offset"])
+    read = seen.group_by("source").aggregate([("offset", "max")]).column("offset_max")
+    done = pc.sum(read).as_py() or 0
+    return int(seen.num_rows * total / done) if done > 0 else None
 
 
 def _drained(chunks: list[pa.Table]) -> Iterator[pa.Table]:
@@ -182,6 +202,7 @@ def _analyze_parts(
     kinds: list[str] | None,
     part_rows: int,
     jobs: int,
+    expected_rows: int | None = None,
 ) -> Analysis:
     """Flows and findings part by part (``jobs`` parts at once, in worker processes), then put
     together as if from the whole table: flow ids in the order the whole table gives them,
@@ -199,7 +220,11 @@ def _analyze_parts(
         merged = _Merged(spilled)
         with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
             plans = plan(
-                noting_first(chunks), directory, part_rows=part_rows, columns=EVENT_COLUMNS
+                noting_first(chunks),
+                directory,
+                part_rows=part_rows,
+                columns=EVENT_COLUMNS,
+                expected_rows=expected_rows,
             )
             release_free_memory()  # what the split's rounds freed, before the parts allocate
             # The whole stream is read: the clock and the reports are complete.
