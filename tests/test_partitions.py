@@ -158,3 +158,32 @@ def test_bad_input_met_while_spilling_names_the_packet_and_leaves_no_spill(tmp_p
         analyze([str(bad)], part_rows=100)
     assert f"packet {count + 1}" in str(err.value) and "bad.pcap" in str(err.value)
     assert set(Path(tempfile.gettempdir()).glob("nicpath-parts-*")) == spills
+
+
+def test_the_first_split_is_sized_from_the_expected_events() -> None:
+    from analyzer.partitions import GROUP_BITS, group_bits
+
+    assert group_bits(None) == group_bits(0) == GROUP_BITS  # size unknown: the most groups
+    assert group_bits(1_000, 65_536) == 1
+    assert group_bits(1_000_000, 65_536) == 5  # 32 groups of ~31k rows: two per part
+    assert group_bits(10**9, 65_536) == GROUP_BITS
+
+
+def test_expected_events_scale_the_rows_read_by_the_bytes_they_came_from(tmp_path: Path) -> None:
+    import gzip
+    import itertools
+    import shutil
+
+    from analyzer.analyze import _expected_rows
+    from analyzer.events import stream_events
+
+    capture = Path("samples/egress_switch_tcp/eth1.pcap")
+    total = read_events([str(capture)]).events.num_rows
+    stream = stream_events([str(capture)])
+    head = [c.slice(0, total // 2) for c in itertools.islice(stream.chunks, 1)]
+    assert abs(_expected_rows(stream.inputs, head) - total) <= total * 0.2
+    packed = tmp_path / "eth1.pcap.gz"
+    with capture.open("rb") as f, gzip.open(packed, "wb") as g:
+        shutil.copyfileobj(f, g)
+    stream = stream_events([str(packed)])
+    assert _expected_rows(stream.inputs, list(itertools.islice(stream.chunks, 1))) is None
