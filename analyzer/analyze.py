@@ -39,7 +39,7 @@ from .outputs import ParquetStream
 from .partitions import PART_ROWS, PartPlan, plan
 from .partitions import load as read_part
 from .schema import EVENT_SCHEMA, addr_text, empty_events
-from .sources.capture import concat
+from .sources.capture import GZIP_MAGIC, concat
 from .sources.ipsnap import HostState
 
 
@@ -160,7 +160,7 @@ def _expected_rows(inputs: Inputs, head: list[pa.Table]) -> int | None:
     total = 0
     for capture in inputs.captures:
         with open(capture.path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
+            if f.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
                 return None
         total += os.path.getsize(capture.path)
     seen = concat(head).select(["source", "offset"])
@@ -279,15 +279,14 @@ def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
     return best % n
 
 
-def _libc_trim() -> Any:
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, looked up on first use (``find_library`` runs ``ldconfig``)."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
         return None
-
-
-_MALLOC_TRIM = _libc_trim()
 
 
 def release_free_memory() -> None:
@@ -296,8 +295,9 @@ def release_free_memory() -> None:
     rounds freed mapped for reuse: ~95 MiB after the plan of 10^6 packets, which the parts
     then allocated on top of. A few milliseconds."""
     pa.default_memory_pool().release_unused()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _part_result(
