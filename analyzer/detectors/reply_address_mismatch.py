@@ -91,8 +91,7 @@ def _paired(fl, strays: np.ndarray, requests: np.ndarray) -> np.ndarray:
     """Which flows (rows of ``fl``) among ``strays`` answer one of ``requests`` from another
     address in its time: matched by a hash of the ends first, so the merge below runs only on
     strays that do (none, in traffic without the fault)."""
-    col = {c: fl[c].to_numpy() for c in ("proto", "src_hi", "src_lo", "dst_hi", "dst_lo")}
-    col |= {c: fl[c].to_numpy() for c in ("sport", "dport", "first_ns", "last_ns")}
+    col = {c: fl[c].to_numpy() for c in fl.columns if c != "local"}
     reply = key_hash([col[c][strays] for c in ("proto", "dst_hi", "dst_lo", "dport", "sport")])
     asked = key_hash([col[c][requests] for c in ("proto", "src_hi", "src_lo", "sport", "dport")])
     by_hash = np.argsort(asked, kind="stable")
