@@ -138,20 +138,28 @@ def _frame(
     events: pa.Table,
     rows: np.ndarray,
     columns: list[str],
-    addresses: tuple[str, ...],
-    **more: np.ndarray,
+    addresses: dict[str, np.ndarray],
+    **given: np.ndarray,
 ) -> pd.DataFrame:
-    """The observations ``rows`` of the event table as a frame of ``columns``, with each of
-    ``addresses`` as two uint64 words and the ``more`` columns after ``row``. Built in one
-    step: a frame grown a column at a time cost more than its contents on a small part."""
-    cols: dict[str, np.ndarray | pd.Categorical] = {c: _column(events.column(c)) for c in columns}
-    cols["ts"] = events.column("ts").cast(pa.int64()).to_numpy()
-    for name in addresses:
-        w = addr_words(events.column(name))
-        cols[f"{name}_hi"] = w[:, 0]
-        cols[f"{name}_lo"] = w[:, 1]
+    """The observations ``rows`` of the event table as a frame of ``columns`` (``ts`` as int64
+    ns), with each of ``addresses`` (name -> ``addr_words``) as two uint64 words. ``given``
+    columns, already worked out, take the place of the event column of their name or follow
+    ``row``. Built in one step: a frame grown a column at a time cost more than its contents on
+    a small part."""
+
+    def column(name: str) -> np.ndarray | pd.Categorical:
+        if name in given:
+            return given.pop(name)
+        if name == "ts":
+            return events.column("ts").cast(pa.int64()).to_numpy()
+        return _column(events.column(name))
+
+    cols = {c: column(c) for c in columns}
+    for name, words in addresses.items():
+        cols[f"{name}_hi"] = words[:, 0]
+        cols[f"{name}_lo"] = words[:, 1]
     cols["row"] = rows
-    cols.update(more)
+    cols.update(given)
     return pd.DataFrame(cols, copy=False)
 
 
@@ -517,20 +525,25 @@ def build_flows(events: pa.Table) -> FlowTables:
     """Flows, packets and their observations from an event table in time order
     (``in_time_order``)."""
     flow_at, echo, error_at = _flow_rows(events)
+    quoting = events.take(error_at)
     errors = _frame(
-        events.take(error_at), error_at, FRAME_COLUMNS, ("src", "dst", "inner_src", "inner_dst")
+        quoting,
+        error_at,
+        FRAME_COLUMNS,
+        {a: addr_words(quoting.column(a)) for a in ("src", "dst", "inner_src", "inner_dst")},
     )
     table = events.select([*OBSERVATION_COLUMNS, "src", "dst", "icmp_id"])
     # Parts of a big capture hold flow rows only: nothing to take then.
     table = table if len(flow_at) == events.num_rows else table.take(flow_at)
+    src, dst = addr_words(table.column("src")), addr_words(table.column("dst"))
+    addresses = {"src": src, "dst": dst}
     if not len(flow_at):
-        return empty_tables(_frame(table, flow_at, OBSERVATION_COLUMNS, ("src", "dst")), errors)
+        return empty_tables(_frame(table, flow_at, OBSERVATION_COLUMNS, addresses), errors)
     icmp_id = integers(table.column("icmp_id"), -1)
     sport, dport = (
         np.where(echo, icmp_id, table.column(c).to_numpy()).astype(np.int64)
         for c in ("sport", "dport")
     )
-    src, dst = addr_words(table.column("src")), addr_words(table.column("dst"))
     conv, from_e1 = _conversations(table.column("proto").to_numpy(), src, sport, dst, dport)
     ts = table.column("ts").cast(pa.int64()).to_numpy()
     flags = integers(table.column("tcp_flags"), -1)
@@ -552,14 +565,16 @@ def build_flows(events: pa.Table) -> FlowTables:
         table,
         flow_at,
         OBSERVATION_COLUMNS,
-        ("src", "dst"),
+        addresses,
+        ts=ts,
+        sport=sport,
+        dport=dport,
         conv=conv,
         from_e1=from_e1,
         flow_id=flow_id,
         from_initiator=from_initiator,
         packet_id=_join_observations(signature, ts, seen_at),
     )
-    obs["sport"], obs["dport"] = sport, dport
     packets = _packets(obs)
     return FlowTables(obs, packets, _flows(obs, packets), errors)
 
