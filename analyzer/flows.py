@@ -398,11 +398,10 @@ def _first_valid(col: pd.Series, order: np.ndarray, heads: np.ndarray) -> np.nda
 
 
 def _is_name(col: pd.Series, name: str) -> np.ndarray:
-    """Which rows of a name column (a categorical) hold ``name``, compared on codes."""
-    names = list(col.cat.categories)
-    if name not in names:
-        return np.zeros(len(col), dtype=bool)
-    return col.cat.codes.to_numpy() == names.index(name)
+    """Which rows of a name column hold ``name``, compared on ``_codes``."""
+    codes, names = _codes(col)
+    at = np.flatnonzero(names == name)
+    return codes == at[0] if len(at) else np.zeros(len(col), dtype=bool)
 
 
 def _packets(obs: pd.DataFrame) -> pd.DataFrame:
@@ -426,10 +425,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     # int64 sentinel, not NaN: a float column would round epoch nanoseconds (2^53 < 10^18)
     captured = per_packet(np.minimum, np.where(obs["hook"].isna().to_numpy()[order], ts, NO_TIME))
     direction = obs["direction"]
-    if isinstance(direction.dtype, pd.CategoricalDtype):
-        is_out, is_in = _is_name(direction, "out"), _is_name(direction, "in")
-    else:
-        is_out, is_in = (direction == "out").to_numpy(), (direction == "in").to_numpy()
+    is_out, is_in = _is_name(direction, "out"), _is_name(direction, "in")
     out_any = per_packet(np.logical_or, is_out[order])
     in_any = per_packet(np.logical_or, is_in[order])
     pk = {
