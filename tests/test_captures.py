@@ -263,6 +263,40 @@ def test_snap_length_cut_leaves_fields_null(tmp_path):
     assert r["tcp_seq"] is None and r["tcp_flags"] is None
 
 
+#: Where each field of an Ethernet/IPv4 frame ends: it is in the event row only if the capture
+#: kept that many bytes.
+TCP_FIELD_ENDS = {
+    "eth_dst": 6, "eth_src": 12, "ethertype": 14, "ttl": 34, "src": 34, "sport": 38, "dport": 38,
+    "tcp_seq": 42, "tcp_ack": 46, "tcp_flags": 48, "tcp_window": 50,
+}  # fmt: skip
+ICMP_FIELD_ENDS = {"icmp_type": 35, "icmp_code": 36, "icmp_id": 40, "icmp_seq": 42}
+
+
+def _echo4() -> dpkt.ip.IP:
+    echo = dpkt.icmp.ICMP.Echo(id=0x1234, seq=0x0506, data=b"ping")
+    icmp = dpkt.icmp.ICMP(type=8, code=0, data=echo)
+    ip = dpkt.ip.IP(src=synth.ip4("10.0.0.1"), dst=synth.ip4("10.0.0.2"), p=1, data=icmp)
+    ip.len = len(bytes(ip))
+    return ip
+
+
+@pytest.mark.parametrize(
+    "packet,ends", [(synth.tcp4(seq=77, ack=99), TCP_FIELD_ENDS), (_echo4(), ICMP_FIELD_ENDS)]
+)
+def test_each_field_is_null_exactly_when_the_capture_cut_it(tmp_path, packet, ends):
+    """One record per cut length, back to back: a field's bytes either were captured (and read
+    right, not from the next record or past the end of the file) or it is null."""
+    frame = synth.eth(packet)
+    cuts = [(1.0 + k, frame[:k]) for k in range(len(frame) + 1)]
+    (full,) = rows(pcap.read(write(tmp_path, "whole.pcap", synth.pcap_bytes([(1.0, frame)])))[0])
+    got = rows(pcap.read(write(tmp_path, "eth1.pcap", synth.pcap_bytes(cuts)))[0])
+    assert len(got) == len(cuts)
+    for kept, row in enumerate(got):
+        for name, end in ends.items():
+            expected = full[name] if kept >= end else None
+            assert row[name] == expected, (name, kept)
+
+
 def test_addr_helpers_round_trip():
     for a in ("172.16.70.15", "fd00:70::15", "::1"):
         assert addr_text(addr_bytes(a)) == a

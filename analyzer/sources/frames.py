@@ -61,143 +61,152 @@ def byte_rows(buf: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Gather:
-    """Bounds-checked big-endian field access at per-packet offsets into one byte buffer.
+    """Per-packet rows of bytes gathered from one buffer: a header of every packet is one
+    gather of ``width`` bytes at each packet's offset, and its fields are columns of that
+    matrix. Whether a field is really in the packet is decided by the caller from how many
+    captured bytes the packet has left at that offset (``end - at``)."""
 
-    A field of every packet is one gather: the buffer is viewed, without copying, as a
-    big-endian integer (or a run of ``width`` bytes) starting at every byte offset.
-    """
-
-    def __init__(self, buf: np.ndarray, end: np.ndarray) -> None:
+    def __init__(self, buf: np.ndarray) -> None:
         self.buf = buf
-        self.end = end
-        self._views: dict[int, np.ndarray] = {}
 
-    def _view(self, width: int) -> np.ndarray:
-        view = self._views.get(width)
-        if view is None:
-            count = self.buf.shape[0] - width + 1
-            view = np.ndarray((count,), dtype=f">u{width}", buffer=self.buf, strides=(1,))
-            self._views[width] = view
-        return view
+    def rows(self, at: np.ndarray, width: int) -> np.ndarray:
+        """The ``width`` bytes at each offset as an (n, width) uint8 matrix; bytes past the
+        buffer's end read as zero (a short packet at the end of a block, or an offset worked
+        out from a frame too short to hold it)."""
+        buf = self.buf
+        last = buf.shape[0] - width
+        if at.shape[0] == 0:
+            return np.zeros((0, width), dtype=np.uint8)
+        if last >= 0 and int(at.max()) <= last:
+            return byte_rows(buf, at, width)
+        lo = max(0, last)
+        tail = np.concatenate([buf[lo:], np.zeros(width, dtype=np.uint8)])
+        inside = at <= last
+        out = np.empty((at.shape[0], width), dtype=np.uint8)
+        if last >= 0:
+            out[inside] = byte_rows(buf, at[inside], width)
+        out[~inside] = byte_rows(tail, np.clip(at[~inside] - lo, 0, tail.shape[0] - width), width)
+        return out
 
-    def fits(self, off: np.ndarray, width: int, ok: np.ndarray) -> np.ndarray:
-        return ok & (off >= 0) & (off + width <= self.end)
 
-    def uint(self, off: np.ndarray, width: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unsigned big-endian integer of `width` (1, 2 or 4) bytes; zero where it does not fit."""
-        ok = self.fits(off, width, ok)
-        dtype = np.uint64 if width > 2 else np.uint32
-        if self.buf.shape[0] < width:  # nothing fits; no view to gather from
-            return np.zeros(off.shape[0], dtype=dtype), ok
-        out = np.zeros(off.shape[0], dtype=dtype)
-        at = off[ok]
-        out[ok] = self.buf[at] if width == 1 else self._view(width)[at]
-        return out, ok
+def _be16(m: np.ndarray, at: int) -> np.ndarray:
+    """The big-endian 16-bit field at byte ``at`` (even) of every row of a gathered matrix."""
+    return m.view(">u2")[:, at // 2].astype(np.uint32)
 
-    def bytes_(self, off: np.ndarray, width: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A (n, width) uint8 matrix of raw bytes; zero rows where it does not fit."""
-        ok = self.fits(off, width, ok)
-        if self.buf.shape[0] < width:
-            return np.zeros((off.shape[0], width), dtype=np.uint8), ok
-        out = np.zeros((off.shape[0], width), dtype=np.uint8)
-        out[ok] = byte_rows(self.buf, off[ok], width)
-        return out, ok
+
+def _be32(m: np.ndarray, at: int) -> np.ndarray:
+    """The big-endian 32-bit field at byte ``at`` (a multiple of 4) of every row."""
+    return m.view(">u4")[:, at // 4].astype(np.uint64)
+
+
+def _isin(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
+    hit = values == choices[0]
+    for c in choices[1:]:
+        hit |= values == c
+    return hit
 
 
 def _fixed_binary(matrix: np.ndarray, valid: np.ndarray) -> pa.Array:
     n, width = matrix.shape
+    data = np.ascontiguousarray(matrix)
+    missing = np.flatnonzero(~valid)
+    if missing.size:  # zero under nulls
+        data = data.copy() if data is matrix else data
+        data[missing] = 0
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
-    data = pa.py_buffer(np.ascontiguousarray(matrix).tobytes())
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [bitmap, data])
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [bitmap, pa.py_buffer(data)])
 
 
-def _v4_mapped(matrix4: np.ndarray) -> np.ndarray:
-    out = np.zeros((matrix4.shape[0], 16), dtype=np.uint8)
-    out[:, 10] = 0xFF
-    out[:, 11] = 0xFF
-    out[:, 12:] = matrix4
-    return out
+#: The word of bytes 8-11 of an IPv4-mapped IPv6 address (::ffff:a.b.c.d), in this host's order.
+_MAPPED_WORD = np.frombuffer(bytes([0, 0, 0xFF, 0xFF]), dtype=np.uint32)[0]
 
 
-def _decode_ip(g: _Gather, l3: np.ndarray, ok: np.ndarray, is4: np.ndarray, is6: np.ndarray):
-    """Decode IPv4/IPv6 headers (with v6 extension headers) at offsets l3; returns a dict.
+def _addresses(m: np.ndarray, at4: int, ok4: np.ndarray, at6: int, ok6: np.ndarray) -> np.ndarray:
+    """16-byte addresses: the IPv6 one at ``at6`` of the rows of ``ok6``, and the IPv4 one at
+    ``at4`` of the rows of ``ok4`` as ::ffff:a.b.c.d (zero elsewhere); worked on 32-bit words
+    of the gathered header rows (both offsets are multiples of 4)."""
+    words = m.view(np.uint32)
+    out = np.zeros((m.shape[0], 4), dtype=np.uint32)
+    out[:, 2] = ok4 * _MAPPED_WORD
+    out[:, 3] = words[:, at4 // 4] * ok4
+    v6 = np.flatnonzero(ok6)
+    out[v6] = words[v6, at6 // 4 : at6 // 4 + 4]
+    return out.view(np.uint8)
+
+
+_EXT_OR_FRAG = (*IPV6_EXT_HEADERS, 44, 51)
+
+
+def _decode_ip(
+    g: _Gather, l3: np.ndarray, end: np.ndarray, ok: np.ndarray, is4: np.ndarray, is6: np.ndarray
+):
+    """Decode IPv4/IPv6 headers (with v6 extension headers) at offsets l3 of packets ending at
+    ``end``; returns a dict.
 
     Used for the packet itself and again for the packet an ICMP error quotes.
     """
     n = l3.shape[0]
     r: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    ok4 = ok & is4
-    ok6 = ok & is6
-    vihl, ok4 = g.uint(l3, 1, ok4)
-    ok4 &= (vihl >> 4) == 4
-    ihl = (vihl & 0xF).astype(np.int64) * 4
-    ok4 &= ihl >= 20
-    ok4 = g.fits(l3, 20, ok4)
-    v6b, ok6 = g.uint(l3, 1, ok6)
-    ok6 &= (v6b >> 4) == 6
-    ok6 = g.fits(l3, 40, ok6)
+    room = end - l3
+    m = g.rows(l3, 40)
+    version = m[:, 0] >> 4
+    ihl = (m[:, 0] & 0xF).astype(np.int64) * 4
+    ok4 = ok & is4 & (room >= 20) & (version == 4) & (ihl >= 20)
+    ok6 = ok & is6 & (room >= 40) & (version == 6)
 
-    tos4, _ = g.uint(l3 + 1, 1, ok4)
-    len4, _ = g.uint(l3 + 2, 2, ok4)
-    id4, _ = g.uint(l3 + 4, 2, ok4)
-    frag4, _ = g.uint(l3 + 6, 2, ok4)
-    ttl4, _ = g.uint(l3 + 8, 1, ok4)
-    proto4, _ = g.uint(l3 + 9, 1, ok4)
-    src4, _ = g.bytes_(l3 + 12, 4, ok4)
-    dst4, _ = g.bytes_(l3 + 16, 4, ok4)
+    frag4 = _be16(m, 6)
+    vtcfl = _be32(m, 0)
+    nh = np.where(ok6, m[:, 6], 0).astype(np.int64)
 
-    vtcfl, _ = g.uint(l3, 4, ok6)
-    plen6, _ = g.uint(l3 + 4, 2, ok6)
-    nh, _ = g.uint(l3 + 6, 1, ok6)
-    hlim6, _ = g.uint(l3 + 7, 1, ok6)
-    src6, _ = g.bytes_(l3 + 8, 16, ok6)
-    dst6, _ = g.bytes_(l3 + 24, 16, ok6)
-
-    # Walk IPv6 extension headers a bounded number of times, all packets at once.
-    nh = nh.astype(np.int64)
+    # Walk IPv6 extension headers a bounded number of times, only the packets that have one.
     off6 = l3 + 40
     frag6_off = np.zeros(n, dtype=np.int64)
     frag6_id = np.zeros(n, dtype=np.uint64)
     frag6_m = np.zeros(n, dtype=bool)
     has_frag6 = np.zeros(n, dtype=bool)
-    walking = ok6.copy()
+    idx = np.flatnonzero(ok6 & _isin(nh, _EXT_OR_FRAG))
     for _ in range(8):
-        ext = walking & np.isin(nh, IPV6_EXT_HEADERS)
-        fr = walking & (nh == 44)
-        ah = walking & (nh == 51)
-        if not (ext.any() or fr.any() or ah.any()):
+        if not idx.size:
             break
-        nxt, ext_ok = g.uint(off6, 2, ext | fr | ah)
-        nxt_hdr = (nxt >> 8).astype(np.int64)
-        hlen = np.where(ext, ((nxt & 0xFF).astype(np.int64) + 1) * 8, 0)
-        hlen = np.where(fr, 8, hlen)
-        hlen = np.where(ah, ((nxt & 0xFF).astype(np.int64) + 2) * 4, hlen)
-        fo, fr_ok = g.uint(off6 + 2, 2, fr)
-        fid, _ = g.uint(off6 + 4, 4, fr_ok)
-        frag6_off = np.where(fr_ok, (fo >> 3).astype(np.int64), frag6_off)
-        frag6_m = np.where(fr_ok, (fo & 1).astype(bool), frag6_m)
-        frag6_id = np.where(fr_ok, fid, frag6_id)
-        has_frag6 |= fr_ok
-        moved = ext_ok & (ext | fr | ah)
-        ok6 &= ~((ext | fr | ah) & ~ext_ok)  # a cut extension header ends the IPv6 decode
-        nh = np.where(moved, nxt_hdr, nh)
-        off6 = np.where(moved, off6 + hlen, off6)
-        walking = moved
+        at = off6[idx]
+        left = end[idx] - at
+        h = nh[idx]
+        e = g.rows(at, 8)
+        ext = _isin(h, IPV6_EXT_HEADERS)
+        fr = h == 44
+        hlen = np.where(
+            ext,
+            (e[:, 1].astype(np.int64) + 1) * 8,
+            np.where(fr, 8, (e[:, 1].astype(np.int64) + 2) * 4),
+        )
+        fr_ok = fr & (left >= 4)
+        got = idx[fr_ok]
+        fo = _be16(e, 2)[fr_ok]
+        frag6_off[got] = fo >> 3
+        frag6_m[got] = (fo & 1).astype(bool)
+        frag6_id[got] = np.where(left[fr_ok] >= 8, _be32(e, 4)[fr_ok], 0)
+        has_frag6[got] = True
+        moved = left >= 2
+        ok6[idx[~moved]] = False  # a cut extension header ends the IPv6 decode
+        idx = idx[moved]
+        nh[idx] = e[moved, 0]
+        off6[idx] += hlen[moved]
+        idx = idx[_isin(nh[idx], _EXT_OR_FRAG)]
 
     ip_ok = ok4 | ok6
     r["ip_version"] = (np.where(ok4, 4, 6), ip_ok)
-    r["src"] = (np.where(ok4[:, None], _v4_mapped(src4), src6), ip_ok)
-    r["dst"] = (np.where(ok4[:, None], _v4_mapped(dst4), dst6), ip_ok)
-    r["ip_len"] = (np.where(ok4, len4, plen6 + 40), ip_ok)
-    r["ip_id"] = (np.where(ok4, id4, frag6_id), ok4 | (ok6 & has_frag6))
+    r["src"] = (_addresses(m, 12, ok4, 8, ok6), ip_ok)
+    r["dst"] = (_addresses(m, 16, ok4, 24, ok6), ip_ok)
+    r["ip_len"] = (np.where(ok4, _be16(m, 2), _be16(m, 4) + 40), ip_ok)
+    r["ip_id"] = (np.where(ok4, _be16(m, 4), frag6_id), ok4 | (ok6 & has_frag6))
     r["flow_label"] = (vtcfl & 0xFFFFF, ok6)
-    r["tos"] = (np.where(ok4, tos4, (vtcfl >> 20) & 0xFF), ip_ok)
-    r["ttl"] = (np.where(ok4, ttl4, hlim6), ip_ok)
+    r["tos"] = (np.where(ok4, m[:, 1], (vtcfl >> 20) & 0xFF), ip_ok)
+    r["ttl"] = (np.where(ok4, m[:, 8], m[:, 7]), ip_ok)
     r["dont_fragment"] = ((frag4 & 0x4000) != 0, ok4)
     r["more_fragments"] = (np.where(ok4, (frag4 & 0x2000) != 0, frag6_m), ip_ok)
     frag_offset = np.where(ok4, frag4 & 0x1FFF, frag6_off)
     r["frag_offset"] = (frag_offset, ip_ok)
-    proto = np.where(ok4, proto4.astype(np.int64), nh)
+    proto = np.where(ok4, m[:, 9].astype(np.int64), nh)
     r["proto"] = (proto, ip_ok)
     l4 = np.where(ok4, l3 + ihl, off6)
     # Only the first fragment (offset 0) carries a transport header.
@@ -205,21 +214,81 @@ def _decode_ip(g: _Gather, l3: np.ndarray, ok: np.ndarray, is4: np.ndarray, is6:
     return r, proto, l4, l4_ok
 
 
-def _decode_l4(g: _Gather, proto: np.ndarray, l4: np.ndarray, ok: np.ndarray, r: dict) -> None:
+def _decode_l4(
+    g: _Gather, proto: np.ndarray, l4: np.ndarray, end: np.ndarray, ok: np.ndarray, r: dict
+) -> None:
+    m = g.rows(l4, 16)
+    room = end - l4
+    p_ok = ok & _isin(proto, PORTED_PROTOS) & (room >= 4)
+    r["sport"] = (_be16(m, 0), p_ok)
+    r["dport"] = (_be16(m, 2), p_ok)
     tcp = ok & (proto == 6)
-    ports_ok_proto = ok & np.isin(proto, PORTED_PROTOS)
-    sport, p_ok = g.uint(l4, 2, ports_ok_proto)
-    dport, p_ok = g.uint(l4 + 2, 2, p_ok)
-    r["sport"] = (sport, p_ok)
-    r["dport"] = (dport, p_ok)
-    seq, t_ok = g.uint(l4 + 4, 4, tcp)
-    ack, _ = g.uint(l4 + 8, 4, t_ok)
-    flags, f_ok = g.uint(l4 + 12, 2, t_ok)
-    win, w_ok = g.uint(l4 + 14, 2, f_ok)
-    r["tcp_seq"] = (seq, t_ok)
-    r["tcp_ack"] = (ack, t_ok)
-    r["tcp_flags"] = (flags & 0x1FF, f_ok)
-    r["tcp_window"] = (win, w_ok)
+    r["tcp_seq"] = (_be32(m, 4), tcp & (room >= 8))
+    r["tcp_ack"] = (_be32(m, 8), tcp & (room >= 12))
+    r["tcp_flags"] = (_be16(m, 12) & 0x1FF, tcp & (room >= 14))
+    r["tcp_window"] = (_be16(m, 14), tcp & (room >= 16))
+
+
+def _scatter(n: int, idx: np.ndarray, values: np.ndarray, valid: np.ndarray):
+    """Columns of ``n`` rows from the values of the rows ``idx`` (zero and null elsewhere)."""
+    out = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+    out[idx] = values
+    ok = np.zeros(n, dtype=bool)
+    ok[idx] = valid
+    return out, ok
+
+
+def _decode_icmp(
+    g: _Gather, proto: np.ndarray, l4: np.ndarray, end: np.ndarray, icmp: np.ndarray, cols: dict
+) -> None:
+    """ICMP / ICMPv6 type, code, echo id/seq, and the packet an error quotes (only the ICMP
+    rows are gathered)."""
+    n = proto.shape[0]
+    idx = np.flatnonzero(icmp)
+    at = l4[idx]
+    left = end[idx] - at
+    m = g.rows(at, 8)
+    ity = m[:, 0]
+    i_ok = left >= 1
+    cols["icmp_type"] = _scatter(n, idx, ity, i_ok)
+    cols["icmp_code"] = _scatter(n, idx, m[:, 1], left >= 2)
+    echo = i_ok & icmp_types_in(proto[idx], ity, ICMP_ECHO)
+    cols["icmp_id"] = _scatter(n, idx, _be16(m, 4), echo & (left >= 6))
+    cols["icmp_seq"] = _scatter(n, idx, _be16(m, 6), echo & (left >= 8))
+    err = i_ok & icmp_types_in(proto[idx], ity, ERROR_TYPES)
+    if not err.any():
+        return
+    idx, at = idx[err], at[err] + 8
+    end_err = end[idx]
+    iv = g.rows(at, 1)[:, 0] >> 4
+    iv_ok = end_err - at >= 1
+    inner, iproto, il4, il4_ok = _decode_ip(
+        g, at, end_err, iv_ok, iv_ok & (iv == 4), iv_ok & (iv == 6)
+    )
+    for name in ("src", "dst", "proto"):
+        cols[f"inner_{name}"] = _scatter(n, idx, *inner[name])
+    im = g.rows(il4, 4)
+    iports = il4_ok & _isin(iproto, PORTED_PROTOS)
+    cols["inner_sport"] = _scatter(n, idx, _be16(im, 0), iports & (end_err - il4 >= 2))
+    cols["inner_dport"] = _scatter(n, idx, _be16(im, 2), iports & (end_err - il4 >= 4))
+
+
+def _decode_arp(g: _Gather, l3: np.ndarray, end: np.ndarray, arp: np.ndarray, cols: dict) -> None:
+    """ARP over Ethernet/IPv4: sender and target protocol addresses go to src/dst."""
+    idx = np.flatnonzero(arp)
+    m = g.rows(l3[idx], 28)
+    a_ok = (end[idx] - l3[idx] >= 28) & (_be32(m, 0) == 0x00010800) & (_be16(m, 4) == 0x0604)
+    cols["arp_op"] = _scatter(l3.shape[0], idx, _be16(m, 6), a_ok)
+    idx, m = idx[a_ok], m[a_ok]
+    mapped = np.zeros((idx.shape[0], 16), dtype=np.uint8)
+    mapped[:, 10:12] = 0xFF
+    for name, at in (("src", 14), ("dst", 24)):
+        values, valid = cols[name]
+        mapped[:, 12:] = m[:, at : at + 4]
+        values[idx] = mapped
+        valid = valid.copy()  # the IP columns share one validity array
+        valid[idx] = True
+        cols[name] = (values, valid)
 
 
 def decode(
@@ -232,41 +301,35 @@ def decode(
     """
     n = start.shape[0]
     start = start.astype(np.int64, copy=False)
-    end = start + caplen.astype(np.int64, copy=False)
-    g = _Gather(buf, end)
-    every = np.ones(n, dtype=bool)
+    room = caplen.astype(np.int64, copy=False)
+    end = start + room
+    g = _Gather(buf)
     cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     if linktype == LINKTYPE_ETHERNET:
-        dmac, mac_ok = g.bytes_(start, 6, every)
-        smac, _ = g.bytes_(start + 6, 6, mac_ok)
-        cols["eth_dst"] = (dmac, mac_ok)
-        cols["eth_src"] = (smac, mac_ok)
-        etype, et_ok = g.uint(start + 12, 2, every)
+        m = g.rows(start, 14)
+        cols["eth_dst"] = (m[:, 0:6], room >= 6)
+        cols["eth_src"] = (m[:, 6:12], room >= 12)
+        etype, et_ok = _be16(m, 12), room >= 14
         l3 = start + 14
     elif linktype == LINKTYPE_LINUX_SLL:
-        pkttype, pt_ok = g.uint(start, 2, every)
-        cols["pkttype"] = (pkttype, pt_ok)
-        hatype, _ = g.uint(start + 2, 2, pt_ok)
-        alen, _ = g.uint(start + 4, 2, pt_ok)
-        addr, a_ok = g.bytes_(start + 6, 6, pt_ok & (hatype == 1) & (alen == 6))
-        cols["eth_src"] = (addr, a_ok)
-        etype, et_ok = g.uint(start + 14, 2, every)
+        m = g.rows(start, 16)
+        cols["pkttype"] = (_be16(m, 0), room >= 2)
+        a_ok = (room >= 12) & (_be16(m, 2) == 1) & (_be16(m, 4) == 6)
+        cols["eth_src"] = (m[:, 6:12], a_ok)
+        etype, et_ok = _be16(m, 14), room >= 16
         l3 = start + 16
     elif linktype == LINKTYPE_LINUX_SLL2:
-        etype, et_ok = g.uint(start, 2, every)
-        ifindex, if_ok = g.uint(start + 4, 4, every)
-        cols["ifindex"] = (ifindex, if_ok)
-        hatype, _ = g.uint(start + 8, 2, if_ok)
-        pkttype, pt_ok = g.uint(start + 10, 1, every)
-        cols["pkttype"] = (pkttype, pt_ok)
-        alen, _ = g.uint(start + 11, 1, pt_ok)
-        addr, a_ok = g.bytes_(start + 12, 6, pt_ok & (hatype == 1) & (alen == 6))
-        cols["eth_src"] = (addr, a_ok)
+        m = g.rows(start, 20)
+        etype, et_ok = _be16(m, 0), room >= 2
+        cols["ifindex"] = (_be32(m, 4), room >= 8)
+        cols["pkttype"] = (m[:, 10], room >= 11)
+        a_ok = (room >= 18) & (_be16(m, 8) == 1) & (m[:, 11] == 6)
+        cols["eth_src"] = (m[:, 12:18], a_ok)
         l3 = start + 20
     elif linktype in RAW_LINKTYPES or linktype in (LINKTYPE_IPV4, LINKTYPE_IPV6):
-        first, et_ok = g.uint(start, 1, every)
-        version = first >> 4
+        version = g.rows(start, 1)[:, 0] >> 4
+        et_ok = room >= 1
         etype = np.where(version == 6, ETH_IPV6, np.where(version == 4, ETH_IPV4, 0))
         if linktype == LINKTYPE_IPV4:
             etype = np.full(n, ETH_IPV4)
@@ -276,75 +339,40 @@ def decode(
     else:
         raise ValueError(f"unsupported link type {linktype}")
 
-    # 802.1Q / QinQ tags (Ethernet, and SLL where libpcap re-inserts the tag).
-    etype = etype.astype(np.int64)
+    # 802.1Q / QinQ tags (Ethernet, and SLL where libpcap re-inserts the tag): only the tagged
+    # frames are gathered again.
+    etype = np.where(et_ok, etype, 0).astype(np.int64)
     vlan = np.zeros(n, dtype=np.int64)
     has_vlan = np.zeros(n, dtype=bool)
     if linktype not in RAW_LINKTYPES and linktype not in (LINKTYPE_IPV4, LINKTYPE_IPV6):
+        idx = np.flatnonzero(_isin(etype, VLAN_TPIDS))
         for _ in range(3):
-            tagged = et_ok & np.isin(etype, VLAN_TPIDS)
-            if not tagged.any():
+            if not idx.size:
                 break
-            tci, t_ok = g.uint(l3, 2, tagged)
-            inner, t_ok = g.uint(l3 + 2, 2, t_ok)
-            first_tag = t_ok & ~has_vlan
-            vlan = np.where(first_tag, (tci & 0xFFF).astype(np.int64), vlan)
-            has_vlan |= t_ok
-            et_ok = np.where(tagged, t_ok, et_ok)
-            etype = np.where(t_ok, inner.astype(np.int64), etype)
-            l3 = np.where(t_ok, l3 + 4, l3)
+            at = l3[idx]
+            tag = g.rows(at, 4)
+            fits = end[idx] - at >= 4
+            first = idx[fits & ~has_vlan[idx]]
+            vlan[first] = _be16(tag, 0)[fits & ~has_vlan[idx]] & 0xFFF
+            et_ok[idx[~fits]] = False
+            idx = idx[fits]
+            has_vlan[idx] = True
+            etype[idx] = _be16(tag, 2)[fits]
+            l3[idx] += 4
+            idx = idx[_isin(etype[idx], VLAN_TPIDS)]
     cols["ethertype"] = (etype, et_ok)
     cols["vlan"] = (vlan, has_vlan)
 
     is4 = et_ok & (etype == ETH_IPV4)
     is6 = et_ok & (etype == ETH_IPV6)
-    ip, proto, l4, l4_ok = _decode_ip(g, l3, is4 | is6, is4, is6)
+    ip, proto, l4, l4_ok = _decode_ip(g, l3, end, is4 | is6, is4, is6)
     cols.update(ip)
-    _decode_l4(g, proto, l4, l4_ok, cols)
-
-    # ICMP / ICMPv6: type, code, echo id/seq, and the packet an error quotes.
+    _decode_l4(g, proto, l4, end, l4_ok, cols)
     icmp = l4_ok & (((proto == 1) & (ip["ip_version"][0] == 4)) | (proto == 58))
-    ity, i_ok = g.uint(l4, 1, icmp)
-    icode, _ = g.uint(l4 + 1, 1, i_ok)
-    cols["icmp_type"] = (ity, i_ok)
-    cols["icmp_code"] = (icode, i_ok)
-    echo = i_ok & icmp_types_in(proto, ity, ICMP_ECHO)
-    eid, e_ok = g.uint(l4 + 4, 2, echo)
-    eseq, _ = g.uint(l4 + 6, 2, e_ok)
-    cols["icmp_id"] = (eid, e_ok)
-    cols["icmp_seq"] = (eseq, e_ok)
-    err = i_ok & icmp_types_in(proto, ity, ERROR_TYPES)
-    if err.any():
-        inner_l3 = l4 + 8
-        iv, iv_ok = g.uint(inner_l3, 1, err)
-        inner, iproto, il4, il4_ok = _decode_ip(
-            g, inner_l3, iv_ok, iv_ok & ((iv >> 4) == 4), iv_ok & ((iv >> 4) == 6)
-        )
-        cols["inner_src"] = inner["src"]
-        cols["inner_dst"] = inner["dst"]
-        cols["inner_proto"] = inner["proto"]
-        iports = il4_ok & np.isin(iproto, PORTED_PROTOS)
-        isp, isp_ok = g.uint(il4, 2, iports)
-        idp, idp_ok = g.uint(il4 + 2, 2, isp_ok)
-        cols["inner_sport"] = (isp, isp_ok)
-        cols["inner_dport"] = (idp, idp_ok)
-
-    # ARP over Ethernet/IPv4: sender and target protocol addresses go to src/dst.
+    _decode_icmp(g, proto, l4, end, icmp, cols)
     arp = et_ok & (etype == ETH_ARP)
     if arp.any():
-        hdr, a_ok = g.uint(l3, 4, arp)
-        a_ok &= hdr == 0x00010800
-        hl, a_ok = g.uint(l3 + 4, 2, a_ok)
-        a_ok &= hl == 0x0604
-        op, a_ok = g.uint(l3 + 6, 2, a_ok)
-        spa, a_ok = g.bytes_(l3 + 14, 4, a_ok)
-        tpa, a_ok = g.bytes_(l3 + 24, 4, a_ok)
-        cols["arp_op"] = (op, a_ok)
-        src, src_ok = cols["src"]
-        dst, _ = cols["dst"]
-        cols["src"] = (np.where(a_ok[:, None], _v4_mapped(spa), src), src_ok | a_ok)
-        cols["dst"] = (np.where(a_ok[:, None], _v4_mapped(tpa), dst), src_ok | a_ok)
-
+        _decode_arp(g, l3, end, arp, cols)
     return _to_arrow(cols)
 
 
@@ -380,11 +408,20 @@ _TYPES = {
 }
 
 
+def _zero_under_nulls(values: np.ndarray, typ: pa.DataType, valid: np.ndarray) -> np.ndarray:
+    """The column in its Arrow width, zero where null (rows gathered past a packet's end hold
+    whatever bytes followed it)."""
+    out = values.astype(typ.to_pandas_dtype())
+    out *= valid
+    return out
+
+
 def _to_arrow(cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, pa.Array]:
     out: dict[str, pa.Array] = {}
     for name, (values, valid) in cols.items():
         if values.ndim == 2:
-            out[name] = _fixed_binary(values.astype(np.uint8, copy=False), valid)
+            out[name] = _fixed_binary(values, valid)
         else:
-            out[name] = arrow_column(values, _TYPES[name], valid)
+            typ = _TYPES[name]
+            out[name] = arrow_column(_zero_under_nulls(values, typ, valid), typ, valid)
     return out
