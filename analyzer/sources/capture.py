@@ -68,6 +68,24 @@ def read_block(f: BinaryIO, path: str, size: int = BLOCK_BYTES) -> bytes:
         raise InputError(path, f"cannot read: {exc}") from None
 
 
+def read_after(f: BinaryIO, path: str, carry: bytes, size: int = BLOCK_BYTES) -> bytearray:
+    """``carry`` (the unfinished record of the last block) followed by up to ``size`` bytes
+    read next, in one buffer the file is read straight into: joining a block read apart to
+    the carry copied it again (770 MB of a million full-size packets). A record walk over a
+    bytearray is also a quarter faster than over bytes."""
+    data = bytearray(len(carry) + size)
+    data[: len(carry)] = carry
+    got = len(carry)
+    with memoryview(data) as view:
+        try:
+            while got < len(data) and (n := f.readinto(view[got:])):
+                got += n
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(path, f"cannot read: {exc}") from None
+    del data[got:]
+    return data
+
+
 #: Codes of the direction column as the capture readers build it (dictionary ``DIRECTIONS``).
 OUT, IN, UNKNOWN = (DIRECTIONS.index(d) for d in ("out", "in", "unknown"))
 

@@ -26,6 +26,7 @@ from .capture import (
     concat,
     direction_from_pkttype,
     open_maybe_gzip,
+    read_after,
     read_block,
     record_span,
 )
@@ -113,14 +114,12 @@ def iter_chunks(
         unpack_len = struct.Struct(endian + "I").unpack_from
         u32 = np.dtype(endian + "u4")
 
-        carry = b""
+        carry = bytearray()
         base = HEADER_LEN  # file offset of carry[0]
         record_no = 1
         while True:
-            block = read_block(f, spath)
-            at_end = not block
-            data = carry + block if carry else block
-            del block  # one copy of the block held while its packets are decoded
+            data = read_after(f, spath, carry)
+            at_end = len(data) == len(carry)
             if not data:
                 break
             buf = np.frombuffer(data, dtype=np.uint8)

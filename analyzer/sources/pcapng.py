@@ -30,6 +30,7 @@ from .capture import (
     concat,
     direction_from_pkttype,
     open_maybe_gzip,
+    read_after,
     read_block,
     record_span,
 )
@@ -329,10 +330,8 @@ def iter_chunks(
         base = 0
         record_no = 1
         while True:
-            block = read_block(f, spath)
-            at_end = not block
-            data = carry + block if carry else block
-            del block  # one copy of the block held while its packets are decoded
+            data = read_after(f, spath, carry)
+            at_end = len(data) == len(carry)
             pos = 0
             while True:
                 pos, packets = walker.walk(data, pos, base, record_no)
