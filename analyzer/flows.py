@@ -451,7 +451,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     pk["direction"] = _labels(
         ("unknown", "out", "in"), np.where(out_any == in_any, 0, np.where(out_any, 1, 2))
     )
-    packets = pd.DataFrame(pk)
+    packets = pd.DataFrame(pk, copy=False)
     if n_packets > 1 and (pk["order"][1:] < pk["order"][:-1]).any():
         packets = packets.sort_values(["order"], kind="stable")
     return packets

@@ -25,7 +25,7 @@ def detect(ctx: Context) -> list[Finding]:
     left_card, arrival_card = ctx.card_codes
     leaving = np.zeros(len(pk), dtype=bool)
     leaving[ctx.outgoing] = True
-    arriving = (pk["direction"] == "in").to_numpy() & (arrival_card >= 0)
+    arriving = ctx.received & (arrival_card >= 0)
     if not leaving.any() or not arriving.any():
         return []
     # Packets are in time order; grouped by flow (time order kept), the latest outgoing packet

@@ -151,10 +151,22 @@ class Context:
         return pk.assign(egress=pd.Series(egress, pk.index), arrival=pd.Series(arrival, pk.index))
 
     @cached_property
+    def sent(self) -> np.ndarray:
+        """Per packet, whether its ``direction`` is ``out`` (seen leaving, never arriving): from
+        the ``out`` and ``in`` flags it is made of, not by comparing strings."""
+        pk = self.tables.packets
+        return pk["out"].to_numpy(bool) & ~pk["in"].to_numpy(bool)
+
+    @cached_property
+    def received(self) -> np.ndarray:
+        """Per packet, whether its ``direction`` is ``in`` (seen arriving, never leaving)."""
+        pk = self.tables.packets
+        return pk["in"].to_numpy(bool) & ~pk["out"].to_numpy(bool)
+
+    @cached_property
     def outgoing(self) -> np.ndarray:
         """Positions in ``packets`` of the packets that left through a known card, in order."""
-        pk = self.tables.packets
-        return np.flatnonzero((pk["direction"] == "out").to_numpy() & (self.card_codes[0] >= 0))
+        return np.flatnonzero(self.sent & (self.card_codes[0] >= 0))
 
     @cached_property
     def _crossed(self) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:

@@ -32,7 +32,7 @@ def detect(ctx: Context) -> list[Finding]:
     is_request = (fl["local"] == "initiator").to_numpy()
     # Flows the host only receives (a RST back is allowed): candidates for stray replies.
     flags = pk["tcp_flags"].to_numpy(dtype=np.float64, na_value=0).astype(np.int64)
-    sent = (pk["direction"] == "out").to_numpy() & ((flags & 0x04) == 0)
+    sent = ctx.sent & ((flags & 0x04) == 0)
     answered = np.isin(fl["flow_id"].to_numpy(), pk["flow_id"].to_numpy()[sent])
     is_stray = ~is_request & ~answered
     if not is_request.any() or not is_stray.any():
