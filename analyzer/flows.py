@@ -332,12 +332,12 @@ def _sets_per_packet(
     rank = np.empty(len(names), dtype=np.int64)
     rank[order] = np.arange(len(names))
     has = codes >= 0
-    row, bit = packet[has], rank[codes[has]]
     if len(packet) == n_packets:  # one observation per packet: a set of at most one name
-        which = np.zeros(n_packets, dtype=np.int64)
-        which[row] = bit + 1
+        which = np.empty(n_packets, dtype=np.int64)
+        which[packet] = np.where(has, rank[codes] + 1, 0) if len(names) else 0
         tuples = [(), *((name,) for name in sorted_names)]
     else:
+        row, bit = packet[has], rank[codes[has]]
         words = np.zeros((n_packets, max(1, (len(names) + 63) // 64)), dtype=np.uint64)
         one = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
         np.bitwise_or.at(words, (row, bit // 64), one)
@@ -351,7 +351,7 @@ def _sets_per_packet(
             for w in sets
         ]
     distinct = pd.Index(tuples, dtype=object, tupleize_cols=False)
-    return pd.Series(pd.Categorical.from_codes(which.ravel(), categories=distinct))
+    return pd.Series(pd.Categorical.from_codes(which.ravel(), categories=distinct, validate=False))
 
 
 #: What a packet takes from its first observation: its addresses, ports and header fields.
@@ -373,18 +373,26 @@ def _labels(names: tuple[str, ...], codes: np.ndarray) -> pd.Series:
     return pd.Series(pd.array(pa.array(names).take(codes), dtype="str"))
 
 
-def _first_valid(col: pd.Series, order: np.ndarray, heads: np.ndarray) -> np.ndarray | pd.Series:
-    """Per group of ``order`` (runs starting at ``heads``), the first non-null value, as
-    ``groupby().first()`` gives it (names as objects, ``None`` when a group has none)."""
+def _first_valid(
+    col: pd.Series, order: np.ndarray, heads: np.ndarray, first: np.ndarray
+) -> np.ndarray | pd.Series:
+    """Per group of ``order`` (runs starting at ``heads``; ``first``: ``order[heads]``), the
+    first non-null value, as ``groupby().first()`` gives it (names as objects, ``None`` when a
+    group has none)."""
     n = len(order)
     named = isinstance(col.dtype, pd.CategoricalDtype)
     if named:
         codes, names = _codes(col)
         values, null = codes, codes < 0
     else:
-        values, null = col.to_numpy(), col.isna().to_numpy()
-    if len(heads) == n or not null.any():  # one row per group, or nothing to skip
-        picked = values[order[heads]]
+        values = col.to_numpy()
+        kind = values.dtype.kind
+        if kind in "iub":  # integers and booleans cannot be null
+            null = None
+        else:
+            null = np.isnan(values) if kind in "fc" else col.isna().to_numpy()
+    if len(heads) == n or null is None or not null.any():  # one row per group, or no null
+        picked = values[first]
     else:
         at = np.minimum.reduceat(np.where(null[order], n, np.arange(n)), heads)
         picked = values[order[np.minimum(at, n - 1)]]
@@ -441,9 +449,9 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
         "observations": sizes,
     }
     for c in HEADER_FIELDS:
-        pk[c] = _first_valid(obs[c], order, heads)
+        pk[c] = _first_valid(obs[c], order, heads, first)
     for c in ("source", "record", "point"):
-        pk[f"first_{c}"] = _first_valid(obs[c], order, heads)
+        pk[f"first_{c}"] = _first_valid(obs[c], order, heads, first)
     iface, names = _codes(obs["iface"])
     pk["out_cards"] = _sets_per_packet(packet, np.where(is_out, iface, -1), names, n_packets)
     pk["in_cards"] = _sets_per_packet(packet, np.where(is_in, iface, -1), names, n_packets)

@@ -184,7 +184,10 @@ def test_a_packet_takes_its_first_named_point_as_groupby_first_does():
     col = pd.Series(pd.Categorical([None, "eth1", "eth2", None, None]))
     order = np.arange(5)
     heads = np.array([0, 3])  # packet 0: rows 0-2, packet 1: rows 3-4 (no point at all)
-    assert flows._first_valid(col, order, heads).tolist() == ["eth1", None]
+    first = order[heads]
+    assert flows._first_valid(col, order, heads, first).tolist() == ["eth1", None]
     ints = pd.Series([np.nan, 5.0, 6.0, np.nan, np.nan])
-    got = flows._first_valid(ints, order, heads)
+    got = flows._first_valid(ints, order, heads, first)
     assert got[0] == 5.0 and np.isnan(got[1])
+    whole = pd.Series(np.array([7, 5, 6, 4, 3], dtype=np.int64))  # cannot be null
+    assert flows._first_valid(whole, order, heads, first).tolist() == [7, 4]
