@@ -206,6 +206,22 @@ def test_truncated_pcap_reads_complete_records_and_warns(tmp_path):
     assert "byte offset" in report.warnings[0] and "cut.pcap" in report.warnings[0]
 
 
+@pytest.mark.parametrize("room", [0, 64])
+def test_blocks_smaller_than_a_record_read_the_same_packets(tmp_path, monkeypatch, room):
+    """The read buffer is kept from block to block: the unfinished record moves to its front,
+    and a record longer than a block (and the room kept for it) gets a bigger buffer. Tiny
+    blocks must give the packets, counts and truncation warning one big block gives."""
+    frames = [(1.0 + k, synth.eth(synth.udp4(payload=b"x" * (k * 37 % 300)))) for k in range(40)]
+    path = write(tmp_path, "eth1.pcap", synth.pcap_bytes(frames)[:-7])
+    whole, whole_report = pcap.read(path)
+    monkeypatch.setattr("analyzer.sources.capture.BLOCK_BYTES", 50)
+    monkeypatch.setattr("analyzer.sources.capture.CARRY_ROOM", room)
+    small, small_report = pcap.read(path)
+    assert small.num_rows == whole.num_rows == 39
+    assert small.equals(whole)
+    assert small_report.to_dict() == whole_report.to_dict()
+
+
 def test_corrupt_pcap_record_names_packet_and_offset(tmp_path):
     data = bytearray(
         synth.pcap_bytes([(1.0, synth.eth(synth.tcp4())), (2.0, synth.eth(synth.udp4()))])

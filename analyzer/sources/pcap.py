@@ -22,11 +22,11 @@ from .base import SourceReport
 from .capture import (
     CHUNK_ROWS,
     MAX_RECORD,
+    Blocks,
     assemble,
     concat,
     direction_from_pkttype,
     open_maybe_gzip,
-    read_after,
     read_block,
     record_span,
 )
@@ -114,12 +114,13 @@ def iter_chunks(
         unpack_len = struct.Struct(endian + "I").unpack_from
         u32 = np.dtype(endian + "u4")
 
-        carry = bytearray()
-        base = HEADER_LEN  # file offset of carry[0]
+        blocks = Blocks(f, spath)
+        base = HEADER_LEN  # file offset of data[0]
         record_no = 1
+        pos = 0  # where the unfinished record of the last block starts in it
         while True:
-            data = read_after(f, spath, carry)
-            at_end = len(data) == len(carry)
+            data = blocks.next(pos)
+            pos = 0
             if not data:
                 break
             buf = np.frombuffer(data, dtype=np.uint8)
@@ -157,14 +158,13 @@ def iter_chunks(
                 record_no += len(off)
                 report.records += len(off)
                 report.used += len(off)
-            carry = data[pos:]
             base += pos
-            if at_end:
+            if blocks.at_end:
                 break
-        if carry:
+        if len(data) > pos:
             report.warnings.append(
                 f"{spath}: truncated: last record cut short at byte offset {base} "
-                f"({len(carry)} bytes ignored); read {record_no - 1} complete packets"
+                f"({len(data) - pos} bytes ignored); read {record_no - 1} complete packets"
             )
             report.skip("truncated record at end of file")
             report.records += 1
