@@ -143,7 +143,7 @@ def _bounces(ctx: Context, strays) -> int:
     count += int(
         (
             (pk["flow_id"].isin(strays["flow_id"]))
-            & (pk["direction"] == "out")
+            & ctx.sent
             & ((flags & 0x04) != 0)
         ).sum()
     )

@@ -248,14 +248,14 @@ def _decode_icmp(
     at = l4[idx]
     left = end[idx] - at
     m = g.rows(at, 8)
-    ity = m[:, 0]
+    ity, its_proto = m[:, 0], proto[idx]
     i_ok = left >= 1
     cols["icmp_type"] = _scatter(n, idx, ity, i_ok)
     cols["icmp_code"] = _scatter(n, idx, m[:, 1], left >= 2)
-    echo = i_ok & icmp_types_in(proto[idx], ity, ICMP_ECHO)
+    echo = i_ok & icmp_types_in(its_proto, ity, ICMP_ECHO)
     cols["icmp_id"] = _scatter(n, idx, _be16(m, 4), echo & (left >= 6))
     cols["icmp_seq"] = _scatter(n, idx, _be16(m, 6), echo & (left >= 8))
-    err = i_ok & icmp_types_in(proto[idx], ity, ERROR_TYPES)
+    err = i_ok & icmp_types_in(its_proto, ity, ERROR_TYPES)
     if not err.any():
         return
     idx, at = idx[err], at[err] + 8
@@ -352,8 +352,8 @@ def decode(
             at = l3[idx]
             tag = g.rows(at, 4)
             fits = end[idx] - at >= 4
-            first = idx[fits & ~has_vlan[idx]]
-            vlan[first] = _be16(tag, 0)[fits & ~has_vlan[idx]] & 0xFFF
+            first_tag = fits & ~has_vlan[idx]
+            vlan[idx[first_tag]] = _be16(tag, 0)[first_tag] & 0xFFF
             et_ok[idx[~fits]] = False
             idx = idx[fits]
             has_vlan[idx] = True
