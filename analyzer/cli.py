@@ -12,6 +12,19 @@ from . import __version__
 from .errors import NicpathError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
+#: ``--jobs`` when not given is the core count up to this: each worker holds a part of the
+#: stream (up to ~250 MiB at its peak), so a many-core box would otherwise take GBs.
+MAX_DEFAULT_JOBS = 4
+
+
+def default_jobs() -> int:
+    """Worker processes when ``--jobs`` is not given: the cores this process may run on, at
+    most ``MAX_DEFAULT_JOBS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_JOBS))
 
 
 def format_option(help_text: str, default: str | None = "text"):
@@ -137,10 +150,9 @@ def input_options(f):
             "--jobs",
             "-j",
             type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
             help="Decode this many capture files at once, and analyze this many parts of a big"
-            " capture at once (analyze), in worker processes.",
+            " capture at once (analyze), in worker processes (default: the core count, at most"
+            f" {MAX_DEFAULT_JOBS}; 1: all in this process).",
         ),
     ]
     for option in reversed(options):
@@ -158,7 +170,7 @@ def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs) -
         "ip_dirs": ip_dirs,
         "boot_time": boot_time,
         "hook_prefixes": dict(_pairs(hook_prefixes, "--hook-prefix")) or None,
-        "jobs": jobs,
+        "jobs": jobs or default_jobs(),
     }
 
 

@@ -21,6 +21,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from analyzer.cli import default_jobs
+
 from .generate import VERSION as GENERATOR_VERSION
 from .generate import generate
 
@@ -148,13 +150,17 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
         argv = nicpath(
             "events", *[os.path.join(path, c) for c in cards], "--ip", ip, "--parquet", out
         )
-        results.append(measure("nicpath events 4 card pcaps --jobs 1", argv, packets, runs))
+        results.append(
+            measure("nicpath events 4 card pcaps --jobs 1", [*argv, "--jobs", "1"], packets, runs)
+        )
         results.append(
             measure("nicpath events 4 card pcaps --jobs 2", [*argv, "--jobs", "2"], packets, runs)
         )
     if "any.pcap" in files:
         argv = nicpath("analyze", os.path.join(path, "any.pcap"), "--ip", ip, "--format", "json")
-        results.append(measure("nicpath analyze any.pcap", argv, packets, runs))
+        results.append(
+            measure("nicpath analyze any.pcap --jobs 1", [*argv, "--jobs", "1"], packets, runs)
+        )
         results.append(
             measure("nicpath analyze any.pcap --jobs 2", [*argv, "--jobs", "2"], packets, runs)
         )
@@ -210,7 +216,7 @@ def ratios(results: list[Timing]) -> list[str]:
     if one and two:
         lines.append(f"- 4 card pcaps, --jobs 2 vs --jobs 1: {one.median / two.median:.2f}x faster")
     sll = by.get("nicpath events any.pcap (SLL2)")
-    for name in ("nicpath analyze any.pcap", "nicpath analyze any.pcap --jobs 2"):
+    for name in ("nicpath analyze any.pcap --jobs 1", "nicpath analyze any.pcap --jobs 2"):
         an = by.get(name)
         if an and sll:
             lines.append(
@@ -259,7 +265,9 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
         "the method's packets/s relative to `nicpath events host.pcap` in the same run "
         "(below 1: slower). Captures come from `bench/generate.py` (mixed TCP/UDP/ICMP/ARP, "
         "IPv4/IPv6, VLAN, fragments, IP options, four cards, 20 000 flows, eight that change "
-        "egress); `full` has full-size data packets, `headers` is cut at snap length 96.",
+        "egress); `full` has full-size data packets, `headers` is cut at snap length 96. "
+        f"Without `--jobs` nicpath takes the core count, at most 4: `--jobs {default_jobs()}` "
+        "on this machine.",
         "",
     ]
     for title, results in all_results.items():

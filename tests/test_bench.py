@@ -41,7 +41,7 @@ def test_benchmark_runs_on_a_tiny_size(tmp_path):
     text = out.read_text()
     for method in (
         "nicpath events host.pcap",
-        "nicpath analyze any.pcap",
+        "nicpath analyze any.pcap --jobs 1",
         "nicpath analyze any.pcap --jobs 2",
         "dpkt object loop",
         "--jobs 2",

@@ -137,6 +137,28 @@ def test_events_parquet_streams_with_jobs_and_prints_only_counts(tmp_path):
     assert shown.output.count(" -> ") >= 714
 
 
+def test_jobs_default_to_the_core_count_up_to_four(monkeypatch):
+    """Without ``--jobs`` the commands use the cores the process may run on (batch does too),
+    at most four; ``--jobs 1`` keeps everything in one process."""
+    from analyzer import analyze as analyze_module
+    from analyzer import cli
+
+    seen = []
+    real = analyze_module.analyze
+
+    def spy(paths, **options):
+        seen.append(options["jobs"])
+        return real(paths, **options)
+
+    monkeypatch.setattr(analyze_module, "analyze", spy)
+    for cores, expected in ((set(range(16)), 4), ({0, 1}, 2), ({3}, 1)):
+        monkeypatch.setattr(cli.os, "sched_getaffinity", lambda _pid, c=cores: c)
+        assert cli.default_jobs() == expected
+        assert run("analyze", TCP, "--format", "json").exit_code == 1
+        assert run("analyze", TCP, "--format", "json", "--jobs", "1").exit_code == 1
+    assert seen == [4, 1, 2, 1, 1, 1]
+
+
 @pytest.mark.parametrize(
     "name,content,where",
     [
