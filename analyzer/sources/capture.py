@@ -52,19 +52,23 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         return read_block(f, str(path), -1)
 
 
+#: What reading a capture (maybe gzip) raises when the file itself is bad or unreadable.
+READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile)
+
+
 def read_head(path: str | os.PathLike, size: int = 65536) -> bytes:
     """The first bytes of a file, decompressed if gzip; b'' when unreadable as gzip."""
     with open_maybe_gzip(path) as f:
         try:
             return f.read(size)
-        except (OSError, EOFError, gzip.BadGzipFile):
+        except READ_ERRORS:
             return b""
 
 
 def read_block(f: BinaryIO, path: str, size: int = BLOCK_BYTES) -> bytes:
     try:
         return f.read(size)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except READ_ERRORS as exc:
         raise InputError(path, f"cannot read: {exc}") from None
 
 
@@ -124,7 +128,7 @@ def _read_into(f: BinaryIO, path: str, view: memoryview, got: int) -> int:
     try:
         while got < len(view) and (n := f.readinto(view[got:])):
             got += n
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except READ_ERRORS as exc:
         raise InputError(path, f"cannot read: {exc}") from None
     return got
 
