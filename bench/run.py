@@ -94,14 +94,45 @@ def run_once(argv: list[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
-def measure(method: str, argv: list[str], packets: int, runs: int, note: str = "") -> Timing:
-    t = Timing(method, packets, note=note)
+def warm(paths: list[str]) -> None:
+    """Read files through once, untimed, so a run finds them in the page cache. This VM's page
+    cache holds about 3 GB and drops pages within seconds: a cold read of the 885 MB
+    ``any.pcap`` of 10^7 packets took 5.9 s (150 MB/s), a warm one 0.15 s, and whichever run
+    came first after another method's files measured the disk instead of the program."""
+    buffer = bytearray(1 << 23)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buffer):
+                pass
+
+
+@dataclass
+class Method:
+    """One command to time: ``reads`` are the files it reads (``warm``)."""
+
+    name: str
+    argv: list[str]
+    packets: int
+    reads: list[str]
+    note: str = ""
+
+
+def measure(methods: list[Method], runs: int) -> list[Timing]:
+    """``runs`` rounds, each running every method once in turn (so a machine that slows down
+    for a while slows every method alike, not the few that ran then), each run after
+    ``warm`` of its files."""
+    timings = [Timing(m.name, m.packets, note=m.note) for m in methods]
     for _ in range(runs):
-        seconds, rss = run_once(argv)
-        t.seconds.append(seconds)
-        t.rss_mib.append(rss)
-    print(f"  {method}: median {t.median:.2f} s, {t.rate / 1000:,.0f} k packets/s", flush=True)
-    return t
+        for m, t in zip(methods, timings, strict=True):
+            warm(m.reads)
+            seconds, rss = run_once(m.argv)
+            t.seconds.append(seconds)
+            t.rss_mib.append(rss)
+    for t in timings:
+        print(
+            f"  {t.method}: median {t.median:.2f} s, {t.rate / 1000:,.0f} k packets/s", flush=True
+        )
+    return timings
 
 
 def nicpath(*args: str) -> list[str]:
@@ -133,9 +164,9 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
     out = os.path.join(data, "out.parquet")
     host = os.path.join(path, "host.pcap")
     ip = os.path.join(path, "ip", "before")
-    results = [
-        measure(
-            "nicpath events host.pcap", nicpath("events", host, "--parquet", out), packets, runs
+    methods = [
+        Method(
+            "nicpath events host.pcap", nicpath("events", host, "--parquet", out), packets, [host]
         )
     ]
     for name, method in (
@@ -143,55 +174,51 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
         ("all.pcapng", "nicpath events all.pcapng"),
     ):
         if name in files:
-            argv = nicpath("events", os.path.join(path, name), "--parquet", out)
-            results.append(measure(method, argv, packets, runs))
-    cards = sorted(f for f in files if f.startswith("eth") and f.endswith(".pcap"))
+            capture = os.path.join(path, name)
+            methods.append(
+                Method(method, nicpath("events", capture, "--parquet", out), packets, [capture])
+            )
+    cards = [
+        os.path.join(path, f) for f in sorted(files) if f.startswith("eth") and f.endswith(".pcap")
+    ]
     if cards:
-        argv = nicpath(
-            "events", *[os.path.join(path, c) for c in cards], "--ip", ip, "--parquet", out
-        )
-        results.append(
-            measure("nicpath events 4 card pcaps --jobs 1", [*argv, "--jobs", "1"], packets, runs)
-        )
-        results.append(
-            measure("nicpath events 4 card pcaps --jobs 2", [*argv, "--jobs", "2"], packets, runs)
-        )
+        argv = nicpath("events", *cards, "--ip", ip, "--parquet", out)
+        for jobs in ("1", "2"):
+            methods.append(
+                Method(
+                    f"nicpath events 4 card pcaps --jobs {jobs}",
+                    [*argv, "--jobs", jobs],
+                    packets,
+                    cards,
+                )
+            )
     if "any.pcap" in files:
-        argv = nicpath("analyze", os.path.join(path, "any.pcap"), "--ip", ip, "--format", "json")
-        results.append(
-            measure("nicpath analyze any.pcap --jobs 1", [*argv, "--jobs", "1"], packets, runs)
-        )
-        results.append(
-            measure("nicpath analyze any.pcap --jobs 2", [*argv, "--jobs", "2"], packets, runs)
-        )
-    results.append(
-        measure(
-            "numpy.fromfile (read only)",
-            [sys.executable, "-m", "bench.reference", "read", host],
-            packets,
-            runs,
-        )
-    )
+        capture = os.path.join(path, "any.pcap")
+        argv = nicpath("analyze", capture, "--ip", ip, "--format", "json")
+        for jobs in ("1", "2"):
+            methods.append(
+                Method(
+                    f"nicpath analyze any.pcap --jobs {jobs}",
+                    [*argv, "--jobs", jobs],
+                    packets,
+                    [capture],
+                )
+            )
+    reader = [sys.executable, "-m", "bench.reference", "read", host]
+    methods.append(Method("numpy.fromfile (read only)", reader, packets, [host]))
     ref_path, ref_host, ref_n, note = path, host, packets, ""
     if packets > ref_packets:
         ref_path, _ = bundle(data, ref_packets, profile)
         ref_host, ref_n = os.path.join(ref_path, "host.pcap"), ref_packets
         note = f"on the first {ref_packets:,} packets"
-    results.append(
-        measure(
-            "dpkt object loop",
-            [sys.executable, "-m", "bench.reference", "dpkt", ref_host],
-            ref_n,
-            runs,
-            note,
-        )
-    )
+    dpkt = [sys.executable, "-m", "bench.reference", "dpkt", ref_host]
+    methods.append(Method("dpkt object loop", dpkt, ref_n, [ref_host], note))
     if shutil.which("tshark"):
         argv = ["tshark", "-n", "-r", ref_host, "-T", "fields"]
         for f in TSHARK_FIELDS:
             argv += ["-e", f]
-        results.append(measure("tshark -T fields", argv, ref_n, runs, note))
-    return results
+        methods.append(Method("tshark -T fields", argv, ref_n, [ref_host], note))
+    return measure(methods, runs)
 
 
 def ratios(results: list[Timing]) -> list[str]:
@@ -266,6 +293,9 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
         "(below 1: slower). Captures come from `bench/generate.py` (mixed TCP/UDP/ICMP/ARP, "
         "IPv4/IPv6, VLAN, fragments, IP options, four cards, 20 000 flows, eight that change "
         "egress); `full` has full-size data packets, `headers` is cut at snap length 96. "
+        "Runs go round-robin over the methods (run 1 of every method, then run 2...), and "
+        "before each the files it reads are read through once, untimed, so it finds them in "
+        "the page cache (`bench.run.warm`). "
         f"Without `--jobs` nicpath takes the core count, at most 4: `--jobs {default_jobs()}` "
         "on this machine.",
         "",
