@@ -313,11 +313,12 @@ def load(part: PartPlan) -> Part:
     order. The conversations of a part are in one file each, so each conversation's rows are
     in time order, which is all flows and detectors look at; ``rows`` place them in the
     stream. Sorting the part across its files cost a copy of every column (a sixth of the
-    part's time)."""
+    part's time). Each file is taken in with one read: the stream reader's read per message
+    (~130 batches a file) made the load ~15% slower."""
     tables = []
     for piece in part.pieces:
-        with pa.OSFile(piece.path) as source:
-            table = ipc.open_stream(source).read_all()
+        with open(piece.path, "rb") as f:
+            table = ipc.open_stream(pa.py_buffer(f.read())).read_all()
         if (piece.lo, piece.hi) != (0, 1 << CUT_BITS):
             cut = _bucket(table.column(HASH).to_numpy(), piece.shift)
             table = table.filter((cut >= piece.lo) & (cut < piece.hi))
