@@ -35,6 +35,8 @@ PROFILES = {
 #: Above this many full-size packets only host.pcap is written (the other forms would not fit
 #: in this machine's page cache together, and disk reads would be measured instead).
 BIG_FULL_SIZE = 5_000_000
+#: Inputs bigger than this are not read ahead (``warm``): they would not stay in the cache.
+WARM_LIMIT = 2 << 30
 TSHARK_FIELDS = [
     "frame.time_epoch",
     "ip.src",
@@ -98,7 +100,10 @@ def warm(paths: list[str]) -> None:
     """Read files through once, untimed, so a run finds them in the page cache. This VM's page
     cache holds about 3 GB and drops pages within seconds: a cold read of the 885 MB
     ``any.pcap`` of 10^7 packets took 5.9 s (150 MB/s), a warm one 0.15 s, and whichever run
-    came first after another method's files measured the disk instead of the program."""
+    came first after another method's files measured the disk instead of the program. Inputs
+    over ``WARM_LIMIT`` (10^7 full-size packets: 15 GB) are read from the disk by every run."""
+    if sum(os.path.getsize(p) for p in paths) > WARM_LIMIT:
+        return
     buffer = bytearray(1 << 23)
     for path in paths:
         with open(path, "rb", buffering=0) as f:
