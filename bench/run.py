@@ -101,7 +101,7 @@ def warm(paths: list[str]) -> None:
     cache holds about 3 GB and drops pages within seconds: a cold read of the 885 MB
     ``any.pcap`` of 10^7 packets took 5.9 s (150 MB/s), a warm one 0.15 s, and whichever run
     came first after another method's files measured the disk instead of the program. Inputs
-    over ``WARM_LIMIT`` (10^7 full-size packets: 15 GB) are read from the disk by every run."""
+    over ``WARM_LIMIT`` (10^7 full-size packets: 7.7 GB) are read from the disk by every run."""
     if sum(os.path.getsize(p) for p in paths) > WARM_LIMIT:
         return
     buffer = bytearray(1 << 23)
