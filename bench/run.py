@@ -140,6 +140,14 @@ def measure(methods: list[Method], runs: int) -> list[Timing]:
     return timings
 
 
+def one_and_two_jobs(name: str, argv: list[str], packets: int, reads: list[str]) -> list[Method]:
+    """The command with ``--jobs 1`` and with ``--jobs 2``: the ratio the issue asks for."""
+    return [
+        Method(f"{name} --jobs {jobs}", [*argv, "--jobs", jobs], packets, reads)
+        for jobs in ("1", "2")
+    ]
+
+
 def nicpath(*args: str) -> list[str]:
     return [sys.executable, "-m", "analyzer", *args]
 
@@ -188,30 +196,14 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
     ]
     if cards:
         argv = nicpath("events", *cards, "--ip", ip, "--parquet", out)
-        for jobs in ("1", "2"):
-            methods.append(
-                Method(
-                    f"nicpath events 4 card pcaps --jobs {jobs}",
-                    [*argv, "--jobs", jobs],
-                    packets,
-                    cards,
-                )
-            )
+        methods += one_and_two_jobs("nicpath events 4 card pcaps", argv, packets, cards)
     if "any.pcap" in files:
         capture = os.path.join(path, "any.pcap")
         argv = nicpath("analyze", capture, "--ip", ip, "--format", "json")
-        for jobs in ("1", "2"):
-            methods.append(
-                Method(
-                    f"nicpath analyze any.pcap --jobs {jobs}",
-                    [*argv, "--jobs", jobs],
-                    packets,
-                    [capture],
-                )
-            )
+        methods += one_and_two_jobs("nicpath analyze any.pcap", argv, packets, [capture])
     reader = [sys.executable, "-m", "bench.reference", "read", host]
     methods.append(Method("numpy.fromfile (read only)", reader, packets, [host]))
-    ref_path, ref_host, ref_n, note = path, host, packets, ""
+    ref_host, ref_n, note = host, packets, ""
     if packets > ref_packets:
         ref_path, _ = bundle(data, ref_packets, profile)
         ref_host, ref_n = os.path.join(ref_path, "host.pcap"), ref_packets
