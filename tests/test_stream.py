@@ -92,6 +92,16 @@ def test_parquet_stream_gathers_chunks_into_row_groups(tmp_path, monkeypatch):
     ts = back.column("ts").cast(pa.int64()).to_pylist()
     assert ts == sorted(ts)
     assert back.equals(pa.concat_tables(chunks).unify_dictionaries().combine_chunks())
+    encodings = {
+        meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).encodings
+        for i in range(meta.num_columns)
+    }
+    assert all("DELTA_BINARY_PACKED" in encodings[c] for c in ("ts", "record", "offset"))
+    assert "DELTA_BINARY_PACKED" not in encodings["sport"]
+    import duckdb  # the query engine users reach for reads the delta-encoded columns
+
+    ((first, count),) = duckdb.sql(f"select min(record), count(*) from '{path}'").fetchall()
+    assert (first, count) == (1, 57)
 
 
 def test_chunks_are_bounded_and_records_stay_numbered(tmp_path, monkeypatch):
