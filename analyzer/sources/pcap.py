@@ -204,7 +204,7 @@ def walk_block(
     pos, head = _walk_first(data, unpack_len, PREFIX_RECORDS)
     if len(head) == PREFIX_RECORDS:
         starts = _lane_starts(data, endian, ns_per_unit, limit, pos, head)
-        walked = _walk_lanes(data, endian, limit, starts) if starts is not None else None
+        walked = None if starts is None else _walk_lanes(data, endian, unpack_len, limit, starts)
         if walked is not None:
             end, offsets = walked
             return end, np.concatenate([np.asarray(head, dtype=np.int64), offsets])
@@ -256,7 +256,7 @@ def _lane_starts(
 
 
 def _walk_lanes(
-    data: memoryview, endian: str, limit: int, starts: np.ndarray
+    data: memoryview, endian: str, unpack_len, limit: int, starts: np.ndarray
 ) -> tuple[int, np.ndarray] | None:
     """Walk every lane but the last from its start to the next lane's, a record of every lane
     per numpy step, then the last lane to the end of the block one record at a time. None when
@@ -274,7 +274,6 @@ def _walk_lanes(
     if not np.array_equal(at, goal):
         return None
     tail = int(starts[-1])
-    unpack_len = struct.Struct(endian + "I").unpack_from
     end, rest = _walk_first(data[tail:], unpack_len, len(data))
     end += tail
     if end + RECORD_HEADER_LEN <= len(data) and unpack_len(data, end + 8)[0] > limit:
