@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -232,16 +233,17 @@ def _analyze_parts(
                 EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
             )
             work = functools.partial(_part_result, host=stream.host, state=state, kinds=kinds)
-            if jobs > 1 and len(plans) > 1:
-                context = multiprocessing.get_context("fork")
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                    for part, result in zip(plans, pool.map(work, plans), strict=True):
-                        merged.add(result)
+            with freed_memory_kept():
+                if jobs > 1 and len(plans) > 1:
+                    context = multiprocessing.get_context("fork")
+                    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                        for part, result in zip(plans, pool.map(work, plans), strict=True):
+                            merged.add(result)
+                            _remove(part.done)
+                else:
+                    for part in plans:
+                        merged.add(work(part))
                         _remove(part.done)
-            else:
-                for part in plans:
-                    merged.add(work(part))
-                    _remove(part.done)
         events = EventsResult(
             empty_events(), stream.reports, stream.clock, stream.host, stream.inputs
         )
@@ -280,13 +282,44 @@ def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, looked up on first use (``find_library`` runs ``ldconfig``)."""
+def _glibc() -> Any:
+    """The C library if it is glibc (has ``malloc_trim`` and ``mallopt``), looked up on first
+    use (``find_library`` runs ``ldconfig``); None elsewhere (musl, macOS)."""
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and libc.malloc_trim and libc.mallopt else None
+    except (OSError, AttributeError):
         return None
+
+
+#: glibc ``mallopt`` parameters (malloc.h), what the parts run with, and the defaults (mallopt(3))
+#: put back after them (the mmap threshold then stays fixed: it no longer adapts).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+PARTS_MALLOC = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
+DEFAULT_MALLOC = {M_MMAP_THRESHOLD: 128 << 10, M_TRIM_THRESHOLD: 128 << 10, M_TOP_PAD: 128 << 10}
+
+
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """Keep the C heap's freed memory mapped while parts run, then give it back.
+
+    Each part allocates and frees the same ~90 MB of numpy arrays. By default glibc maps big
+    arrays one by one and unmaps them when freed, and trims the heap's top: every part faulted
+    its pages in afresh (~250 k minor faults for 88 parts of 10^7 packets, a tenth of the
+    parts' time). Kept, the next part reuses them; peak RSS is the same, since it is one
+    part's. Forked workers inherit the setting."""
+    libc = _glibc()
+    if libc is not None:
+        for param, value in PARTS_MALLOC.items():
+            libc.mallopt(param, value)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            for param, value in DEFAULT_MALLOC.items():
+                libc.mallopt(param, value)
+        release_free_memory()
 
 
 def release_free_memory() -> None:
@@ -295,9 +328,9 @@ def release_free_memory() -> None:
     rounds freed mapped for reuse: ~95 MiB after the plan of 10^6 packets, which the parts
     then allocated on top of. A few milliseconds."""
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _part_result(

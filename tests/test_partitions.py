@@ -189,3 +189,42 @@ def test_expected_events_scale_the_rows_read_by_the_bytes_they_came_from(tmp_pat
         shutil.copyfileobj(f, g)
     stream = stream_events([str(packed)])
     assert _expected_rows(stream.inputs, list(itertools.islice(stream.chunks, 1))) is None
+
+
+class _RecordingLibc:
+    """Stands for glibc: records ``mallopt`` and ``malloc_trim`` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+def test_parts_keep_freed_heap_memory_then_put_the_defaults_back(monkeypatch) -> None:
+    import analyzer.analyze as analysis
+
+    libc = _RecordingLibc()
+    monkeypatch.setattr(analysis, "_glibc", lambda: libc)
+    with pytest.raises(RuntimeError), analysis.freed_memory_kept():
+        kept = list(libc.calls)
+        raise RuntimeError("a part failed")
+    assert kept == [("mallopt", p, v) for p, v in analysis.PARTS_MALLOC.items()]
+    assert libc.calls[len(kept) :] == [
+        *(("mallopt", p, v) for p, v in analysis.DEFAULT_MALLOC.items()),
+        ("malloc_trim", 0),
+    ]
+    assert analysis.PARTS_MALLOC[analysis.M_MMAP_THRESHOLD] <= 32 << 20  # glibc's maximum
+
+
+def test_without_glibc_parts_run_on_the_allocator_as_it_is(monkeypatch) -> None:
+    import analyzer.analyze as analysis
+
+    monkeypatch.setattr(analysis, "_glibc", lambda: None)
+    with analysis.freed_memory_kept():
+        pass
