@@ -35,7 +35,7 @@ PROFILES = {
 #: Above this many full-size packets only host.pcap is written (the other forms would not fit
 #: in this machine's page cache together, and disk reads would be measured instead).
 BIG_FULL_SIZE = 5_000_000
-#: Inputs bigger than this are not read ahead (``warm``): they would not stay in the cache.
+#: Where ``/proc/meminfo`` is missing: inputs bigger than this are not read ahead (``warm``).
 WARM_LIMIT = 2 << 30
 TSHARK_FIELDS = [
     "frame.time_epoch",
@@ -97,18 +97,35 @@ def run_once(argv: list[str]) -> tuple[float, float]:
 
 
 def warm(paths: list[str]) -> None:
-    """Read files through once, untimed, so a run finds them in the page cache. This VM's page
-    cache holds about 3 GB and drops pages within seconds: a cold read of the 885 MB
-    ``any.pcap`` of 10^7 packets took 5.9 s (150 MB/s), a warm one 0.15 s, and whichever run
-    came first after another method's files measured the disk instead of the program. Inputs
-    over ``WARM_LIMIT`` (10^7 full-size packets: 7.7 GB) are read from the disk by every run."""
-    if sum(os.path.getsize(p) for p in paths) > WARM_LIMIT:
+    """Before a timed run: wait for the writes still in flight, then read the run's files
+    through once, untimed, so the run finds them in the page cache.
+
+    Both keep the kernel's work on other runs' files out of the timing. A cold read of the
+    885 MB ``any.pcap`` of 10^7 packets took 5.9 s here (150 MB/s), a warm one 0.15 s. Without
+    the sync, runs after generating the 7.7 GB of 10^7 full-size packets paid for its
+    write-back: ``events`` took 32-162 s on them one day, 10.2-10.7 s on another after a
+    ``sync``. Inputs that would fill more than half the memory the kernel can give are not
+    read ahead: they would not stay in the cache, and every run reads them from the disk."""
+    os.sync()
+    if sum(os.path.getsize(p) for p in paths) > available_memory() // 2:
         return
     buffer = bytearray(1 << 23)
     for path in paths:
         with open(path, "rb", buffering=0) as f:
             while f.readinto(buffer):
                 pass
+
+
+def available_memory() -> int:
+    """Bytes the kernel can give without swapping (``MemAvailable``), page cache included."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 * WARM_LIMIT
 
 
 @dataclass
@@ -291,8 +308,8 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
         "IPv4/IPv6, VLAN, fragments, IP options, four cards, 20 000 flows, eight that change "
         "egress); `full` has full-size data packets, `headers` is cut at snap length 96. "
         "Runs go round-robin over the methods (run 1 of every method, then run 2...), and "
-        "before each the files it reads are read through once, untimed, so it finds them in "
-        "the page cache (`bench.run.warm`). "
+        "before each the writes still in flight are synced and the files it reads are read "
+        "through once, untimed, so it finds them in the page cache (`bench.run.warm`). "
         f"Without `--jobs` nicpath takes the core count, at most 4: `--jobs {default_jobs()}` "
         "on this machine.",
         "",
