@@ -11,6 +11,7 @@ taken between methods of the same run on the same file, so a noisy machine moves
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -309,7 +310,8 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
         "egress); `full` has full-size data packets, `headers` is cut at snap length 96. "
         "Runs go round-robin over the methods (run 1 of every method, then run 2...), and "
         "before each the writes still in flight are synced and the files it reads are read "
-        "through once, untimed, so it finds them in the page cache (`bench.run.warm`). "
+        "through once, untimed, so it finds them in the page cache (`bench.run.warm`); "
+        "nicpath's modules are compiled to bytecode first, as `pip install` does. "
         f"Without `--jobs` nicpath takes the core count, at most 4: `--jobs {default_jobs()}` "
         "on this machine.",
         "",
@@ -327,6 +329,15 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
     lines += growth(all_results)
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def compile_package() -> None:
+    """Compile nicpath's modules to bytecode once, as ``pip install`` does, so runs time the
+    program and not the compiler. Without it, where ``PYTHONDONTWRITEBYTECODE`` is set (it is
+    on this machine) or the package directory is read-only, every run of an editable install
+    compiled its 53 modules again: medians of tiny runs 0.35 -> 0.25 s (events), 0.73 -> 0.66 s
+    (analyze), a tenth of ``events`` at 10^6 packets."""
+    compileall.compile_dir(os.path.join(ROOT, "analyzer"), quiet=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = p.parse_args(argv)
     os.makedirs(args.data, exist_ok=True)
+    compile_package()
     results = {}
     for size in [int(float(s)) for s in args.sizes.split(",")]:
         for profile in args.profiles.split(","):
