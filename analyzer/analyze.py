@@ -164,7 +164,7 @@ def _expected_rows(inputs: Inputs, head: list[pa.Table]) -> int | None:
             if f.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
                 return None
         total += os.path.getsize(capture.path)
-    seen = concat(head).select(["source", "offset"])
+    seen = concat([chunk.select(["source", "offset"]) for chunk in head])
     read = seen.group_by("source").aggregate([("offset", "max")]).column("offset_max")
     done = pc.sum(read).as_py() or 0
     return int(seen.num_rows * total / done) if done > 0 else None
