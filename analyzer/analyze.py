@@ -309,17 +309,19 @@ def freed_memory_kept() -> Iterator[None]:
     its pages in afresh (~250 k minor faults for 88 parts of 10^7 packets, a tenth of the
     parts' time). Kept, the next part reuses them; peak RSS is the same, since it is one
     part's. Forked workers inherit the setting."""
-    libc = _glibc()
-    if libc is not None:
-        for param, value in PARTS_MALLOC.items():
-            libc.mallopt(param, value)
+    _mallopt(PARTS_MALLOC)
     try:
         yield
     finally:
-        if libc is not None:
-            for param, value in DEFAULT_MALLOC.items():
-                libc.mallopt(param, value)
+        _mallopt(DEFAULT_MALLOC)
         release_free_memory()
+
+
+def _mallopt(settings: dict[int, int]) -> None:
+    libc = _glibc()
+    if libc is not None:
+        for param, value in settings.items():
+            libc.mallopt(param, value)
 
 
 def release_free_memory() -> None:
