@@ -1,5 +1,5 @@
 """``python -m analyzer`` runs the nicpath command."""
 
-from .cli import main
+from .api.cli import main
 
 main(prog_name="nicpath")

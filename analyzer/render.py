@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-
-import pyarrow as pa
 
 from .schema import addr_text
 
@@ -61,50 +58,3 @@ def endpoint(addr: bytes | str | None, port: int | None) -> str:
     if port is None or port != port:  # None or NaN
         return text
     return f"[{text}]:{int(port)}" if ":" in text else f"{text}:{int(port)}"
-
-
-def event_lines(table: pa.Table, *, batch_rows: int = 65536) -> Iterator[str]:
-    """One line per event: time, point, direction, src -> dst, protocol details, length."""
-    cols = [
-        "ts",
-        "point",
-        "direction",
-        "src",
-        "sport",
-        "dst",
-        "dport",
-        "proto",
-        "tcp_flags",
-        "icmp_type",
-        "icmp_code",
-        "ip_len",
-        "ethertype",
-        "arp_op",
-        "wire_len",
-        "vlan",
-    ]
-    for batch in table.select(cols).to_batches(max_chunksize=batch_rows):
-        d = batch.to_pydict()
-        ts = batch.column(0).cast(pa.int64()).to_pylist()
-        for i in range(batch.num_rows):
-            proto = d["proto"][i]
-            if d["src"][i] is None and d["ethertype"][i] is not None:
-                what = f"ethertype 0x{d['ethertype'][i]:04x}"
-                detail = ""
-            else:
-                src = endpoint(d["src"][i], d["sport"][i])
-                what = f"{src} -> {endpoint(d['dst'][i], d['dport'][i])}"
-                if d["arp_op"][i] is not None:
-                    detail = f"arp {ARP_OPS.get(d['arp_op'][i], d['arp_op'][i])}"
-                else:
-                    detail = proto_name(proto)
-                    if d["tcp_flags"][i] is not None:
-                        detail += f" [{tcp_flags_text(d['tcp_flags'][i])}]"
-                    if d["icmp_type"][i] is not None:
-                        detail += f" type {d['icmp_type'][i]} code {d['icmp_code'][i]}"
-            length = d["ip_len"][i] if d["ip_len"][i] is not None else d["wire_len"][i]
-            vlan = f" vlan {d['vlan'][i]}" if d["vlan"][i] is not None else ""
-            yield (
-                f"{ts_text(ts[i])}  {d['point'][i] or '?':<16} {d['direction'][i]:<7} "
-                f"{what}  {detail}{vlan}  len {length if length is not None else '-'}"
-            )

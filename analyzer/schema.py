@@ -143,6 +143,28 @@ FIELD_DOCS = {name: doc for name, _, doc in EVENT_FIELDS}
 IPV4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 
+def addr_words(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_binary(16) column as an (n, 2) big-endian uint64 array (nulls as zeros)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.uint64)
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * 16 : (arr.offset + n) * 16]
+    words = raw.reshape(n, 16).copy().view(">u8").astype(np.uint64)
+    if arr.null_count:
+        words[np.asarray(arr.is_null())] = 0
+    return words
+
+
+def words_to_bytes(hi: np.ndarray, lo: np.ndarray) -> list[bytes]:
+    """The 16-byte addresses of ``addr_words`` rows (high and low words) back as bytes."""
+    both = np.empty((len(hi), 2), dtype=">u8")
+    both[:, 0] = hi
+    both[:, 1] = lo
+    return [bytes(row) for row in both.view(np.uint8).reshape(-1, 16)]
+
+
 def addr_bytes(text: str) -> bytes:
     """16-byte column form of an address given as text (IPv4 becomes IPv4-mapped)."""
     ip = ipaddress.ip_address(text)

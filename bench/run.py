@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from analyzer.cli import default_jobs
+from analyzer.api.cli import default_jobs
 
 from .generate import VERSION as GENERATOR_VERSION
 from .generate import generate

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import analyzer
-from analyzer.analyze import analyze
-from analyzer.report import findings_table, flows_table
+from analyzer.analysis.run import analyze
+from analyzer.outputs.report import findings_table, flows_table
 from analyzer.schema import EVENT_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from analyzer.analyze import analyze
-from analyzer.batch import MANIFEST, TABLES, find_bundles, run_batch
-from analyzer.cli import main
+from analyzer.analysis.run import analyze
+from analyzer.api.batch import MANIFEST, TABLES, find_bundles, run_batch
+from analyzer.api.cli import main
 from tests import synth
 
 ROOT = Path(__file__).resolve().parent.parent

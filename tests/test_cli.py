@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from analyzer.cli import main
+from analyzer.api.cli import main
 from tests import synth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,8 +140,8 @@ def test_events_parquet_streams_with_jobs_and_prints_only_counts(tmp_path):
 def test_jobs_default_to_the_core_count_up_to_four(monkeypatch):
     """Without ``--jobs`` the commands use the cores the process may run on (batch does too),
     at most four; ``--jobs 1`` keeps everything in one process."""
-    from analyzer import analyze as analyze_module
-    from analyzer import cli
+    from analyzer.analysis import run as analyze_module
+    from analyzer.api import cli
 
     seen = []
     real = analyze_module.analyze
@@ -255,7 +255,7 @@ def test_route_exit_codes():
 
 def test_json_report_streams_the_flow_table_and_equals_the_document():
     """``--format json`` writes the flows one per line; parsed, it is ``Analysis.to_dict()``."""
-    from analyzer.analyze import analyze
+    from analyzer.analysis.run import analyze
 
     nat = str(ROOT / "samples" / "nat_pinned")
     result = run("analyze", nat, "--format", "json")

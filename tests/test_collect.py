@@ -27,8 +27,8 @@ import pytest
 from click.testing import CliRunner
 
 from analyzer import __version__
-from analyzer.analyze import analyze
-from analyzer.cli import main
+from analyzer.analysis.run import analyze
+from analyzer.api.cli import main
 from analyzer.collect import capture, core, kmsg, logrules, script_text, snapshots
 from analyzer.collect.core import CollectOptions, _plan
 from analyzer.collect.tools import TOOLS
@@ -416,7 +416,7 @@ def test_the_script_passes_shellcheck_as_posix_sh(tmp_path):
 
 
 def test_the_script_takes_the_same_options_as_the_command():
-    from analyzer.cli import collect as command
+    from analyzer.api.cli import collect as command
 
     options = {o for p in command.params for o in p.opts if p.name != "print_script"}
     text = script_text()
@@ -425,7 +425,7 @@ def test_the_script_takes_the_same_options_as_the_command():
 
 
 def test_every_collect_option_is_documented():
-    from analyzer.cli import collect as command
+    from analyzer.api.cli import collect as command
 
     text = (ROOT / "docs" / "collect.md").read_text()
     for param in command.params:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from analyzer.cli import main
+from analyzer.api.cli import main
 from analyzer.detectors import REGISTRY
-from analyzer.report import FLOWS_SCHEMA
+from analyzer.outputs.report import FLOWS_SCHEMA
 from analyzer.schema import EVENT_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.events import read_events
+from analyzer.events.stream import gather_events
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = sorted(p.parent for p in (ROOT / "samples").glob("*/scenario.json"))
@@ -32,10 +32,10 @@ def seen(result) -> Counter:
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
 def test_capture_forms_give_the_same_packets_cards_and_directions(bundle):
     ip = [str(bundle / "ip")]
-    per_card = seen(read_events([str(bundle / f"{c}.pcap") for c in cards(bundle)], ip_dirs=ip))
+    per_card = seen(gather_events([str(bundle / f"{c}.pcap") for c in cards(bundle)], ip_dirs=ip))
     assert not any(k[1] == "unknown" for k in per_card), "per-card direction from the MACs"
-    assert seen(read_events([str(bundle / "any.pcap")], ip_dirs=ip)) == per_card
-    assert seen(read_events([str(bundle / "all.pcapng")], ip_dirs=ip)) == per_card
+    assert seen(gather_events([str(bundle / "any.pcap")], ip_dirs=ip)) == per_card
+    assert seen(gather_events([str(bundle / "all.pcapng")], ip_dirs=ip)) == per_card
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
@@ -44,7 +44,7 @@ def test_log_renderings_give_the_same_rows_on_one_clock(bundle):
     btime = float((bundle / "btime").read_text())
     tables = {}
     for name in ("kern.dmesg", "kern.syslog", "kern.journal"):
-        res = read_events(
+        res = gather_events(
             caps, logs=[str(bundle / name)], ip_dirs=[str(bundle / "ip")], boot_time=btime
         )
         t = res.events.filter(res.events.column("hook").is_valid()).sort_by("record")
@@ -70,7 +70,7 @@ def test_log_renderings_give_the_same_rows_on_one_clock(bundle):
 
 def test_raw_dmesg_without_boot_time_is_placed_by_matching_packets():
     bundle = ROOT / "samples" / "egress_switch_tcp"
-    res = read_events(
+    res = gather_events(
         [str(bundle / "eth1.pcap"), str(bundle / "eth2.pcap")],
         logs=[str(bundle / "kern.dmesg")],
         ip_dirs=[str(bundle / "ip")],
@@ -83,7 +83,7 @@ def test_raw_dmesg_without_boot_time_is_placed_by_matching_packets():
 
 def test_sll2_without_link_snapshot_keeps_the_index_and_says_so():
     bundle = ROOT / "samples" / "egress_switch_tcp"
-    res = read_events([str(bundle / "any.pcap")])
+    res = gather_events([str(bundle / "any.pcap")])
     assert res.events.column("iface").null_count == res.events.num_rows
     assert any("interface index" in w for r in res.reports for w in r.warnings)
 
@@ -106,7 +106,7 @@ def test_pcapng_unnamed_sll2_interface_takes_card_names_from_ip_link(tmp_path) -
             ],
         )
     )
-    got = read_events([str(path)], ip_dirs=[str(bundle / "ip" / "before")])
+    got = gather_events([str(path)], ip_dirs=[str(bundle / "ip" / "before")])
     rows = got.events.select(["iface", "point", "direction", "ifindex"]).to_pylist()
     assert [(r["iface"], r["point"], r["ifindex"]) for r in rows] == [
         ("eth1", "eth1", None),

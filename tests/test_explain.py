@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from analyzer import explain
-from analyzer.analyze import analyze
-from analyzer.report import explanation_lines, text_report, write_parquet_dir
+from analyzer.analysis.run import analyze
+from analyzer.kernel import explain
+from analyzer.outputs.report import explanation_lines, text_report, write_parquet_dir
 from analyzer.sources import ipsnap
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.analyze import analyze
+from analyzer.analysis.run import analyze
 from analyzer.detectors import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent

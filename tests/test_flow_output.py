@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyzer.analyze import Analysis, analyze
-from analyzer.flows import FlowTables, empty_tables
-from analyzer.report import flow_lines, text_report, write_json
+from analyzer.analysis.result import Analysis
+from analyzer.analysis.run import analyze
+from analyzer.flows.tables import FlowTables, empty_tables
+from analyzer.outputs.report import flow_lines, text_report, write_json
 from analyzer.schema import addr_bytes
 
 ROOT = Path(__file__).resolve().parent.parent

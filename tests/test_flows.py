@@ -7,7 +7,7 @@ import json
 
 import dpkt
 
-from analyzer.analyze import analyze
+from analyzer.analysis.run import analyze
 from tests import synth
 
 MAC_MV = bytes.fromhex("020000000009")
@@ -92,7 +92,7 @@ def test_macvlan_child_and_parent_are_one_card(tmp_path):
 def test_packet_times_are_exact_observation_times():
     """Epoch nanoseconds exceed a float's 53 bits: a packet's time must be one of its
     observations' times to the nanosecond, not a rounded neighbour."""
-    from analyzer.analyze import analyze
+    from analyzer.analysis.run import analyze
 
     a = analyze(["samples/egress_switch_tcp"])
     seen = set(a.events.events.column("ts").cast("int64").to_pylist())
@@ -151,7 +151,7 @@ def test_group_codes_number_key_tuples_as_groupby_does_even_when_hashes_collide(
     import numpy as np
     import pandas as pd
 
-    from analyzer import flows
+    from analyzer.flows import tables as flows
 
     rng = np.random.default_rng(7)
     keys = [rng.integers(0, 4, 5000), rng.integers(0, 3, 5000), rng.integers(-1, 2, 5000)]
@@ -166,7 +166,7 @@ def test_group_codes_number_key_tuples_as_groupby_does_even_when_hashes_collide(
 def test_grouped_order_is_a_stable_sort_by_code():
     import numpy as np
 
-    from analyzer import flows
+    from analyzer.flows import tables as flows
 
     codes = np.random.default_rng(3).integers(0, 50, 10_000)
     assert (flows.grouped_order(codes) == np.argsort(codes, kind="stable")).all()
@@ -179,7 +179,7 @@ def test_a_packet_takes_its_first_named_point_as_groupby_first_does():
     import numpy as np
     import pandas as pd
 
-    from analyzer import flows
+    from analyzer.flows import tables as flows
 
     col = pd.Series(pd.Categorical([None, "eth1", "eth2", None, None]))
     order = np.arange(5)

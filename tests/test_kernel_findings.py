@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analyzer.analyze import analyze
-from analyzer.report import write_parquet_dir
+from analyzer.analysis.run import analyze
+from analyzer.outputs.report import write_parquet_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 NAT = ROOT / "samples" / "nat_pinned"
@@ -247,9 +247,9 @@ def test_unpaired_nat_halves_are_not_taken_for_drops(monkeypatch):
     """Were the two tuples of a translated connection not paired, the replies on the card would
     have no INPUT line of their own (INPUT saw them after NAT was undone): no drop is claimed
     for a wire-only flow that a hook-only flow could be the twin of."""
-    import analyzer.analyze as run
+    from analyzer.analysis import run
     from analyzer.detectors import dropped_before_hook
-    from analyzer.nat import _with_nat
+    from analyzer.flows.nat import _with_nat
 
     monkeypatch.setattr(run, "join_translations", lambda events, tables: _with_nat(tables, set()))
     a = analyze([str(NAT)])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.bundle import collect
 from analyzer.errors import InputError
 from analyzer.sources import conntrack, martians, nfrules, sniff, sysctl
+from analyzer.sources.bundle import collect
 
 ROOT = Path(__file__).resolve().parent.parent
 NAT = ROOT / "samples" / "nat_pinned"

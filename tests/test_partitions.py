@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analyzer.analyze import analyze
-from analyzer.events import read_events
-from analyzer.partitions import conversation_hash, load, plan
-from analyzer.report import text_report
+from analyzer.analysis.run import analyze
+from analyzer.events.stream import gather_events
+from analyzer.flows.partitions import conversation_hash, load, plan
+from analyzer.outputs.report import text_report
 from tests.test_findings import BUNDLES, CAPTURE_FORMS, inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_inputs_with_log_lines_are_analyzed_whole() -> None:
 
 
 def test_parts_hold_whole_conversations_each_in_time_order(tmp_path: Path) -> None:
-    events = read_events([str(ROOT / "samples" / "reply_wrong_source")]).events
+    events = gather_events([str(ROOT / "samples" / "reply_wrong_source")]).events
     seen = []
     key_parts: dict[tuple, int] = {}
     chunks = [events.slice(i, 50) for i in range(0, events.num_rows, 50)]
@@ -112,7 +112,7 @@ def test_analyze_writes_the_event_table_as_it_streams(tmp_path: Path) -> None:
     kw = inputs(ROOT / "samples" / "egress_switch_udp", "any", None)
     out = tmp_path / "events.parquet"
     cut = analyze(part_rows=5, events_parquet=str(out), **kw)
-    whole = read_events(**kw).events
+    whole = gather_events(**kw).events
     written = pq.read_table(out)
     assert written.num_rows == whole.num_rows
     assert written.column("record").to_pylist() == whole.column("record").to_pylist()
@@ -122,7 +122,7 @@ def test_analyze_writes_the_event_table_as_it_streams(tmp_path: Path) -> None:
 def test_groups_too_big_to_read_are_split_again_down_to_one_conversation(monkeypatch) -> None:
     """A spill group over the read limit is split on the next hash bits; one conversation
     (an elephant flow) cannot be, and is read whole rather than split forever."""
-    monkeypatch.setattr("analyzer.partitions.GROUP_READ_ROWS", 2)
+    monkeypatch.setattr("analyzer.flows.partitions.GROUP_READ_ROWS", 2)
     kw = inputs(ROOT / "samples" / "egress_switch_tcp", "per-card", None)
     cut = analyze(part_rows=1, **kw)
     whole = analyze(part_rows=None, **kw)
@@ -163,7 +163,7 @@ def test_bad_input_met_while_spilling_names_the_packet_and_leaves_no_spill(tmp_p
 
 
 def test_the_first_split_is_sized_from_the_expected_events() -> None:
-    from analyzer.partitions import GROUP_BITS, group_bits
+    from analyzer.flows.partitions import GROUP_BITS, group_bits
 
     assert group_bits(None) == group_bits(0) == GROUP_BITS  # size unknown: the most groups
     assert group_bits(1_000, 65_536) == 1
@@ -176,11 +176,11 @@ def test_expected_events_scale_the_rows_read_by_the_bytes_they_came_from(tmp_pat
     import itertools
     import shutil
 
-    from analyzer.analyze import _expected_rows
-    from analyzer.events import stream_events
+    from analyzer.analysis.run import _expected_rows
+    from analyzer.events.stream import stream_events
 
     capture = Path("samples/egress_switch_tcp/eth1.pcap")
-    total = read_events([str(capture)]).events.num_rows
+    total = gather_events([str(capture)]).events.num_rows
     stream = stream_events([str(capture)])
     head = [c.slice(0, total // 2) for c in itertools.islice(stream.chunks, 1)]
     assert abs(_expected_rows(stream.inputs, head) - total) <= total * 0.2
@@ -207,7 +207,7 @@ class _RecordingLibc:
 
 
 def test_parts_keep_freed_heap_memory_then_put_the_defaults_back(monkeypatch) -> None:
-    import analyzer.analyze as analysis
+    from analyzer.analysis import memory as analysis
 
     libc = _RecordingLibc()
     monkeypatch.setattr(analysis, "_glibc", lambda: libc)
@@ -223,7 +223,7 @@ def test_parts_keep_freed_heap_memory_then_put_the_defaults_back(monkeypatch) ->
 
 
 def test_without_glibc_parts_run_on_the_allocator_as_it_is(monkeypatch) -> None:
-    import analyzer.analyze as analysis
+    from analyzer.analysis import memory as analysis
 
     monkeypatch.setattr(analysis, "_glibc", lambda: None)
     with analysis.freed_memory_kept():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from analyzer.analyze import analyze
-from analyzer.cli import main
-from analyzer.plot import flow_chart
+from analyzer.analysis.run import analyze
+from analyzer.api.cli import main
+from analyzer.outputs.plot import flow_chart
 
 ROOT = Path(__file__).resolve().parent.parent
 TCP = ROOT / "samples" / "egress_switch_tcp"

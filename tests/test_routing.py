@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import QueryError
-from analyzer.routing import ERRORS, Fib, Query, route_at, route_get, snapshot_at
+from analyzer.kernel.answer import ERRORS, Query
+from analyzer.kernel.fib import Fib
+from analyzer.kernel.lookup import route_get
+from analyzer.kernel.moments import route_at, snapshot_at
 from analyzer.sources import ipsnap
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analyzer.events import merge_by_time, read_events, stream_events
-from analyzer.outputs import ParquetStream
+from analyzer.events.parquet import ParquetStream
+from analyzer.events.stream import gather_events, merge_by_time, stream_events
 from analyzer.schema import EVENT_SCHEMA
 from analyzer.sources import capture, pcap, pcapng
 from analyzer.sources.base import SourceReport
@@ -33,7 +33,7 @@ def _ts(tables) -> list[int]:
 
 
 def test_merge_interleaves_inputs_in_time_order(monkeypatch):
-    monkeypatch.setattr("analyzer.events.MERGE_ROWS", 2)
+    monkeypatch.setattr("analyzer.events.stream.MERGE_ROWS", 2)
     a = iter([_chunk([1, 4, 6], "a"), _chunk([9, 12], "a")])
     b = iter([_chunk([2, 3], "b"), _chunk([5, 7, 8], "b"), _chunk([10, 11, 13], "b")])
     out = list(merge_by_time([a, b]))
@@ -50,8 +50,8 @@ def test_merge_sorts_a_chunk_out_of_order_and_loses_nothing():
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_jobs_give_the_same_table_and_counts(bundle):
-    one = read_events([bundle])
-    two = read_events([bundle], jobs=2)
+    one = gather_events([bundle])
+    two = gather_events([bundle], jobs=2)
     assert two.events.equals(one.events)
     assert two.counts() == one.counts()
     assert two.clock.to_dict() == one.clock.to_dict()
@@ -62,19 +62,19 @@ def test_one_capture_with_jobs_is_read_in_place_not_spilled(monkeypatch):
     """A single capture without LOG lines has nothing to decode beside it: ``--jobs 2`` reads
     it block by block like one job, with no temporary copy."""
     path = "samples/egress_switch_tcp/eth1.pcap"
-    one = read_events([path])
+    one = gather_events([path])
 
     def spill(*args, **kwargs):
         raise AssertionError("a lone capture was spilled")
 
-    monkeypatch.setattr("analyzer.events._spill", spill)
-    two = read_events([path], jobs=2)
+    monkeypatch.setattr("analyzer.events.stream._spill", spill)
+    two = gather_events([path], jobs=2)
     assert two.events.equals(one.events)
     assert two.counts() == one.counts()
 
 
 def test_parquet_stream_gathers_chunks_into_row_groups(tmp_path, monkeypatch):
-    monkeypatch.setattr("analyzer.outputs.ROW_GROUP_ROWS", 20)
+    monkeypatch.setattr("analyzer.events.parquet.ROW_GROUP_ROWS", 20)
     monkeypatch.setattr(pcap, "CHUNK_ROWS", 8)
     stream = stream_events(["samples/egress_switch_tcp/eth1.pcap"])
     path = tmp_path / "events.parquet"

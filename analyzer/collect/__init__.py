@@ -1,4 +1,6 @@
-"""``nicpath collect``: gather a bundle on the affected host, safely (docs/collect.md).
+"""``nicpath collect``: gather a bundle on the affected host, safely (docs/collect.md); it runs
+apart from the pipeline and reads none of it.
+May import: nothing of the pipeline (only errors, as every stage).
 
 The bundle has the layout ``nicpath analyze`` reads (docs/bundle.md): a capture per card, ip
 snapshots at the start, after each change and at the end, the kernel log since the start,

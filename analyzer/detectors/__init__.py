@@ -1,4 +1,6 @@
-"""Detectors: one module each, registered here, each resting on one kernel fact.
+"""Detectors: one module each, registered here, each resting on one kernel fact
+(docs/kernel-facts.md) and filling its evidence from the flow tables.
+May import: sources, events, flows, kernel.
 
 A detector is a function ``(ctx: Context) -> list[Finding]`` registered with ``@register``. The
 registry is the single list every command runs; ``nicpath analyze`` reports which ran and, for

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import explain
-from ..flows import grouped_order
+from ..flows.tables import grouped_order
+from ..kernel import explain
 from . import register
 from .base import Context, Finding, flow_text, when
 

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..flows import FlowTables, words_to_bytes
-from ..netstate import NetState
+from ..flows.tables import FlowTables
+from ..kernel.netstate import NetState
 from ..render import proto_name, ts_text
-from ..schema import addr_text
+from ..schema import addr_text, words_to_bytes
 from ..sources.ipsnap import HostState
 
 #: How many evidence packets a finding lists.

@@ -11,8 +11,8 @@ hooks could be its NAT twin (the two tuples of one connection were not paired).
 
 The finding says why the drop is likely: the card's ``rp_filter`` (``ip/<moment>/sysctl.txt``:
 the larger of ``all`` and the card), the route back to the source (the route replay of
-``analyzer/routing.py``: rules, tables, metrics, as ``ip route get SRC from DST`` answers), and
-the kernel's martian lines for those packets (rate-limited: their absence proves nothing).
+``kernel/lookup.py``: rules, tables, metrics, as ``ip route get SRC from DST`` answers), and the
+kernel's martian lines for those packets (rate-limited: their absence proves nothing).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..flows import words_to_bytes
-from ..routing import Query, QueryError, route_get
-from ..schema import addr_text
+from ..errors import QueryError
+from ..kernel.answer import Query
+from ..kernel.lookup import route_get
+from ..schema import addr_text, words_to_bytes
 from ..sources.ipsnap import Route, Snapshot
 from ..sources.sysctl import RP_FILTER_MODES
 from . import register

@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..flows import words_to_bytes
-from ..netstate import NetState
+from ..kernel.netstate import NetState
 from ..render import ts_text
-from ..schema import PORTED_PROTOS, addr_text
+from ..schema import PORTED_PROTOS, addr_text, words_to_bytes
 from ..sources.conntrack import Tuple
 from ..sources.nfrules import nat_rule_changes
 from . import register

@@ -17,7 +17,7 @@ import ipaddress
 import itertools
 from typing import Any
 
-from .. import explain
+from ..kernel import explain
 from ..sources.ipsnap import Route, Snapshot
 from . import register
 from .base import Context, Finding, flow_text, when

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..flows import key_hash, words_to_bytes
-from ..schema import addr_text
+from ..flows.tables import key_hash
+from ..schema import addr_text, words_to_bytes
 from . import register
 from .base import Context, Finding, flow_text, when
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import explain
-from ..flows import first_appearances, group_codes, words_to_bytes
-from ..schema import addr_text
+from ..flows.tables import first_appearances, group_codes
+from ..kernel import explain
+from ..schema import addr_text, words_to_bytes
 from . import register
 from .base import Context, Finding, flow_text, when
 

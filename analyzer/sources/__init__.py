@@ -1,4 +1,6 @@
-"""Input formats: one module per format, each chosen by the file's content, never its name.
+"""Inputs found and read: the bundle's files (bundle) and one module per input format, each
+chosen by the file's content, never its name.
+May import: nothing of the pipeline (only errors, schema and render, as every stage).
 
 ``sniff(path)`` names the format of a file from its first bytes (gzip is looked through);
 ``CAPTURE_READERS`` maps a capture format to its ``read(path) -> (table, report)``.

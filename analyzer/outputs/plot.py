@@ -21,11 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from .analyze import Analysis
-from .detectors.base import flow_text
-from .errors import NicpathError
-from .render import endpoint, tcp_flags_text, ts_text
-from .timeline import flow_timeline
+from ..analysis.result import Analysis
+from ..detectors.base import flow_text
+from ..errors import NicpathError
+from ..render import endpoint, tcp_flags_text, ts_text
+from .timeline import timeline_rows
 
 #: Mark colour per direction (ColorBrewer Dark2: distinct in print and for colour-blind eyes).
 DIRECTION_COLORS = {"out": "#d95f02", "in": "#1b9e77", "unknown": "#7570b3"}
@@ -71,7 +71,7 @@ def flow_marks(analysis: Analysis, flow_id: int) -> tuple[pd.DataFrame, list[str
     lanes in drawing order; the flow's first time (ns) that ``t`` counts from."""
     obs = analysis.tables.observations
     rows = obs[obs["flow_id"] == flow_id]
-    packets = flow_timeline(analysis, flow_id).set_index("packet_id")
+    packets = timeline_rows(analysis, flow_id).set_index("packet_id")
     start = int(rows["ts"].min())
     cards = [
         c if isinstance(c, str) and c else (p if isinstance(p, str) else "?")
@@ -110,7 +110,7 @@ def flow_chart(analysis: Analysis, flow_id: int):
     """The flow's picture as an Altair layered chart (render with ``save_chart``)."""
     alt = _altair()
     marks, lanes, start = flow_marks(analysis, flow_id)
-    timeline = flow_timeline(analysis, flow_id)
+    timeline = timeline_rows(analysis, flow_id)
     changes = timeline[timeline["egress_change"]]
     change_rows = [
         {

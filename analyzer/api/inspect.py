@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .events import read_events
-from .netstate import load
+from ..events.stream import gather_events
+from ..kernel.netstate import load
 
 
 def _iso(ns: int | None) -> str | None:
@@ -28,7 +28,7 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
     Raises InputError when a path does not exist or holds nothing readable.
     """
-    result = read_events(paths)
+    result = gather_events(paths)
     state = load(result)
     host = result.host
     snapshots = []

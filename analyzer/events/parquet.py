@@ -1,45 +1,16 @@
-"""Writers of the event table and of input counts: JSON lines, Parquet, text summaries."""
+"""Parquet files of the event table and of the tables derived from it: one set of encodings
+(zstd, dictionaries and statistics where queries use them, deltas for growing columns), and a
+writer that streams row groups from a background thread."""
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
-from collections.abc import Iterator
-from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .render import ts_text
-from .schema import EVENT_SCHEMA, addr_text, mac_text
-
-ADDR_COLUMNS = ("src", "dst", "inner_src", "inner_dst")
-MAC_COLUMNS = ("eth_src", "eth_dst")
-
-
-def event_records(table: pa.Table, *, batch_rows: int = 65536) -> Iterator[dict[str, Any]]:
-    """Events as JSON-ready dicts: addresses and MACs as text, time as ISO and nanoseconds."""
-    for batch in table.to_batches(max_chunksize=batch_rows):
-        ts = batch.column("ts").cast(pa.int64()).to_pylist()
-        d = batch.to_pydict()
-        for i in range(batch.num_rows):
-            row = {k: v[i] for k, v in d.items() if v[i] is not None}
-            row["ts"] = ts_text(ts[i])
-            row["ts_ns"] = ts[i]
-            for c in ADDR_COLUMNS:
-                if c in row:
-                    row[c] = addr_text(row[c])
-            for c in MAC_COLUMNS:
-                if c in row:
-                    row[c] = mac_text(row[c])
-            yield row
-
-
-def write_jsonl(table: pa.Table, out: TextIO) -> None:
-    for row in event_records(table):
-        out.write(json.dumps(row, separators=(",", ":")))
-        out.write("\n")
+from ..schema import EVENT_SCHEMA
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
@@ -121,37 +92,3 @@ class ParquetStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def counts_lines(reports: list[dict[str, Any]], clock: dict[str, Any] | None = None) -> list[str]:
-    """Per input: records read, rows used, skipped by reason; then clock alignment notes."""
-    lines = ["inputs:"]
-    for r in reports:
-        unit = "lines" if r["format"] in ("kernlog", "conntrack") else "packets"
-        skipped = sum(r["skipped"].values())
-        lines.append(
-            f"  {r['path']}: {r['records']} {unit} read, {r['used']} used, {skipped} skipped"
-        )
-        for reason, count in r["skipped"].items():
-            lines.append(f"      {count} {reason}")
-        for w in r["warnings"]:
-            lines.append(f"      warning: {w}")
-    if clock:
-        if clock.get("boot_time_used") is not None:
-            lines.append(
-                f"clock: boot time {clock['boot_time_used']:.6f}"
-                + (
-                    f" (estimated from {clock['boot_matches']} matched LOG lines, "
-                    f"spread {clock['boot_estimate_spread']:.6f} s)"
-                    if clock.get("boot_estimate") is not None
-                    else ""
-                )
-            )
-        if clock.get("syslog_matched") or clock.get("syslog_unmatched"):
-            lines.append(
-                f"clock: {clock['syslog_matched']} whole-second log lines took their "
-                f"packet's time, {clock['syslog_unmatched']} kept their own"
-            )
-        for note in clock.get("notes", []):
-            lines.append(f"clock: {note}")
-    return lines

@@ -30,10 +30,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import __version__
-from .bundle import DOC_SUFFIXES
-from .errors import InputError, NicpathError
-from .sources import CAPTURE_FORMATS, sniff
+from .. import __version__
+from ..errors import InputError, NicpathError
+from ..sources import CAPTURE_FORMATS, sniff
+from ..sources.bundle import DOC_SUFFIXES
 
 #: The tables every analyzed bundle gets a partition of.
 TABLES = ("events", "flows", "findings")
@@ -195,7 +195,7 @@ def write_partitions(dataset: str, bundle: str, tables: dict[str, pa.Table | str
     ``DATASET/_staging/`` and then renamed into place, so a reader never sees a half-written
     file and a rerun never leaves two partitions of a bundle.
     """
-    from .outputs import write_parquet
+    from ..events.parquet import write_parquet
 
     staging = os.path.join(dataset, STAGING, f"{bundle}-{uuid.uuid4().hex}")
     try:
@@ -236,8 +236,8 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     """
     import pyarrow.parquet as pq
 
-    from .analyze import analyze
-    from .report import findings_table, flows_table
+    from ..analysis.run import analyze
+    from ..outputs.report import findings_table, flows_table
 
     started, wall = time.monotonic(), time.time()
     result = BundleResult(bundle=name, path=path, analyzed_at=wall)

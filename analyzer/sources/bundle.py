@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
-from .sources import CAPTURE_FORMATS, CONNTRACK_FORMAT, IP_FORMATS, LOG_FORMAT, sniff
+from ..errors import InputError
+from . import CAPTURE_FORMATS, CONNTRACK_FORMAT, IP_FORMATS, LOG_FORMAT, sniff
 
 CONNTRACK_FILES = {"conntrack.txt", "conntrack.txt.gz"}
 #: Rulesets and sysctls at the top of a bundle (``nicpath collect`` takes them at the start);

@@ -63,7 +63,7 @@ def _keyed(table: pa.Table) -> pd.DataFrame:
     """Packet-identity columns as plain int64 (addresses as two words; null as -1)."""
     import pandas as pd
 
-    from .flows import addr_words
+    from ..schema import addr_words
 
     df = pd.DataFrame(index=np.arange(table.num_rows))
     for name in ("src", "dst"):

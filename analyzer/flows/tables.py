@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .schema import flow_row_kinds, integers
+from ..schema import addr_words, flow_row_kinds, integers
 
 #: Observations of one packet are at most this far apart (ns): hooks and captures see a packet
 #: within microseconds; matched log lines are exact. Retransmissions are further apart.
@@ -86,27 +86,6 @@ FRAME_COLUMNS = [
 ]
 #: Every event column flows and the detectors read: what a part of the stream must keep.
 EVENT_COLUMNS = [*FRAME_COLUMNS, "src", "dst", "inner_src", "inner_dst", "ts_basis"]
-
-
-def addr_words(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A fixed_size_binary(16) column as an (n, 2) big-endian uint64 array (nulls as zeros)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.uint64)
-    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * 16 : (arr.offset + n) * 16]
-    words = raw.reshape(n, 16).copy().view(">u8").astype(np.uint64)
-    if arr.null_count:
-        words[np.asarray(arr.is_null())] = 0
-    return words
-
-
-def words_to_bytes(hi: np.ndarray, lo: np.ndarray) -> list[bytes]:
-    both = np.empty((len(hi), 2), dtype=">u8")
-    both[:, 0] = hi
-    both[:, 1] = lo
-    return [bytes(row) for row in both.view(np.uint8).reshape(-1, 16)]
 
 
 @dataclass
@@ -525,7 +504,7 @@ def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(fl)
 
 
-def build_flows(events: pa.Table) -> FlowTables:
+def flow_tables(events: pa.Table) -> FlowTables:
     """Flows, packets and their observations from an event table in time order
     (``in_time_order``)."""
     flow_at, echo, error_at = _flow_rows(events)

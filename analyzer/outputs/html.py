@@ -13,13 +13,13 @@ import json
 import os
 from typing import Any
 
-from . import __version__
-from .analyze import Analysis
-from .detectors.base import flow_text
-from .errors import NicpathError
-from .outputs import counts_lines
+from .. import __version__
+from ..analysis.result import Analysis
+from ..detectors.base import flow_text
+from ..errors import NicpathError
+from ..render import ts_text
 from .plot import flow_chart
-from .render import ts_text
+from .records import counts_lines
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -3,7 +3,7 @@
 Kernel facts F2-F4: the route lookup picks the card every outgoing packet leaves through (F3),
 gives a new outgoing connection its source once (F2), and has no say in where packets arrive
 (F4). Findings report what the captures show; an explanation replays the kernel's lookup for the
-flow's outgoing packets (``routing.route_get``) on the ``ip`` snapshot in force at the time of
+flow's outgoing packets (``lookup.route_get``) on the ``ip`` snapshot in force at the time of
 the evidence, before and after a change, and says which rule and route sent the flow to each
 card. Each detector that reports where packets went calls the function for its kind here and
 attaches the result as the finding's ``explanation``: a ``text`` sentence plus the structured
@@ -21,10 +21,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .errors import QueryError
-from .render import ts_text
-from .routing import Query, RouteAnswer, explain_choice, route_get, route_text, rule_text
-from .sources.ipsnap import HostState, Snapshot
+from ..errors import QueryError
+from ..render import ts_text
+from ..sources.ipsnap import HostState, Snapshot
+from .answer import Query, RouteAnswer, route_text, rule_text
+from .lookup import route_get
+from .moments import explain_choice
 
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136}
 

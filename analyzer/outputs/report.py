@@ -12,13 +12,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .analyze import NO_NAT, Analysis
-from .detectors.base import flow_text
-from .flows import words_to_bytes
-from .outputs import counts_lines, write_parquet
-from .render import proto_name
-from .schema import addr_text
-from .timeline import flow_timeline, timeline_lines
+from ..analysis.result import NO_NAT, Analysis
+from ..detectors.base import flow_text
+from ..events.parquet import write_parquet
+from ..render import proto_name
+from ..schema import addr_text, words_to_bytes
+from .records import counts_lines
+from .timeline import timeline_lines, timeline_rows
 
 FINDINGS_SCHEMA = pa.schema(
     [
@@ -165,7 +165,7 @@ _NO_NAT_TEXT = json.dumps(NO_NAT)[1:-1]
 
 
 def _nat_texts(part: pd.DataFrame) -> list[str]:
-    """The ``nat_*`` fields of each flow line, as ``analyze.translations`` gives them."""
+    """The ``nat_*`` fields of each flow line, as ``analysis.result.translations`` gives them."""
     texts = [_NO_NAT_TEXT] * len(part)
     if part.empty or "nat_src_hi" not in part:
         return texts
@@ -265,7 +265,7 @@ def text_report(analysis: Analysis) -> list[str]:
     for flow_id, findings in by_flow.items():
         lines.append("")
         lines.append(f"flow {flow_id}: {flow_text(findings[0].flow)}")
-        timeline = flow_timeline(analysis, flow_id)
+        timeline = timeline_rows(analysis, flow_id)
         for f in findings:
             lines.append(
                 f"  [{f.severity}] {f.kind} ({' -> '.join(f.ifaces)}), {f.packets} packets"

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from .schema import flow_row_kinds, integers
+from ..schema import flow_row_kinds, integers
 
 #: Files a stream (or an oversized group) is split into: this many bits of the hash per level.
 GROUP_BITS = 8

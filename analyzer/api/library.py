@@ -21,14 +21,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from .analyze import Analysis, analyze_events
-from .bundle import Inputs
-from .clock import ClockReport
-from .events import EventsResult
-from .events import read_events as _read_events
-from .outputs import write_parquet
-from .report import findings_table, flows_table
-from .sources.ipsnap import HostState, host_from_json, host_to_json, read_snapshots
+from ..analysis.result import Analysis
+from ..analysis.run import analyze_events
+from ..events.clock import ClockReport
+from ..events.parquet import write_parquet
+from ..events.stream import EventsResult, gather_events
+from ..outputs.report import findings_table, flows_table
+from ..sources.bundle import Inputs
+from ..sources.ipsnap import HostState, host_from_json, host_to_json, read_snapshots
 
 HOST_KEY = b"nicpath.host"
 DETECTORS_KEY = b"nicpath.detectors"
@@ -57,7 +57,7 @@ def read_events(paths: str | Iterable[str] = (), **options: Any) -> pa.Table:
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    result = _read_events([os.fspath(p) for p in paths], **options)
+    result = gather_events([os.fspath(p) for p in paths], **options)
     return with_host(result.events, result.host)
 
 
@@ -115,8 +115,8 @@ def flow_timeline(events: pa.Table, flow: int | str) -> pa.Table:
 
     ``flow`` is a flow id or ``"tcp 172.16.70.16:42244 172.16.70.15:5000"``.
     """
-    from .timeline import flow_timeline as timeline_frame
-    from .timeline import select_flow
+    from ..outputs.timeline import select_flow
+    from ..outputs.timeline import timeline_rows as timeline_frame
 
     analysis = analysis_of(events)
     rows = timeline_frame(analysis, select_flow(analysis, str(flow)))
@@ -163,8 +163,8 @@ def write_outputs(
 def plot_flow(events: pa.Table, flow: int | str, path: str | os.PathLike | None = None):
     """The flow's picture (``nicpath plot``) as an Altair chart; saved to ``path`` (.html, .png,
     .svg) when given. Needs the ``plot`` extra."""
-    from .plot import flow_chart, save_chart
-    from .timeline import select_flow
+    from ..outputs.plot import flow_chart, save_chart
+    from ..outputs.timeline import select_flow
 
     analysis = analysis_of(events)
     chart = flow_chart(analysis, select_flow(analysis, str(flow)))

@@ -8,11 +8,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from .analyze import Analysis
-from .errors import NicpathError
-from .flows import words_to_bytes
-from .render import endpoint, tcp_flags_text, ts_text
-from .schema import addr_text
+from ..analysis.result import Analysis
+from ..errors import NicpathError
+from ..render import endpoint, tcp_flags_text, ts_text
+from ..schema import addr_text, words_to_bytes
 
 FLOW_SPEC = re.compile(
     r"^\s*(?P<proto>tcp|udp|icmp|icmp6|udplite|sctp)\s+(?P<a>\S+)\s+(?:->\s+)?(?P<b>\S+)\s*$", re.I
@@ -58,7 +57,7 @@ def select_flow(analysis: Analysis, spec: str) -> int:
     raise NicpathError(f"no flow {spec!r} in the inputs")
 
 
-def flow_timeline(analysis: Analysis, flow_id: int) -> pd.DataFrame:
+def timeline_rows(analysis: Analysis, flow_id: int) -> pd.DataFrame:
     """Packets of one flow: time, direction, points, addresses, flags, length, egress changes."""
     ctx = analysis.context
     pk = ctx.packets
@@ -113,4 +112,4 @@ def timeline_lines(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-__all__ = ["flow_timeline", "select_flow", "timeline_lines"]
+__all__ = ["select_flow", "timeline_lines", "timeline_rows"]

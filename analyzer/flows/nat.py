@@ -3,7 +3,7 @@
 Kernel fact F5: NAT is decided on a connection's first packet and conntrack applies the mapping
 to every later packet, both ways. The filter hooks and the card see one connection under two
 tuples (F6): filter OUTPUT before SNAT and filter INPUT after DNAT, a capture on the card after
-SNAT and before DNAT. ``build_flows`` therefore makes two flows of it, one seen only by hooks and
+SNAT and before DNAT. ``flow_tables`` therefore makes two flows of it, one seen only by hooks and
 one only on the wire. This stage pairs them by their packets (same direction, length, TCP flags,
 IP ID, TCP and ICMP sequence where both have them, one endpoint unchanged, seen at the same
 moment), merges each pair into one flow named as its initiator sent it, and fills the flow's
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .flows import FlowTables, rebuild
+from .tables import FlowTables, rebuild
 
 #: Observations of one packet by a LOG line and a capture, when the line's time is exact
 #: (capture-matched, estimated boot time, journald microseconds): ns apart at most.
@@ -109,10 +109,10 @@ def _with_nat(tables: FlowTables, known: set[int]) -> FlowTables:
 def join_translations(events: pa.Table, tables: FlowTables) -> FlowTables:
     """``tables`` with every translated connection as one flow carrying its NAT columns.
 
-    >>> from analyzer.events import read_events  # doctest: +SKIP
-    >>> from analyzer.flows import build_flows  # doctest: +SKIP
-    >>> res = read_events(["samples/nat_pinned"])  # doctest: +SKIP
-    >>> join_translations(res.events, build_flows(res.events)).flows["nat_sport"]  # doctest: +SKIP
+    >>> from analyzer.events.stream import gather_events  # doctest: +SKIP
+    >>> from analyzer.flows.tables import flow_tables  # doctest: +SKIP
+    >>> res = gather_events(["samples/nat_pinned"])  # doctest: +SKIP
+    >>> join_translations(res.events, flow_tables(res.events)).flows["nat_sport"]  # doctest: +SKIP
     """
     obs = tables.observations
     if obs.empty:

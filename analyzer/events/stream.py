@@ -22,22 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from .bundle import InputFile, Inputs, collect
+from ..errors import InputError
+from ..schema import DICT_STR, DIRECTIONS, EVENT_SCHEMA, integers, labels, present, text_column
+from ..sources import iter_capture, kernlog
+from ..sources.base import SourceReport
+from ..sources.bundle import InputFile, Inputs, collect
+from ..sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
+from ..sources.ipsnap import HostState, read_snapshots
 from .clock import ClockReport, align
-from .errors import InputError
-from .schema import (
-    DICT_STR,
-    DIRECTIONS,
-    EVENT_SCHEMA,
-    integers,
-    labels,
-    present,
-    text_column,
-)
-from .sources import iter_capture, kernlog
-from .sources.base import SourceReport
-from .sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
-from .sources.ipsnap import HostState, read_snapshots
 
 
 @dataclass
@@ -428,11 +420,11 @@ def _capture_year(inputs: Inputs) -> int | None:
     return None
 
 
-def read_events(*args: Any, **kwargs: Any) -> EventsResult:
+def gather_events(*args: Any, **kwargs: Any) -> EventsResult:
     """Read bundles and files into one in-memory event table (``schema.EVENT_SCHEMA``) in time
     order: ``stream_events`` gathered. Takes the same arguments.
 
-    >>> res = read_events(["samples/egress_switch_tcp"])  # doctest: +SKIP
+    >>> res = gather_events(["samples/egress_switch_tcp"])  # doctest: +SKIP
     >>> res.events.to_pandas()  # doctest: +SKIP
     """
     stream = stream_events(*args, **kwargs)

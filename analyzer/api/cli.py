@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import NicpathError
+from .. import __version__
+from ..errors import NicpathError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 #: ``--jobs`` when not given is the core count up to this: each worker holds a part of the
@@ -187,10 +187,10 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
     The table is streamed in time order: a capture of any size is read, shown and written in
     flat memory.
     """
-    from .events import stream_events
-    from .outputs import ParquetStream, counts_lines, write_jsonl
-    from .render import event_lines
-    from .schema import EVENT_SCHEMA
+    from ..events.parquet import ParquetStream
+    from ..events.stream import stream_events
+    from ..outputs.records import counts_lines, event_lines, write_jsonl
+    from ..schema import EVENT_SCHEMA
 
     stream = stream_events(
         paths, **_read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
@@ -236,8 +236,8 @@ def analyze(
 
     Exit code 0: no findings; 1: findings; 2: bad input.
     """
-    from .analyze import analyze as run
-    from .report import text_report, write_json, write_parquet_dir
+    from ..analysis.run import analyze as run
+    from ..outputs.report import text_report, write_json, write_parquet_dir
 
     options = _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     events_parquet = None
@@ -248,7 +248,7 @@ def analyze(
     if parquet_dir:
         write_parquet_dir(analysis, parquet_dir, events=False)
     if html_file:
-        from .htmlreport import write_html
+        from ..outputs.html import write_html
 
         write_html(analysis, html_file)
     if fmt == "json":
@@ -264,16 +264,16 @@ def analyze(
 @format_option("text lines, or JSON lines (one packet per line).")
 def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt) -> None:
     """Show one flow packet by packet, with every card and hook each packet crossed."""
-    from .timeline import flow_timeline, select_flow, timeline_lines
+    from ..outputs.timeline import select_flow, timeline_lines, timeline_rows
 
     analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     flow_id = select_flow(analysis, flow_spec)
-    rows = flow_timeline(analysis, flow_id)
+    rows = timeline_rows(analysis, flow_id)
     if fmt == "json":
         rows = rows.assign(ts=rows["ts"].astype("int64"))
         click.echo(rows.to_json(orient="records", lines=True), nl=False)
     else:
-        from .detectors.base import flow_text
+        from ..detectors.base import flow_text
 
         click.echo(f"flow {flow_id}: {flow_text(analysis.context.flow_info[flow_id])}")
         click.echo("\n".join(timeline_lines(rows)))
@@ -312,7 +312,8 @@ def route(ctx, ip_dir, to, src, iif, oif, mark, proto, sport, dport, tos, uid, a
 
     Exit code 0: a route; 1: the kernel would refuse (Network is unreachable, ...); 2: bad input.
     """
-    from .routing import Query, route_lookup
+    from ..kernel.answer import Query
+    from ..kernel.moments import route_lookup
 
     query = Query.parse(
         to,
@@ -349,8 +350,8 @@ def route(ctx, ip_dir, to, src, iif, oif, mark, proto, sport, dport, tos, uid, a
 def plot(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, output) -> None:
     """Draw one flow: a lane per card and hook, time across, packets coloured by direction,
     egress changes and findings marked."""
-    from .plot import flow_chart, output_format, save_chart
-    from .timeline import select_flow
+    from ..outputs.plot import flow_chart, output_format, save_chart
+    from ..outputs.timeline import select_flow
 
     output_format(output)  # a wrong suffix fails before the inputs are read
     analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
@@ -408,8 +409,8 @@ def collect(out, ifaces, duration, max_size_mb, snaplen, bpf, log_rules, log_rat
     bundle is written (warnings say what is missing); 2: it could not start, or LOG rules could
     not be removed.
     """
-    from .collect import CollectOptions, script_text
-    from .collect import collect as run_collect
+    from ..collect import CollectOptions, script_text
+    from ..collect import collect as run_collect
 
     if print_script:
         click.echo(script_text(), nl=False)
@@ -429,14 +430,14 @@ def collect(out, ifaces, duration, max_size_mb, snaplen, bpf, log_rules, log_rat
 def _analysis(paths, *options):
     """The whole-table analysis ``timeline`` and ``plot`` select a flow from: analysis by parts
     keeps the packets of flows with findings only."""
-    from .analyze import analyze as run
+    from ..analysis.run import analyze as run
 
     return run(paths, part_rows=None, **_read_options(paths, *options))
 
 
 def _fail_on_kinds(values: tuple[str, ...]) -> list[str] | None:
     """``--fail-on KIND[,KIND]`` (repeatable), checked against the registered detectors."""
-    from .detectors import REGISTRY
+    from ..detectors import REGISTRY
 
     kinds = [k.strip() for v in values for k in v.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in REGISTRY]

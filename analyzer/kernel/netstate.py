@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import EventsResult
-from .sources import conntrack, martians
-from .sources.base import SourceReport
-from .sources.ipsnap import read_snapshots
-from .sources.nfrules import Ruleset, read_rulesets
-from .sources.sysctl import Sysctls, read_sysctls
+from ..events.stream import EventsResult
+from ..sources import conntrack, martians
+from ..sources.base import SourceReport
+from ..sources.ipsnap import read_snapshots
+from ..sources.nfrules import Ruleset, read_rulesets
+from ..sources.sysctl import Sysctls, read_sysctls
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,66 @@
+"""The C heap while parts run: freed memory kept for the next part, given back after."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+
+@functools.cache
+def _glibc() -> Any:
+    """The C library if it is glibc (has ``malloc_trim`` and ``mallopt``), looked up on first
+    use (``find_library`` runs ``ldconfig``); None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and libc.malloc_trim and libc.mallopt else None
+    except (OSError, AttributeError):
+        return None
+
+
+#: glibc ``mallopt`` parameters (malloc.h), what the parts run with, and the defaults (mallopt(3))
+#: put back after them (the mmap threshold then stays fixed: it no longer adapts).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+PARTS_MALLOC = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
+DEFAULT_MALLOC = {M_MMAP_THRESHOLD: 128 << 10, M_TRIM_THRESHOLD: 128 << 10, M_TOP_PAD: 128 << 10}
+
+
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """Keep the C heap's freed memory mapped while parts run, then give it back.
+
+    Each part allocates and frees the same ~90 MB of numpy arrays. By default glibc maps big
+    arrays one by one and unmaps them when freed, and trims the heap's top: every part faulted
+    its pages in afresh (~250 k minor faults for 88 parts of 10^7 packets, a tenth of the
+    parts' time). Kept, the next part reuses them; peak RSS is the same, since it is one
+    part's. Forked workers inherit the setting."""
+    _mallopt(PARTS_MALLOC)
+    try:
+        yield
+    finally:
+        _mallopt(DEFAULT_MALLOC)
+        release_free_memory()
+
+
+def _mallopt(settings: dict[int, int]) -> None:
+    libc = _glibc()
+    if libc is not None:
+        for param, value in settings.items():
+            libc.mallopt(param, value)
+
+
+def release_free_memory() -> None:
+    """Give freed memory back to the system: Arrow's pool's (``release_unused``) and the C
+    heap's (glibc ``malloc_trim``; nothing elsewhere). Both allocators keep what the split's
+    rounds freed mapped for reuse: ~95 MiB after the plan of 10^6 packets, which the parts
+    then allocated on top of. A few milliseconds."""
+    pa.default_memory_pool().release_unused()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
