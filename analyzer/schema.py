@@ -61,10 +61,12 @@ DIRECTIONS = ("out", "in", "unknown")
 #: How ``ts`` was obtained; later stages weigh log rows by it.
 TS_BASES = (
     "capture",  # the capture's own timestamp
-    "boot",  # raw dmesg seconds since boot plus the given or bundled boot time
-    "boot-estimated",  # raw dmesg plus a boot time estimated by matching lines to packets
-    "wallclock",  # the log line's own wall clock time (syslog: whole seconds)
-    "matched",  # taken from the captured packet this log line was matched to
+    "matched",  # a LOG line paired with its captured packet: that packet's time
+    "aligned",  # a LOG line placed by its file's offset to the capture clock (events.clock)
+    "aligned-second",  # the same for whole-second stamps: its packet is in the second after
+    "boot",  # raw dmesg plus the given boot time (no offset found: up to a second off)
+    "unaligned",  # a LOG line on its file's own clock: no offset found, never joined by time
+    "wallclock",  # the log line's own wall clock, as read (before alignment)
 )
 
 EVENT_FIELDS: list[tuple[str, pa.DataType, str]] = [

@@ -60,8 +60,8 @@ def test_log_renderings_give_the_same_rows_on_one_clock(bundle):
 
     dmesg = tables["kern.dmesg"]
     assert fields(tables["kern.syslog"]) == fields(dmesg) == fields(tables["kern.journal"])
-    # dmesg: boot time estimated from matched packets; journald: its own microsecond clock;
-    # syslog: the matched packet's time, or its whole second when no packet matched.
+    # Each rendering put on the capture clock: a line paired with its packet takes its time,
+    # another is placed by its file's offset (whole-second stamps: at the start of its second).
     for j, s, d in zip(tables["kern.journal"], tables["kern.syslog"], dmesg, strict=True):
         assert abs((j["ts"] - d["ts"]).total_seconds()) < 0.002
         limit = 0.002 if s["ts_basis"] == "matched" else 1.0
@@ -77,8 +77,10 @@ def test_raw_dmesg_without_boot_time_is_placed_by_matching_packets():
     )
     assert res.clock.boot_time_given is None
     assert res.clock.boot_matches > 50 and res.clock.boot_estimate_spread < 0.001
-    bases = set(res.events.column("ts_basis").to_pylist())
-    assert bases == {"capture", "boot-estimated"}
+    (log,) = res.clock.logs
+    assert log.trusted and log.paired == 113 and abs(log.offset - 1795570760.387) < 0.001
+    # Every LOG line of this recording was captured: each takes its packet's time.
+    assert set(res.events.column("ts_basis").to_pylist()) == {"capture", "matched"}
 
 
 def test_sll2_without_link_snapshot_keeps_the_index_and_says_so():

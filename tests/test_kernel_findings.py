@@ -220,8 +220,9 @@ def test_no_route_egress_after_the_flush():
     assert change["command"] == "ip route flush table main" and change["moment"] == "after-1"
     assert change["removed"] == ["172.16.70.0/24 dev eth1"]
     assert f.extra["last_egress_ts"] < change["at"]
-    # The log goes on after the captures stop: two more of the peer's segments are in it.
-    assert f.packets == 7
+    # The log goes on after the captures stop: one more of the peer's segments is in it (in
+    # three renderings, one kernel message: it counts once).
+    assert f.packets == 6
     cards = analyze([str(NOR / "eth1.pcap"), str(NOR / "eth2.pcap")], ip_dirs=[str(NOR / "ip")])
     f = only(cards.findings, "no_route_egress")
     assert f.first_ts == t["first_ts"]

@@ -361,7 +361,8 @@ def stream_events(
 
     def chunks() -> Iterator[pa.Table]:
         emitted = 0
-        for chunk in _merged(inputs, host, raw_logs, cap_reports, clock, jobs):
+        logs_by_path = {r.path: r for r in log_reports}
+        for chunk in _merged(inputs, host, raw_logs, cap_reports, logs_by_path, clock, jobs):
             emitted += chunk.num_rows
             yield chunk
         if not emitted:
@@ -382,6 +383,7 @@ def _merged(
     host: HostState | None,
     raw_logs: pa.Table,
     cap_reports: list[SourceReport],
+    log_reports: dict[str, SourceReport],
     clock: ClockReport,
     jobs: int,
 ) -> Iterator[pa.Table]:
@@ -405,7 +407,7 @@ def _merged(
             report.__dict__.update(got.__dict__)
         sources = [_read_spill(path) for path, _, _ in done]
         if raw_logs.num_rows:
-            logs = align(concat([c for _, _, c in done]), raw_logs, clock)
+            logs = align(concat([c for _, _, c in done]), raw_logs, clock, log_reports)
             sources.append(iter([_sorted(logs)]))
         yield from merge_by_time(sources)
 

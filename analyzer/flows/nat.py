@@ -23,9 +23,11 @@ import pyarrow as pa
 from .tables import FlowTables, rebuild
 
 #: Observations of one packet by a LOG line and a capture, when the line's time is exact
-#: (capture-matched, estimated boot time, journald microseconds): ns apart at most.
+#: (paired with a captured packet, or placed by its file's offset to the microsecond): ns apart
+#: at most.
 EXACT_NS = 20_000_000
-#: A whole-second syslog line: its packet lies within that second (ns; a little slack).
+#: A whole-second line (syslog, dmesg -T) placed by its file's offset: its packet lies within the
+#: second after its time (ns; a little slack).
 WHOLE_SECOND = (-5_000_000, 1_005_000_000)
 #: A raw dmesg line placed with the given btime only (whole seconds, F7): ns either side.
 BOOT_NS = 2_000_000_000
@@ -42,10 +44,12 @@ def _windows(events: pa.Table, rows: np.ndarray, ts: np.ndarray) -> tuple[np.nda
     basis = np.asarray(events.column("ts_basis").take(pa.array(rows)).to_pylist(), dtype=object)
     lo = np.full(len(rows), -EXACT_NS, dtype=np.int64)
     hi = np.full(len(rows), EXACT_NS, dtype=np.int64)
-    whole = (basis == "wallclock") & (ts % 1_000_000_000 == 0)
+    whole = basis == "aligned-second"
     lo[whole], hi[whole] = WHOLE_SECOND
     boot = basis == "boot"
     lo[boot], hi[boot] = -BOOT_NS, BOOT_NS
+    own = basis == "unaligned"  # a clock of its own: no time on the capture clock to pair by
+    lo[own], hi[own] = 1, 0
     return lo, hi
 
 

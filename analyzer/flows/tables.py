@@ -432,8 +432,19 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     for c in ("source", "record", "point"):
         pk[f"first_{c}"] = _first_valid(obs[c], order, heads, first)
     iface, names = _codes(obs["iface"])
-    pk["out_cards"] = _sets_per_packet(packet, np.where(is_out, iface, -1), names, n_packets)
-    pk["in_cards"] = _sets_per_packet(packet, np.where(is_in, iface, -1), names, n_packets)
+    # A packet's cards are those the wire saw it on. A LOG line alone names its card only where
+    # no capture covers that card: else its packet was never on the wire, or the line found no
+    # packet (its clock), and either way it is not a packet on the card.
+    on_wire = obs["hook"].isna().to_numpy()
+    wired = per_packet(np.logical_or, on_wire[order])[packet]
+    captured = np.zeros(len(names) + 1, dtype=bool)
+    captured[iface[on_wire & (iface >= 0)]] = True
+    carded = np.where(on_wire | (~wired & ~captured[iface]), iface, -1)
+    pk["out_cards"] = _sets_per_packet(packet, np.where(is_out, carded, -1), names, n_packets)
+    pk["in_cards"] = _sets_per_packet(packet, np.where(is_in, carded, -1), names, n_packets)
+    pk["logged_cards"] = _sets_per_packet(
+        packet, np.where(on_wire, -1, iface), names, n_packets
+    )
     pk["points"] = _sets_per_packet(packet, *_codes(obs["point"]), n_packets)
     pk["direction"] = _labels(
         ("unknown", "out", "in"), np.where(out_any == in_any, 0, np.where(out_any, 1, 2))
@@ -504,6 +515,26 @@ def _flows(obs: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(fl)
 
 
+#: Times that put a row on the capture clock to the microsecond: it may join the captured
+#: observations of its packet. Other log rows (placed by an estimated offset, or on a clock of
+#: their own) join only rows of their own file, which share their clock (``events.clock``).
+ON_CAPTURE_CLOCK = ("capture", "matched")
+
+
+def _clock_of(
+    events: pa.Table, flow_at: np.ndarray, table: pa.Table, source: np.ndarray
+) -> np.ndarray:
+    """Per flow row, the clock its time is on: 0 for captures and log lines paired with their
+    packet, else one per log file."""
+    basis = events.column("ts_basis")
+    basis = basis if len(flow_at) == events.num_rows else basis.take(flow_at)
+    basis = basis.combine_chunks()
+    names = basis.dictionary.to_pylist() if pa.types.is_dictionary(basis.type) else []
+    exact = np.array([n in ON_CAPTURE_CLOCK for n in names] + [True])
+    codes = integers(basis, len(names)) if names else np.full(len(source), len(names))
+    return np.where(exact[codes], 0, source + 1)
+
+
 def flow_tables(events: pa.Table) -> FlowTables:
     """Flows, packets and their observations from an event table in time order
     (``in_time_order``)."""
@@ -543,6 +574,7 @@ def flow_tables(events: pa.Table) -> FlowTables:
         integers(table.column("ip_len"), -1),
         flags,
         integers(table.column("icmp_seq"), -1),
+        _clock_of(events, flow_at, table, source),
     ]
     obs = _frame(
         table,
@@ -578,6 +610,7 @@ PACKET_COLUMNS = [
     "first_point",
     "out_cards",
     "in_cards",
+    "logged_cards",
     "points",
     "direction",
 ]
