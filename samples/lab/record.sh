@@ -15,11 +15,14 @@ WORKROOT=/tmp/nplab
 NSP=${NICPATH_LAB_NS:-np}
 SCENARIOS=(egress_switch_tcp egress_switch_udp accepted_secondary asymmetric_return
            reply_wrong_source no_routes ipv6_egress_switch clean_multihomed nat_pinned
-           rp_filter_drop)
+           rp_filter_drop macvlan_parent bridge_failover mark_reroute sampled_log
+           messy_optional_inputs no_taken_at)
 declare -A TAG=([egress_switch_tcp]=est [egress_switch_udp]=esu [accepted_secondary]=acc
                 [asymmetric_return]=asy [reply_wrong_source]=rws [no_routes]=nor
                 [ipv6_egress_switch]=e6t [clean_multihomed]=clm [nat_pinned]=nat
-                [rp_filter_drop]=rpf)
+                [rp_filter_drop]=rpf [macvlan_parent]=mvp [bridge_failover]=brf
+                [mark_reroute]=mkr [sampled_log]=sml [messy_optional_inputs]=msy
+                [no_taken_at]=nta)
 
 NSLIST=()     # namespaces created by this run (deleted on exit)
 PIDS=()       # background processes started by this run (killed by pid on exit)
@@ -121,21 +124,26 @@ log_rules() {  # log_rules NS FAMILIES(4,6,46) TCPSEQ(0/1) NFT(0/1); no INPUT ru
 }
 
 snapshot() {  # snapshot MOMENT: ip state of the host namespace into ip/MOMENT/
-    local d="$B/ip/$1"
+    local d="$B/ip/$1" dl=""
+    [ "$LINKD" = 1 ] && dl="-d"   # stacked devices: link.json with linkinfo (macvlan, bridge_slave)
     mkdir -p "$d"
     echo "$EPOCHREALTIME" > "$d/taken_at"
     ip -n "$H" -j addr > "$d/addr.json"
-    ip -n "$H" -j link > "$d/link.json"
+    ip -n "$H" -j $dl link > "$d/link.json"
     ip -n "$H" -j route show table all > "$d/route.json"
     ip -n "$H" -j rule > "$d/rule.json"
     ip -n "$H" addr > "$d/addr.txt"
-    ip -n "$H" link > "$d/link.txt"
+    ip -n "$H" $dl link > "$d/link.txt"
     ip -n "$H" route show table all > "$d/route.txt"
     ip -n "$H" rule > "$d/rule.txt"
     # netfilter rules and per-card sysctls (rp_filter, log_martians, ...) at this moment
-    ip netns exec "$H" iptables-save > "$d/iptables.txt" 2>/dev/null
+    if [ "$IPTFMT" = S ]; then   # the other common form: iptables -S (filter table, no COMMIT)
+        ip netns exec "$H" iptables -S > "$d/iptables.txt" 2>/dev/null
+    else
+        ip netns exec "$H" iptables-save > "$d/iptables.txt" 2>/dev/null
+    fi
     ip netns exec "$H" nft list ruleset > "$d/nft.txt" 2>/dev/null
-    ip netns exec "$H" sysctl net.ipv4.conf > "$d/sysctl.txt" 2>/dev/null
+    [ "$SYSCTL_ROOT" = 1 ] || ip netns exec "$H" sysctl net.ipv4.conf > "$d/sysctl.txt" 2>/dev/null
     if [ "$V6" = 1 ]; then
         ip -n "$H" -6 -j route show table all > "$d/route6.json"
         ip -n "$H" -6 -j rule > "$d/rule6.json"
@@ -150,10 +158,19 @@ change() {  # change CMD...: a mid-flow change in the host, logged, then snapsho
     t=$EPOCHREALTIME
     ip netns exec "$H" $cmd
     local rc=$?
-    printf '%s\t%s\n' "$t" "$cmd" >> "$B/changes.log"
+    printf '%s%s%s\n' "$t" "$CHSEP" "$cmd" >> "$B/changes.log"
     NCHANGE=$((NCHANGE + 1))
     snapshot "after-$NCHANGE"
     log "change $NCHANGE (rc=$rc): $cmd"
+}
+
+event() {  # event NS CMD...: an action outside the host (switch, peer): not a host change, so not
+    # in changes.log; its time goes to $W/events.log and truth.py puts it in the notes
+    local ns=$1 t; shift
+    t=$EPOCHREALTIME
+    ip netns exec "$ns" "$@"
+    printf '%s\t%s\t%s\n' "$t" "$ns" "$*" >> "$W/events.log"
+    log "event in $ns: $*"
 }
 
 wait_listening() {  # wait_listening FILE PATTERN: up to 5 s
@@ -193,7 +210,7 @@ stop_captures() {
 py() { echo "python3 $LAB/$1"; }   # path of a generator, for ip netns exec
 
 # ---------------------------------------------------------------- scenarios
-# Each sc_<name> sets H, CARDS, V6, LOGFAM/LOGSEQ/LOGNFT, builds the topology (setup) and
+# Each sc_<name> sets H, CARDS (the devices captured), V6, LOGFAM/LOGSEQ/LOGNFT, builds the topology (setup) and
 # later runs traffic (traffic).  Flows are appended by the generators to $W/flows.jsonl.
 
 egress_switch_setup() {  # shared by egress_switch_tcp / _udp
@@ -531,6 +548,237 @@ traffic_rp_filter_drop() {
     wait "${pids[@]}"
 }
 
+# ---------------------------------------------------------------- scenarios since issue 9
+# CARDS is the list of host devices captured (one pcap each, and one IDB each in all.pcapng);
+# with stacked devices it also holds the lower ones (macvlan parent, bridge ports), so that the
+# per-device captures together hold what `tcpdump -i any` holds.
+
+setup_macvlan_parent() {
+    # the host's cards are macvlan children mv1, mv2 (mode bridge) of one veth eth1
+    LINKD=1
+    CARDS=(eth1 mv1 mv2)
+    mkswitch "$S" "${NSP}br0"
+    mkns "$H"; mkns "$P1"
+    plug "$H" eth1 "$S" "${NSP}br0" "${T}h1"
+    plug "$P1" "vp${T}a" "$S" "${NSP}br0" "${T}p1"
+    ip -n "$H" link add mv1 link eth1 type macvlan mode bridge
+    ip -n "$H" link add mv2 link eth1 type macvlan mode bridge
+    ip -n "$H" link set mv1 up
+    ip -n "$H" link set mv2 up
+    DEVS+=(mv1 mv2)
+    ip -n "$H" addr add 172.16.70.14/24 dev mv1 noprefixroute
+    ip -n "$H" addr add 172.16.70.16/24 dev mv2 noprefixroute
+    ip -n "$H" route add 172.16.70.0/24 dev mv2 src 172.16.70.16 metric 100
+    ip -n "$P1" addr add 172.16.70.15/24 dev "vp${T}a"
+}
+traffic_macvlan_parent() {
+    bg srv-tcp "$P1" $(py tcp_flow.py) server --port 5000 --duration 9
+    bg srv-udp "$P1" $(py udp_flow.py) server --port 5001 --duration 9
+    sleep 0.5
+    bg cli-quiet-udp "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 5 --flows "$W/flows.jsonl" \
+        --role ordinary --why "short UDP exchange on mv2, finished before the route change"
+    bg cli-quiet-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4670 --count 3 --interval 0.2 --flows "$W/flows.jsonl" \
+        --role ordinary --why "ping on mv2, finished before the route change"
+    sleep 0.2
+    bg cli-tcp "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 30 --interval 0.1 --flows "$W/flows.jsonl" \
+        --role switched --why "long TCP flow across the route change"
+    local cli=$LASTPID
+    sleep 1.5
+    change ip route add 172.16.70.0/24 dev mv1 scope link src 172.16.70.14 metric 10
+    wait "$cli"
+}
+
+setup_bridge_failover() {
+    # the host's routing-level card is a bridge br0 with two ports eth1, eth2 to one switch;
+    # only one port has carrier at a time (the switch side of eth2 is down at first)
+    LINKD=1
+    CARDS=(br0 eth1 eth2)
+    mkswitch "$S" "${NSP}br0"
+    mkns "$H"; mkns "$P1"
+    plug "$H" eth1 "$S" "${NSP}br0" "${T}h1"
+    plug "$H" eth2 "$S" "${NSP}br0" "${T}h2"
+    ip -n "$S" link set "${T}h2" down       # before br0 joins the two ports: never a loop
+    plug "$P1" "vp${T}a" "$S" "${NSP}br0" "${T}p1"
+    ip -n "$H" link add br0 type bridge
+    ip -n "$H" link set eth1 master br0
+    ip -n "$H" link set eth2 master br0
+    ip -n "$H" link set br0 up
+    DEVS+=(br0)
+    ip -n "$H" addr add 172.16.70.14/24 dev br0
+    ip -n "$P1" addr add 172.16.70.15/24 dev "vp${T}a"
+}
+traffic_bridge_failover() {
+    bg srv-tcp "$P1" $(py tcp_flow.py) server --port 5000 --duration 10
+    bg srv-udp "$P1" $(py udp_flow.py) server --port 5001 --duration 10
+    sleep 0.5
+    local f="$W/flows.jsonl" pids=()
+    bg cli-quiet-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4671 --count 3 --interval 0.2 --flows "$f" \
+        --role ordinary --why "ping through br0 (port eth1), finished before the failover"
+    pids+=("$LASTPID")
+    bg cli-tcp "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 40 --interval 0.1 --flows "$f" \
+        --role failover --why "TCP through br0 across the port failover: br0 stays the card, only the bridge port under it changes"
+    pids+=("$LASTPID")
+    bg cli-udp "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 40 --interval 0.1 --flows "$f" \
+        --role failover --why "connected UDP through br0 across the port failover"
+    pids+=("$LASTPID")
+    sleep 1.5
+    # the failover: the switch side of eth1 loses carrier, 0.3 s later the switch side of eth2
+    # comes up (never both: the two ports would make a loop); meanwhile br0 has no carrier
+    event "$S" ip link set "${T}h1" down
+    sleep 0.3
+    event "$S" ip link set "${T}h2" up
+    wait "${pids[@]}"
+}
+
+setup_mark_reroute() {
+    egress_switch_setup
+    # policy route by fwmark, in place before the traffic; the mark comes mid-flow
+    ip -n "$H" rule add fwmark 0x1 lookup 100 pref 100
+    ip -n "$H" route add 172.16.70.0/24 dev eth1 scope link src 172.16.70.14 table 100
+}
+traffic_mark_reroute() {
+    bg srv-tcp "$P1" $(py tcp_flow.py) server --port 5000 --duration 9
+    bg srv-udp "$P1" $(py udp_flow.py) server --port 5001 --duration 9
+    sleep 0.5
+    local f="$W/flows.jsonl" pids=()
+    bg cli-quiet-udp "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 5 --flows "$f" \
+        --role ordinary --why "short UDP exchange on eth2, finished before the mark rule"
+    pids+=("$LASTPID")
+    bg cli-quiet-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4672 --count 3 --interval 0.2 --flows "$f" \
+        --role ordinary --why "ping on eth2, finished before the mark rule"
+    pids+=("$LASTPID")
+    sleep 0.2
+    bg cli-tcp "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 30 --interval 0.1 --flows "$f" \
+        --role switched --why "long TCP flow to :5000: marked 0x1 from the mangle rule on, rerouted by the fwmark rule to table 100 (eth1)"
+    pids+=("$LASTPID")
+    bg cli-udp "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 30 --interval 0.1 --flows "$f" \
+        --role bystander --why "UDP to :5001 across the mark rule: not matched by it (tcp dport 5000 only), keeps leaving eth2; its replies follow the peer's re-pointed ARP entry for 172.16.70.16 to eth1"
+    pids+=("$LASTPID")
+    sleep 1.5
+    change iptables -t mangle -A OUTPUT -p tcp --dport 5000 -j MARK --set-mark 0x1
+    wait "${pids[@]}"
+}
+
+setup_sampled_log() {
+    # LOG rules that log a sample only; beside them a real strict rp_filter drop (as rp_filter_drop)
+    LOGCUSTOM=1
+    SYSCTL_NOTE="net.ipv4.conf.eth1.rp_filter net.ipv4.conf.all.log_martians"
+    two_cards_two_peers
+    ip -n "$H" route add default via 172.16.20.15 dev eth2
+    ip -n "$H" rule add fwmark 0x1 table 100 pref 100
+    ip -n "$H" route add default via 172.16.70.15 dev eth1 table 100
+    ip netns exec "$H" sysctl -qw net.ipv4.conf.eth1.rp_filter=1 net.ipv4.conf.all.log_martians=1
+    ip -n "$P1" addr add 198.51.100.10/32 dev lo
+    local x="ip netns exec $H iptables"
+    # tcp: only the flows of port 5000 are logged (every packet of them)
+    $x -A OUTPUT ! -o lo -p tcp --dport 5000 -j LOG --log-prefix "[FILTER-OUTPUT tcp] "
+    $x -A INPUT ! -i lo -p tcp --sport 5000 -j LOG --log-prefix "[FILTER-INPUT tcp] "
+    # udp: every flow, but at most 5 lines a second per rule (burst 5)
+    $x -A OUTPUT ! -o lo -p udp -m limit --limit 5/second --limit-burst 5 -j LOG --log-prefix "[FILTER-OUTPUT udp] "
+    $x -A INPUT ! -i lo -p udp -m limit --limit 5/second --limit-burst 5 -j LOG --log-prefix "[FILTER-INPUT udp] "
+    # icmp: no rule
+}
+traffic_sampled_log() {
+    bg srv-p1-tcp "$P1" $(py tcp_flow.py) server --port 5000 --duration 9
+    bg srv-p1-udp "$P1" $(py udp_flow.py) server --bind 172.16.70.15 --port 5001 --duration 9
+    bg srv-p2-tcp "$P2" $(py tcp_flow.py) server --port 5002 --duration 9
+    bg srv-p2-udp "$P2" $(py udp_flow.py) server --bind 172.16.20.15 --port 5001 --duration 9
+    sleep 0.5
+    local f="$W/flows.jsonl" pids=()
+    bg c-cover "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 40 --interval 0.1 --flows "$f" \
+        --role ordinary --why "TCP to :5000 on eth1: covered by the unlimited port-5000 LOG rules, every packet has its line"
+    pids+=("$LASTPID")
+    bg c-unlogged "$H" $(py tcp_flow.py) client --dst 172.16.20.15 --port 5002 --count 40 --interval 0.1 --flows "$f" \
+        --role unlogged --why "TCP to :5002 on eth2: no LOG rule matches it, so none of its packets is logged; delivered normally"
+    pids+=("$LASTPID")
+    bg c-udp1 "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 40 --interval 0.1 --flows "$f" \
+        --role sampled --why "UDP on eth1: logged only as far as the 5/second limit allows; the unlogged datagrams were delivered"
+    pids+=("$LASTPID")
+    bg c-udp2 "$H" $(py udp_flow.py) client --dst 172.16.20.15 --port 5001 --count 40 --interval 0.1 --flows "$f" \
+        --role sampled --why "UDP on eth2: shares the limited rules with the other UDP flow; the unlogged datagrams were delivered"
+    pids+=("$LASTPID")
+    bg c-ping "$H" $(py ping.py) --dst 172.16.20.15 --id 4673 --count 15 --interval 0.2 --flows "$f" \
+        --role unlogged --why "ping on eth2: no icmp LOG rule; replies delivered"
+    pids+=("$LASTPID")
+    sleep 0.7
+    bg c-drop "$H" $(py tcp_flow.py) client --mark 1 --dst 198.51.100.10 --port 5000 --count 5 --interval 0.1 --flows "$f" \
+        --role dropped --why "SO_MARK 1: rule fwmark 1 -> table 100 -> SYN out eth1; the SYN-ACKs arrive on eth1, whose strict rp_filter finds the main table's route back to 198.51.100.10 through eth2 and drops them before filter INPUT (whose port-5000 rule would have logged every one)"
+    pids+=("$LASTPID")
+    wait "${pids[@]}"
+}
+
+setup_messy_optional_inputs() {
+    # egress_switch_tcp, short, with the common variants of the optional files
+    IPTFMT=S; SYSCTL_ROOT=1; CHSEP=' '
+    egress_switch_setup
+    # a no-op rule that needs conntrack, so that the namespace tracks connections for conntrack -L
+    ip netns exec "$H" iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+}
+traffic_messy_optional_inputs() {
+    bg srv-tcp "$P1" $(py tcp_flow.py) server --port 5000 --duration 8
+    bg srv-udp "$P1" $(py udp_flow.py) server --port 5001 --duration 8
+    sleep 0.5
+    local f="$W/flows.jsonl"
+    bg cli-quiet-udp "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 5 --flows "$f" \
+        --role ordinary --why "short UDP exchange on eth2, finished before the route change"
+    bg cli-quiet-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4674 --count 3 --interval 0.2 --flows "$f" \
+        --role ordinary --why "ping on eth2, finished before the route change"
+    sleep 0.2
+    bg cli-tcp "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 20 --interval 0.1 --flows "$f" \
+        --role switched --why "TCP flow across the route change"
+    local cli=$LASTPID
+    sleep 1.0
+    change ip route add 172.16.70.0/24 dev eth1 scope link src 172.16.70.14 metric 10
+    sleep 0.3
+    # conntrack -L with its count line (written to stderr) kept in the file
+    ip netns exec "$H" conntrack -L > "$B/conntrack.txt" 2>&1
+    # sysctls once, at the bundle root instead of ip/<moment>/sysctl.txt
+    ip netns exec "$H" sysctl net.ipv4.ip_forward net.ipv4.conf > "$B/sysctl.txt" 2>/dev/null
+    wait "$cli"
+}
+finish_messy_optional_inputs() {
+    cat > "$B/notes.txt" <<'NOTES'
+Notes of the operator who collected this bundle (free text, not a nicpath input).
+
+Host lab-01, two NICs on the same switch VLAN. Around the time in changes.log someone added a
+better route for 172.16.70.0/24 through eth1 while an application session to .15:5000 was open.
+The firewall dump was taken with "iptables -S" (not iptables-save); conntrack.txt is
+"conntrack -L" with stderr; sysctl.txt is from the host root, taken once.
+NOTES
+}
+
+setup_no_taken_at() {
+    egress_switch_setup
+}
+traffic_no_taken_at() {
+    bg srv-tcp "$P1" $(py tcp_flow.py) server --port 5000 --duration 9
+    bg srv-udp "$P1" $(py udp_flow.py) server --port 5001 --duration 9
+    sleep 0.5
+    local f="$W/flows.jsonl"
+    bg cli-quiet-udp "$H" $(py udp_flow.py) client --dst 172.16.70.15 --port 5001 --count 5 --flows "$f" \
+        --role ordinary --why "short UDP exchange on eth2, finished before the first route change"
+    bg cli-quiet-ping "$H" $(py ping.py) --dst 172.16.70.15 --id 4675 --count 3 --interval 0.2 --flows "$f" \
+        --role ordinary --why "ping on eth2, finished before the first route change"
+    sleep 0.2
+    bg cli-tcp "$H" $(py tcp_flow.py) client --dst 172.16.70.15 --port 5000 --count 40 --interval 0.1 --flows "$f" \
+        --role switched --why "long TCP flow across both route changes"
+    local cli=$LASTPID
+    sleep 1.2
+    change ip route add 172.16.70.0/24 dev eth1 scope link src 172.16.70.14 metric 10
+    sleep 1.2
+    change ip route del 172.16.70.0/24 dev eth1 scope link src 172.16.70.14 metric 10
+    wait "$cli"
+}
+finish_no_taken_at() {
+    # the bundle keeps changes.log but its snapshots say nothing of when they were taken; the
+    # removed values go to the work directory (truth.py notes them)
+    local f
+    for f in "$B"/ip/*/taken_at; do
+        printf '%s\t%s\n' "$(basename "$(dirname "$f")")" "$(cat "$f")" >> "$W/removed_taken_at.txt"
+    done
+    rm -f "$B"/ip/*/taken_at
+}
+
 # ---------------------------------------------------------------- one recording
 record_once() {
     local name=$1
@@ -539,7 +787,7 @@ record_once() {
     B="$SAMPLES/$name"; rm -rf "$B"; mkdir -p "$B"
     H="$NSP-$T-host"; S="$NSP-$T-sw"; P1="$NSP-$T-peer"; P2="$NSP-$T-peer2"
     CARDS=(eth1 eth2); V6=0; LOGFAM=4; LOGSEQ=0; LOGNFT=0; LOGNOIN=""; NCHANGE=0; DEVS=()
-    SYSCTL_NOTE=""
+    SYSCTL_NOTE=""; LINKD=0; IPTFMT=save; SYSCTL_ROOT=0; CHSEP=$'\t'; LOGCUSTOM=0
     log "=== $name ($T)"
 
     bg kmsg root python3 "$LAB/kmsg_reader.py" --out "$W/kmsg.jsonl" --stop "$W/kmsg.stop" --timeout 120
@@ -547,7 +795,7 @@ record_once() {
     for _ in $(seq 50); do [ -e "$W/kmsg.stop.ready" ] && break; sleep 0.1; done
 
     "setup_$name"
-    log_rules "$H" "$LOGFAM" "$LOGSEQ" "$LOGNFT"
+    [ "$LOGCUSTOM" = 1 ] || log_rules "$H" "$LOGFAM" "$LOGSEQ" "$LOGNFT"
     ip netns exec "$H" sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.all.arp_announce \
         net.ipv4.conf.all.arp_ignore $SYSCTL_NOTE > "$W/sysctl.txt" 2>&1
     sleep 0.5
@@ -565,6 +813,7 @@ record_once() {
     python3 "$LAB/render_kern.py" --raw "$W/kmsg.jsonl" --bundle "$B" --devices "$(IFS=,; echo "${DEVS[*]}")" \
         --info "$W/kern_info.json" || return 1
     awk '/^btime/ {print $2}' /proc/stat > "$B/btime"
+    if declare -F "finish_$name" >/dev/null; then "finish_$name" || return 1; fi
     python3 "$LAB/truth.py" --scenario "$name" --bundle "$B" --work "$W" --traffic "$t0" "$t1" || return 1
     python3 "$LAB/check.py" "$B" --namespaces "$NSP-$T-" > "$W/check.txt" 2>&1
     local rc=$?

@@ -3,7 +3,7 @@
 
 server: echoes what it gets; with --tick it also sends a short line every TICK seconds on
         every connection (so a peer keeps having unacknowledged data to retransmit).
-client: connects (optionally from --src), sends a small message every --interval seconds,
+client: connects (optionally from --src, with --mark as SO_MARK), sends a small message every --interval seconds,
         --count times, reads echoes, then closes.  The flow is appended to --flows.
 """
 import argparse
@@ -29,6 +29,8 @@ ap.add_argument("--flows")
 ap.add_argument("--role", default="ordinary")
 ap.add_argument("--why", default="")
 ap.add_argument("--initiator", default="host")
+ap.add_argument("--mark", type=int, help="SO_MARK of the client socket (policy routing by fwmark); the flow is "
+                "recorded as soon as the SYN is sent, also when the connection never completes")
 a = ap.parse_args()
 fam = socket.AF_INET6 if ":" in (a.dst or a.bind or a.src or "") else socket.AF_INET
 deadline = time.monotonic() + a.duration
@@ -72,11 +74,25 @@ if a.mode == "server":
 s = socket.socket(fam, socket.SOCK_STREAM)
 if a.src or a.sport:
     s.bind((a.src or "", a.sport))
-s.settimeout(2.0)
-s.connect((a.dst, a.port))
-loc = s.getsockname()
-rem = s.getpeername()
-record(a.flows, "tcp", loc[0], loc[1], rem[0], rem[1], a.role, a.why, a.initiator)
+if a.mark:
+    s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), a.mark)
+    s.setblocking(False)
+    s.connect_ex((a.dst, a.port))  # SYN sent: the source address and port are chosen
+    loc = s.getsockname()
+    record(a.flows, "tcp", loc[0], loc[1], a.dst, a.port, a.role, a.why, a.initiator)
+    _, w, _ = select.select([], [s], [], 2.0)
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if w else None
+    if not w or err:
+        print("client %s:%d -> %s:%d: no connection (%s)" % (loc[0], loc[1], a.dst, a.port,
+                                                            "timeout" if not w else err), file=sys.stderr)
+        s.close()
+        sys.exit(0)
+else:
+    s.settimeout(2.0)
+    s.connect((a.dst, a.port))
+    loc = s.getsockname()
+    rem = s.getpeername()
+    record(a.flows, "tcp", loc[0], loc[1], rem[0], rem[1], a.role, a.why, a.initiator)
 s.setblocking(False)
 sent = 0
 nxt = time.monotonic()

@@ -16,15 +16,29 @@ Issue 8 adds two findings that need more than the captures:
 - dropped_before_hook: a packet on a card's wire, to one of the host's addresses, with no
   filter INPUT LOG line of its own (same addresses, ports, IP ID) while INPUT logged other
   packets of its protocol less than a second before and after it (kern.journal times).
+
+Issue 9 (stacked devices, log evidence):
+- a card is a host device holding an address (not link-local) that has a capture: a macvlan
+  child or a bridge, never the macvlan parent or a bridge port; those lower devices are
+  captured too and only described (host.lower_devices, notes); a bridge's port changes are
+  `port_failovers` (from the frames the bridge sent on its ports), never an egress change;
+- LOG lines (filter OUTPUT/INPUT, IPv4) are paired with the wire by protocol, addresses, ports
+  and IP ID; a flow whose lines name another card than the one its packet was on gets
+  `log_wire_disagreements`;
+- dropped_before_hook judges a packet only if an INPUT LOG rule without a `limit` match covers
+  it (rules from ip/<moment>/iptables.txt, iptables-save or iptables -S); a packet no
+  unconditional rule covers is merely unlogged.  Without iptables.txt, as in issue 8.
 """
 import argparse
 import collections
 import datetime
+import glob
 import ipaddress
 import json
 import os
 import platform
 import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -144,6 +158,109 @@ PLANS = {
             "by the log; TCP runs on eth2."),
         "planned": [("dropped_before_hook", "dropped", ["eth1"])],
     },
+    "macvlan_parent": {
+        "facts": ["F3", "F2", "F7"],
+        "description": (
+            "The host's cards are two macvlan children (mode bridge) of one veth eth1, which holds no address: "
+            "mv1 172.16.70.14/24 and mv2 172.16.70.16/24 (noprefixroute), each with its own MAC, on one "
+            "switch with peer 172.16.70.15. The only route to 172.16.70.0/24 is 'dev mv2 src 172.16.70.16 "
+            "metric 100'. A TCP flow host->peer:5000 sends every 100 ms for 3 s; 1.5 s in, 'ip route add "
+            "172.16.70.0/24 dev mv1 scope link src 172.16.70.14 metric 10': the next segments leave mv1 with "
+            "the pinned source 172.16.70.16 (F3, F2). Captured on the parent eth1 (eth1.pcap) and on both "
+            "children (mv1.pcap, mv2.pcap): the parent sees every packet of its children again (F7). The card "
+            "of a packet is the child holding the address, never the parent. A short UDP exchange and a "
+            "ping on mv2 finish before the change. ip/*/link.json is 'ip -j -d link' (link and linkinfo of "
+            "the children)."),
+        "planned": [("egress_change", "switched", ["mv2", "mv1"]),
+                    ("src_not_on_nic", "switched", ["mv1"])],
+    },
+    "bridge_failover": {
+        "facts": ["F7", "F3"],
+        "description": (
+            "The host's routing-level card is a bridge br0 holding 172.16.70.14/24, with two ports, veths eth1 "
+            "and eth2, both plugged into one switch with peer 172.16.70.15. Only one port has carrier at a "
+            "time: at first the switch side of eth2 is down; 1.5 s into a TCP flow (host->peer:5000, every "
+            "100 ms for 4 s) and a connected UDP flow (host->peer:5001, every 100 ms), the switch side of eth1 "
+            "goes down and 0.3 s later the switch side of eth2 comes up (actions of the switch, not host "
+            "commands: no changes.log). Meanwhile br0 has no forwarding port (NO-CARRIER) and drops what "
+            "it is given (captured on br0, on no port); then the flows continue through eth2. Bridge ports are not cards at the routing level "
+            "(F7): every packet stays on br0, there is no egress change, no src_not_on_nic, no asymmetric "
+            "return; the port change is recorded under port_failovers. Captured on br0, eth1 and eth2; "
+            "ip/*/link.json is 'ip -j -d link' (master and linkinfo of the ports)."),
+        "planned": [],
+    },
+    "mark_reroute": {
+        "facts": ["F3", "F2", "F6", "F7"],
+        "description": (
+            "Host eth1 172.16.70.14/24 and eth2 172.16.70.16/24 (noprefixroute) on one bridge with peer "
+            "172.16.70.15; main table: only '172.16.70.0/24 dev eth2 src 172.16.70.16 metric 100'. Before the "
+            "traffic: 'ip rule add fwmark 0x1 lookup 100 pref 100', table 100: '172.16.70.0/24 dev eth1 scope "
+            "link src 172.16.70.14'. A TCP flow host->peer:5000 sends every 100 ms for 3 s; 1.5 s in, "
+            "'iptables -t mangle -A OUTPUT -p tcp --dport 5000 -j MARK --set-mark 0x1': from then on the "
+            "mangle hook marks each segment and the kernel routes it again by the mark (table 100): it "
+            "leaves eth1 with the pinned source 172.16.70.16 (F3, F2). The filter OUTPUT LOG line of such a "
+            "segment still names the device of the first lookup (OUT=eth2, with MARK=0x1) while the "
+            "segment is on eth1's wire (F7); flows[].log_wire_disagreements counts those lines (paired "
+            "with the wire by addresses, ports and IP ID). A UDP flow to :5001 (same source 172.16.70.16) "
+            "runs across the change unmarked and keeps leaving eth2, but its replies move to eth1: the "
+            "rerouted flow's ARP request from eth1 carries sender 172.16.70.16 (arp_announce=0) and "
+            "re-points the peer's entry for that address to eth1's MAC (F7), so the bystander UDP flow "
+            "gets an asymmetric return without any change of its own. A short UDP exchange and a ping "
+            "finish before the change."),
+        "planned": [("egress_change", "switched", ["eth2", "eth1"]),
+                    ("src_not_on_nic", "switched", ["eth1"]),
+                    ("asymmetric_return", "bystander", ["eth2", "eth1"])],
+    },
+    "sampled_log": {
+        "facts": ["F4", "F6"],
+        "description": (
+            "As rp_filter_drop: host eth1 172.16.70.14/24 (bridge with peer 172.16.70.15, which also holds "
+            "198.51.100.10/32 on lo) with rp_filter=1, eth2 172.16.20.14/24 (bridge with peer2 172.16.20.15); "
+            "main table: connected routes and 'default via 172.16.20.15 dev eth2'; 'ip rule add fwmark 0x1 "
+            "table 100', table 100: 'default via 172.16.70.15 dev eth1'. The LOG rules log only a sample: "
+            "tcp only for port 5000 (OUTPUT --dport 5000, INPUT --sport 5000, every packet), udp for every "
+            "flow but '-m limit --limit 5/second --limit-burst 5' per rule, no icmp rule (ip/*/iptables.txt "
+            "is iptables-save, so the limit is visible). Flows: TCP to 172.16.70.15:5000 (logged), TCP to "
+            "172.16.20.15:5002 (not logged), two UDP flows (sampled), a ping (not logged), all delivered; "
+            "and a TCP connection with SO_MARK 1 to 198.51.100.10:5000: its SYN leaves eth1 (fwmark rule), "
+            "the SYN-ACKs arrive on eth1 and strict rp_filter drops them before filter INPUT (F4), whose "
+            "unlimited port-5000 rule would have logged every one. Only that flow is dropped_before_hook: "
+            "the unlogged packets of the other flows were merely not logged."),
+        "planned": [("dropped_before_hook", "dropped", ["eth1"])],
+    },
+    "messy_optional_inputs": {
+        "facts": ["F3", "F2", "F6"],
+        "description": (
+            "A short egress_switch_tcp (host eth1 172.16.70.14/24, eth2 172.16.70.16/24 on one bridge with peer "
+            "172.16.70.15, only route 'dev eth2 src 172.16.70.16 metric 100'; 1 s into a TCP flow to "
+            "peer:5000, 'ip route add 172.16.70.0/24 dev eth1 scope link src 172.16.70.14 metric 10') whose "
+            "optional files are in the other common forms: ip/<moment>/iptables.txt written by 'iptables "
+            "-S' (no *filter/COMMIT), changes.log with one space between time and command (not a tab), "
+            "conntrack.txt from 'conntrack -L' with its stderr count line, sysctl.txt at the bundle root "
+            "(none under ip/), and notes.txt, a free-text file nicpath does not know. A no-op INPUT rule "
+            "'-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT' makes the namespace track connections."),
+        "planned": [("egress_change", "switched", ["eth2", "eth1"]),
+                    ("src_not_on_nic", "switched", ["eth1"])],
+    },
+    "no_taken_at": {
+        "facts": ["F3", "F2", "F4"],
+        "description": (
+            "egress_switch_tcp with two changes and no snapshot times: host eth1 172.16.70.14/24, eth2 "
+            "172.16.70.16/24 on one bridge with peer 172.16.70.15, only route 'dev eth2 src 172.16.70.16 metric "
+            "100'. A TCP flow host->peer:5000 sends every 100 ms for 4 s; 1.2 s in, 'ip route add "
+            "172.16.70.0/24 dev eth1 scope link src 172.16.70.14 metric 10' (segments leave eth1 with source "
+            "172.16.70.16; the host's ARP request from eth1 with sender 172.16.70.16 re-points the peer, "
+            "so the replies follow to eth1), 1.2 s later 'ip route del' of that route: the segments leave "
+            "eth2 again, but the replies stay on eth1 (the peer's entry for 172.16.70.16 still holds "
+            "eth1's MAC and the host, whose entry for the peer on eth2 is still valid, sends no new ARP "
+            "from eth2): an asymmetric return after the second change (F4, F7). The ip/before, "
+            "ip/after-1, ip/after-2 directories have no taken_at file (removed after the recording): "
+            "they can be placed only by changes.log and their names."),
+        "planned": [("egress_change", "switched", ["eth2", "eth1"]),
+                    ("src_not_on_nic", "switched", ["eth1"]),
+                    ("egress_change", "switched", ["eth1", "eth2"]),
+                    ("asymmetric_return", "switched", ["eth2", "eth1"])],
+    },
     "clean_multihomed": {
         "facts": ["F2", "F3"],
         "description": (
@@ -220,6 +337,102 @@ def load_input_lines(path):
     return out
 
 
+LOG_ANY = re.compile(r"^\[FILTER-(INPUT|OUTPUT) \w+\] IN=(\S*) OUT=(\S*) .*?SRC=(\S+) DST=(\S+) .*? ID=(\d+) "
+                     r".*?PROTO=(\w+)(?: SPT=(\d+) DPT=(\d+))?")
+LOG_MARK = re.compile(r" MARK=(0x[0-9a-fA-F]+)")
+LOG_PHYSIN = re.compile(r" PHYSIN=(\S+)")
+
+
+def load_log_lines(path):
+    """IPv4 filter INPUT/OUTPUT LOG lines of kern.journal: dicts with time, hook, the card the line
+    names (IN= for INPUT, OUT= for OUTPUT), proto, src, dst, sport, dport (None for icmp), ipid,
+    mark, physin."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        m = JOURNAL.match(line.rstrip("\n"))
+        if not m:
+            continue
+        g = LOG_ANY.match(m.group(2))
+        if not g:
+            continue
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        mk, ph = LOG_MARK.search(m.group(2)), LOG_PHYSIN.search(m.group(2))
+        out.append({"t": t, "hook": g.group(1), "card": g.group(2) if g.group(1) == "INPUT" else g.group(3),
+                    "proto": g.group(7).lower(), "src": str(ipaddress.ip_address(g.group(4))),
+                    "dst": str(ipaddress.ip_address(g.group(5))),
+                    "sport": int(g.group(8)) if g.group(8) else None, "dport": int(g.group(9)) if g.group(9) else None,
+                    "ipid": int(g.group(6)), "mark": mk.group(1) if mk else None, "physin": ph.group(1) if ph else None})
+    return out
+
+
+# iptables options that take one value, and the matches whose options this reader evaluates
+IPT_VALUE = {"-i", "-o", "-p", "-s", "-d", "-m", "-j", "--sport", "--dport", "--source-port", "--destination-port",
+             "--limit", "--limit-burst", "--log-prefix", "--log-level", "--icmp-type", "--ctstate", "--state",
+             "--comment", "--mark", "--set-mark", "--to-source", "--to-destination", "--log-tcp-options",
+             "--uid-owner", "--gid-owner"}
+IPT_KNOWN_MATCH = {"tcp", "udp", "icmp", "limit", "comment"}
+
+
+def load_log_rules(path):
+    """LOG rules of an iptables-save or `iptables -S` file: {chain: [rule]}, rule = {conds: [(neg,
+    opt, value)], limited: bool, unknown: bool (a match this reader cannot evaluate)}; None when
+    the file is missing."""
+    if not os.path.exists(path):
+        return None
+    rules = collections.defaultdict(list)
+    for line in open(path):
+        if not line.startswith("-A "):
+            continue
+        toks = shlex.split(line)
+        chain, toks = toks[1], toks[2:]
+        if "-j" not in toks or toks[toks.index("-j") + 1] != "LOG":
+            continue
+        r = {"conds": [], "limited": False, "unknown": False}
+        neg, i = False, 0
+        while i < len(toks) and toks[i] != "-j":
+            t = toks[i]
+            if t == "!":
+                neg = True
+                i += 1
+                continue
+            val = toks[i + 1] if t in IPT_VALUE or (i + 1 < len(toks) and not toks[i + 1].startswith("-")) else None
+            if t == "-m":
+                if val == "limit":
+                    r["limited"] = True
+                elif val not in IPT_KNOWN_MATCH:
+                    r["unknown"] = True
+            elif t in ("-i", "-p", "-s", "-d", "--sport", "--dport", "--source-port", "--destination-port"):
+                r["conds"].append((neg, {"--source-port": "--sport", "--destination-port": "--dport"}.get(t, t), val))
+            elif t in ("--limit", "--limit-burst", "--comment"):
+                pass
+            else:
+                r["unknown"] = True
+            neg = False
+            i += 2 if val is not None else 1
+        rules[chain].append(r)
+    return rules
+
+
+def rule_matches(r, iface, proto, src, dst, sport, dport):
+    for neg, opt, val in r["conds"]:
+        if opt == "-i":
+            m = iface.startswith(val[:-1]) if val.endswith("+") else iface == val
+        elif opt == "-p":
+            m = val in (proto, "all")
+        elif opt in ("-s", "-d"):
+            m = ipaddress.ip_address(src if opt == "-s" else dst) in ipaddress.ip_network(val, strict=False)
+        else:
+            port = sport if opt == "--sport" else dport
+            lo, _, hi = val.partition(":")
+            m = port is not None and int(lo or 0) <= port <= int(hi or lo or 65535)
+        if m == neg:
+            return False
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", required=True)
@@ -232,21 +445,52 @@ def main():
 
     links = json.load(open(os.path.join(B, "ip/before/link.json")))
     addr_before = json.load(open(os.path.join(B, "ip/before/addr.json")))
-    cards = sorted(l["ifname"] for l in links if l["ifname"].startswith("eth"))
+    # the cards: captured devices holding an address that is not link-local (a macvlan child, a
+    # bridge, a plain NIC); other captured devices are lower devices under them (F7)
+    captured = sorted(l["ifname"] for l in links if os.path.exists(os.path.join(B, l["ifname"] + ".pcap")))
+    holders = {l["ifname"] for l in addr_before if l["ifname"] != "lo" and
+               any(not ai["local"].startswith("fe80") for ai in l.get("addr_info", []))}
+    cards = sorted(c for c in captured if c in holders)
+    lower = [c for c in captured if c not in cards]
+    link_of = {l["ifname"]: l for l in links}
     mac = {l["ifname"]: l["address"] for l in links}
+    ports = {c: sorted(l["ifname"] for l in links if l.get("master") == c) for c in cards}
     interfaces = []
     for l in addr_before:
         if l["ifname"] in cards:
-            interfaces.append({"name": l["ifname"], "ifindex": l["ifindex"], "mac": l["address"],
-                               "addresses": ["%s/%d" % (ai["local"], ai["prefixlen"]) for ai in l.get("addr_info", [])
-                                             if not ai["local"].startswith("fe80")]})
+            x = {"name": l["ifname"], "ifindex": l["ifindex"], "mac": l["address"],
+                 "addresses": ["%s/%d" % (ai["local"], ai["prefixlen"]) for ai in l.get("addr_info", [])
+                               if not ai["local"].startswith("fe80")]}
+            li = link_of.get(l["ifname"], {})
+            if "linkinfo" in li:
+                x["kind"] = li["linkinfo"].get("info_kind")
+            if "link" in li:
+                x["lower"] = li["link"]
+            if ports.get(l["ifname"]):
+                x["ports"] = ports[l["ifname"]]
+            interfaces.append(x)
     interfaces.sort(key=lambda i: i["name"])
+    lower_devices = []
+    for c in lower:
+        li = link_of[c]
+        x = {"name": c, "ifindex": li["ifindex"], "mac": li["address"]}
+        if "linkinfo" in li:
+            x["kind"] = li["linkinfo"].get("info_kind")
+        up = [u for u in cards if link_of[u].get("link") == c]
+        if up:
+            x["role"] = "lower device (parent) of " + ", ".join(up)
+        if li.get("master") in cards:
+            x["role"] = "port of bridge " + li["master"]
+        lower_devices.append(x)
 
     changes = []
     cl = os.path.join(B, "changes.log")
+    changes_sep = set()
     if os.path.exists(cl):
         for line in open(cl):
-            t, cmd = line.rstrip("\n").split("\t", 1)
+            m = re.match(r"^(\S+)([\t ])(.*)$", line.rstrip("\n"))
+            t, cmd = m.group(1), m.group(3)
+            changes_sep.add(m.group(2))
             changes.append({"at": float(t), "command": cmd})
     # addresses in force: 'before' from -inf, 'after-N' from change N's time
     addr_epochs = [(float("-inf"), load_addrs(os.path.join(B, "ip/before/addr.json")))]
@@ -339,6 +583,7 @@ def main():
                   packets=len(pk))
         if "nat" in f:
             fl["nat"] = f["nat"]
+        f["_fl"] = fl
         flow_out.append(fl)
         outs = [p for p in pk if p[2] == "out"]
         # egress_change
@@ -374,6 +619,34 @@ def main():
                     findings.append({"kind": "no_route_egress", "flow": key, "ifaces": [outs[-1][1]],
                                      "first_ts": later_in[0][0], "fact": "F3"})
                     break
+
+    # LOG lines against the wire (F6, F7): pair each IPv4 filter OUTPUT/INPUT line with the packet
+    # of a flow it names (protocol, addresses, ports, IP ID, direction); a line naming another card
+    # than the one the packet crossed is a disagreement, and the wire is right
+    log_lines = load_log_lines(os.path.join(B, "kern.journal"))
+    wire_at = collections.defaultdict(list)
+    for fi, f in enumerate(flows):
+        for ts, c, d, i in f["_pk"]:
+            if i["ver"] == 4:
+                sp, dp = (None, None) if i["proto"] == "icmp" else (i["sport"], i["dport"])
+                wire_at[(i["proto"], i["src"], i["dst"], sp, dp, i["ipid"], d)].append((ts, c, fi))
+    disagree = collections.defaultdict(list)
+    paired = collections.Counter()
+    for ln in log_lines:
+        cand = wire_at.get((ln["proto"], ln["src"], ln["dst"], ln["sport"], ln["dport"], ln["ipid"],
+                            "out" if ln["hook"] == "OUTPUT" else "in"))
+        if not cand or len({x[2] for x in cand}) != 1:
+            continue
+        fi = cand[0][2]
+        paired[(fi, ln["hook"])] += 1
+        wcards = sorted({x[1] for x in cand})
+        if ln["card"] not in wcards and len(wcards) == 1:
+            disagree[(fi, ln["hook"], ln["card"], wcards[0])].append((min(x[0] for x in cand), ln["mark"]))
+    for (fi, hook, logged, wcard), lst in sorted(disagree.items(), key=lambda kv: min(kv[1])[0]):
+        lst.sort()
+        flows[fi]["_fl"].setdefault("log_wire_disagreements", []).append({
+            "hook": hook, "logged": logged, "wire": wcard, "count": len(lst), "first_ts": round(lst[0][0], 6),
+            "marks": sorted({m for _, m in lst if m}), "lines_paired": paired[(fi, hook)]})
 
     # reply_address_mismatch: packets to a flow's local address/port from its remote port,
     # but from another address, that belong to no flow
@@ -420,6 +693,26 @@ def main():
     # other packets of its protocol around it
     inputs = load_input_lines(os.path.join(B, "kern.journal"))
     logged = {(p, s_, d, sp, dp, ipid) for _, p, s_, d, sp, dp, ipid in inputs}
+    # the LOG rules in force (ip/<moment>/iptables.txt): only a packet that an INPUT LOG rule
+    # without a limit covers must have its line; None = no rules known (judge as in issue 8)
+    rule_epochs = [(float("-inf"), load_log_rules(os.path.join(B, "ip/before/iptables.txt")))]
+    for n_, c_ in enumerate(changes, 1):
+        rule_epochs.append((c_["at"], load_log_rules(os.path.join(B, "ip/after-%d/iptables.txt" % n_))))
+
+    def rules_at(ts):
+        cur = rule_epochs[0][1]
+        for t, r in rule_epochs:
+            if ts >= t:
+                cur = r
+        return cur
+
+    def covered(ts, iface, proto, src, dst, sport, dport):
+        r = rules_at(ts)
+        if not r or not r.get("INPUT"):
+            return None
+        return any(not x["limited"] and not x["unknown"] and rule_matches(x, iface, proto, src, dst, sport, dport)
+                   for x in r["INPUT"])
+
     for f in flows:
         key = {k: f[k] for k in ("proto", "src", "sport", "dst", "dport")}
         for ts, c, d, i in f["_pk"]:
@@ -434,6 +727,8 @@ def main():
             if i["proto"] == "icmp":
                 seen = seen[:2] + (None, None)
             if (i["proto"], *seen, i["ipid"]) in logged:
+                continue
+            if covered(ts, c, i["proto"], *seen) is False:
                 continue
             around = [t for t, p, *_ in inputs if p == i["proto"] and abs(t - ts) <= 1.0]
             if any(t <= ts for t in around) and any(t >= ts for t in around):
@@ -505,7 +800,7 @@ def main():
                          "recording; kern.journal/kern.syslog use wall = kmsg usec + %.6f, calibrated from the "
                          "read times of the records (time.time() - CLOCK_MONOTONIC was %.6f)"
                          % (k["kmsg_minus_monotonic_s"], k["calibrated_offset"], k["naive_offset"]))
-    if conntrack:
+    if conntrack and any("nat" in f for f in flows):
         notes.append("translations from conntrack.txt: " + "; ".join(
             "%s %s:%s -> %s:%s as %s:%s -> %s:%s" % (f["proto"], f["src"], f["sport"], f["dst"], f["dport"],
                                                     f["nat"]["src"], f["nat"]["sport"], f["nat"]["dst"],
@@ -519,6 +814,126 @@ def main():
     sysctl = os.path.join(a.work, "sysctl.txt")
     if os.path.exists(sysctl):
         notes.append("host sysctls: " + "; ".join(l.strip() for l in open(sysctl) if l.strip()))
+    # ---- issue 9: stacked devices, bridge port changes, LOG evidence, bundle variants
+    frames_of = {}
+
+    def frames(dev):
+        if dev not in frames_of:
+            frames_of[dev] = pcaplib.read_pcap(os.path.join(B, dev + ".pcap"))[1]
+        return frames_of[dev]
+
+    # a macvlan parent sees every frame of its children again (F7)
+    for low in lower_devices:
+        up = [u for u in cards if link_of[u].get("link") == low["name"]]
+        if not up:
+            continue
+        par = collections.Counter(fr for _, fr in frames(low["name"]))
+        parts = []
+        for u in up:
+            ch = collections.Counter(fr for _, fr in frames(u))
+            parts.append("%d of the %d frames on %s" % (sum((ch & par).values()), sum(ch.values()), u))
+        own = par - sum((collections.Counter(fr for _, fr in frames(u)) for u in up), collections.Counter())
+        notes.append("the capture on %s (lower device of %s) holds again %s; it has %d frames that are on no child "
+                     "capture" % (low["name"], ", ".join(up), ", ".join(parts), sum(own.values())))
+    # bridge port changes: from the frames the bridge sent out of its ports (F7: not cards)
+    port_failovers = None
+    for c in cards:
+        pl = [p for p in ports.get(c, []) if p in captured]
+        if not pl:
+            continue
+        port_failovers = port_failovers or []
+        sent, recv, on_port = [], [], collections.defaultdict(list)
+        for p in pl:
+            for ts, fr in frames(p):
+                dm, sm, _, _ = pcaplib.eth_split(fr)
+                if sm == mac[c]:
+                    sent.append((ts, p))
+                    on_port[fr].append(ts)
+                elif dm == mac[c]:
+                    recv.append((ts, p))
+        sent.sort()
+        recv.sort()
+        lost = []  # frames the bridge was given (captured on it, outgoing) that left through no port:
+        for ts, fr in frames(c):  # no copy of the same bytes on a port within 10 ms
+            if pcaplib.eth_split(fr)[1] == mac[c]:
+                near = [t for t in on_port[fr] if abs(t - ts) < 0.01]
+                if near:
+                    on_port[fr].remove(min(near, key=lambda t: abs(t - ts)))
+                else:
+                    lost.append(ts)
+        cur = last = None
+        for ts, p in sent:
+            if cur is not None and p != cur:
+                first_in = next((t for t, q in recv if q == p and t >= last), None)
+                port_failovers.append({
+                    "card": c, "from": cur, "to": p, "first_ts": round(ts, 6), "last_ts_on_from": round(last, 6),
+                    "first_in_ts_on_to": round(first_in, 6) if first_in is not None else None,
+                    "sent_on_no_port_between": sum(1 for t in lost if last < t < ts)})
+            cur, last = p, ts
+        per = collections.Counter(p for _, p in sent)
+        notes.append("frames sent by %s on its ports: %s; %d frames given to %s left through no port%s" % (
+            c, ", ".join("%s %d" % kv for kv in sorted(per.items())), len(lost), c,
+            " (%.6f to %.6f)" % (lost[0], lost[-1]) if lost else ""))
+        phys = collections.Counter(ln["physin"] for ln in log_lines if ln["hook"] == "INPUT" and ln["card"] == c)
+        if any(phys):
+            notes.append("filter INPUT LOG lines with IN=%s carry PHYSIN= (br_netfilter): %s" % (
+                c, ", ".join("%s %d" % (k or "none", n) for k, n in sorted(phys.items(), key=lambda kv: str(kv[0])))))
+    ev = os.path.join(a.work, "events.log")
+    if os.path.exists(ev):
+        notes.append("actions outside the host (not host commands, so not in changes.log): " + "; ".join(
+            "%s in %s: %s" % tuple(l.rstrip("\n").split("\t", 2)) for l in open(ev) if l.strip()))
+    # LOG lines that name another card than the wire
+    for f in flows:
+        for x in f["_fl"].get("log_wire_disagreements", []):
+            notes.append("%s flow %s %s:%s -> %s:%s: %d of its %d paired filter %s LOG lines say %s=%s%s while the "
+                         "packet was on %s's wire (first at %.6f)" % (
+                             f["role"], f["proto"], f["src"], f["sport"], f["dst"], f["dport"], x["count"],
+                             x["lines_paired"], x["hook"], "OUT" if x["hook"] == "OUTPUT" else "IN", x["logged"],
+                             " with MARK=" + "/".join(x["marks"]) if x["marks"] else "", x["wire"], x["first_ts"]))
+    # how much of each flow the LOG rules covered, when they log a sample only
+    rsets = [r for _, r in rule_epochs if r]
+    if any(x["limited"] or any(o in ("--sport", "--dport") for _, o, _ in x["conds"])
+           for r in rsets for ch in r.values() for x in ch):
+        for fi, f in enumerate(flows):
+            n_out = sum(1 for p in f["_pk"] if p[2] == "out")
+            n_in = sum(1 for p in f["_pk"] if p[2] == "in")
+            notes.append("LOG coverage of the %s flow %s %s:%s -> %s:%s: %d of %d outgoing packets have a filter "
+                         "OUTPUT line, %d of %d incoming a filter INPUT line" % (
+                             f["role"], f["proto"], f["src"], f["sport"], f["dst"], f["dport"],
+                             paired[(fi, "OUTPUT")], n_out, paired[(fi, "INPUT")], n_in))
+    # bundle variants of the optional files (only what differs from the lab's usual forms)
+    variants = []
+    ipt = sorted(glob.glob(os.path.join(B, "ip/*/iptables.txt")))
+    if ipt and all(not any(l.startswith("*") for l in open(x)) and any(l.startswith("-P ") for l in open(x))
+                   for x in ipt):
+        variants.append("ip/<moment>/iptables.txt written by 'iptables -S' (no *table, :CHAIN or COMMIT lines)")
+    if " " in changes_sep:
+        variants.append("changes.log fields separated by one space, not a tab")
+    ctf = os.path.join(B, "conntrack.txt")
+    if os.path.exists(ctf) and any("flow entries have been shown" in l for l in open(ctf)):
+        ctl = [l.strip() for l in open(ctf) if l.strip()]
+        at = next(n for n, l in enumerate(ctl, 1) if "flow entries have been shown" in l)
+        variants.append("conntrack.txt holds conntrack's stderr count line '%s' as line %d of %d%s" % (
+            ctl[at - 1], at, len(ctl), " (with 2>&1 into a file stderr comes first: conntrack's stdout is "
+                                       "flushed only at exit)" if at == 1 else ""))
+    if os.path.exists(os.path.join(B, "sysctl.txt")):
+        variants.append("sysctl.txt at the bundle root (%s)" % ("and under ip/" if glob.glob(
+            os.path.join(B, "ip/*/sysctl.txt")) else "none under ip/"))
+    known = {"any.pcap", "all.pcapng", "kern.dmesg", "kern.journal", "kern.syslog", "btime", "changes.log",
+             "conntrack.txt", "scenario.json", "ip", "sysctl.txt"}
+    unknown = sorted(x for x in os.listdir(B) if x not in known and not x.endswith(".pcap"))
+    if unknown:
+        variants.append("files nicpath does not know: " + ", ".join(unknown))
+    no_t = sorted(os.path.basename(os.path.dirname(x)) for x in glob.glob(os.path.join(B, "ip/*/addr.json"))
+                  if not os.path.exists(os.path.join(os.path.dirname(x), "taken_at")))
+    if no_t:
+        variants.append("ip/%s have no taken_at" % ", ip/".join(no_t))
+    rt = os.path.join(a.work, "removed_taken_at.txt")
+    if os.path.exists(rt):
+        variants.append("the removed taken_at values were: " + "; ".join(
+            l.strip().replace("\t", " ") for l in open(rt) if l.strip()))
+    if variants:
+        notes.append("bundle variants: " + "; ".join(variants))
 
     ktxt = []
     kinds = collections.Counter(x["kind"] for x in findings)
@@ -527,6 +942,9 @@ def main():
             "%s (%d)" % kv for kv in sorted(kinds.items())) + ".")
     else:
         ktxt.append(" The captures show no finding.")
+    if port_failovers:
+        ktxt[0] += " Bridge port failovers: " + ", ".join(
+            "%s %s -> %s at %.6f" % (x["card"], x["from"], x["to"], x["first_ts"]) for x in port_failovers) + "."
 
     quiet = []
     bad = {tuple(sorted(x["flow"].items())) for x in findings}
@@ -550,6 +968,10 @@ def main():
         "quiet_flows": quiet,
         "notes": notes,
     }
+    if lower_devices:
+        out["host"]["lower_devices"] = lower_devices
+    if port_failovers is not None:
+        out["port_failovers"] = port_failovers
     with open(os.path.join(B, "scenario.json"), "w") as fh:
         json.dump(out, fh, indent=2)
         fh.write("\n")
