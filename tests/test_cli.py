@@ -172,15 +172,20 @@ def test_jobs_default_to_the_core_count_up_to_four(monkeypatch):
         ("ip/before/sysctl.txt", "net.ipv4.conf.all.rp_filter\n", "line 1"),
     ],
 )
-def test_bad_kernel_state_files_are_one_line_and_exit_2(tmp_path, name, content, where):
+def test_bad_kernel_state_files_are_listed_and_the_analysis_goes_on(tmp_path, name, content, where):
+    """An optional file that cannot be read is one line under the inputs, with the line and
+    what was wrong; the findings are those of the bundle without it (exit 1, not 2)."""
     bundle = tmp_path / "b"
     shutil.copytree(ROOT / "samples" / "nat_pinned", bundle)
     (bundle / name).write_text(content)
-    for command in ("inspect", "analyze"):
+    for command, code in (("inspect", 0), ("analyze", 1)):
         res = run(command, str(bundle))
-        assert res.exit_code == 2, (command, res.output)
-        assert res.output.startswith("nicpath: error: ") and str(bundle / name) in res.output
-        assert where in res.output
+        assert res.exit_code == code, (command, res.output)
+        (line,) = [x for x in res.output.splitlines() if x.strip().startswith("unreadable ")]
+        assert f"unreadable {bundle / name}: " in line and where in line, line
+    doc = json.loads(run("analyze", str(bundle), "--format", "json").output)
+    assert [u["path"] for u in doc["inputs"]["unreadable"]] == [str(bundle / name)]
+    assert [f["kind"] for f in doc["findings"]] == ["nat_pinned"]
 
 
 def test_nat_flows_and_findings_from_the_command_line(tmp_path):

@@ -30,8 +30,17 @@ class Analysis:
     netstate: NetState
 
     def counts(self) -> list[dict[str, Any]]:
-        """Per input file: what was read, used and skipped (captures, logs, conntrack.txt)."""
+        """Per input file: what was read, used and skipped (captures, logs, conntrack.txt,
+        sysctl.txt), then each optional input that could not be read (``path``, ``reason``)."""
+        return self.files() + self.unreadable()
+
+    def files(self) -> list[dict[str, Any]]:
+        """Per input file read: what was read, used and skipped."""
         return self.events.counts() + [r.to_dict() for r in self.netstate.reports]
+
+    def unreadable(self) -> list[dict[str, str]]:
+        """The optional inputs that could not be read, with why: the analysis went on without."""
+        return [{"path": p, "reason": r} for p, r in self.events.inputs.unreadable]
 
     def flows_records(self) -> list[dict[str, Any]]:
         return list(self.iter_flows())
@@ -76,9 +85,10 @@ class Analysis:
     def _document(self) -> dict[str, Any]:
         return {
             "inputs": {
-                "files": self.counts(),
+                "files": self.files(),
                 "clock": self.events.clock.to_dict(),
                 "ignored": [{"path": p, "reason": r} for p, r in self.events.inputs.ignored],
+                "unreadable": self.unreadable(),
             },
             "detectors": self.detectors,
         }

@@ -59,7 +59,14 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for entry in snapshots:
         moment = extra.get(entry["path"])
         entry["netfilter"] = [
-            {"path": r.path, "rules": len(r.rules), "nat_rules": len(r.nat_rules)}
+            {
+                "path": r.path,
+                "form": r.form,
+                "rules": len(r.rules),
+                "nat_rules": len(r.nat_rules),
+                "sampled_log_rules": len(r.sampled_log_rules),
+                "notes": list(r.notes),
+            }
             for r in (moment.rulesets if moment else ())
         ]
         entry["sysctl"] = moment.sysctls.path if moment and moment.sysctls else None
@@ -88,10 +95,12 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
         "ip_snapshots": snapshots,
         "boot_time": result.inputs.boot_time,
         "changes": [{"at": t, "command": c} for t, c in result.inputs.changes],
-        "conntrack": [r.to_dict() for r in state.reports],
+        "conntrack": [r.to_dict() for r in state.reports if r.format == "conntrack"],
+        "sysctl": [r.to_dict() for r in state.reports if r.format == "sysctl"],
         "martian_lines": len(state.martians),
         "scenarios": result.inputs.scenarios,
         "ignored": [{"path": p, "reason": r} for p, r in result.inputs.ignored],
+        "unreadable": [{"path": p, "reason": r} for p, r in result.inputs.unreadable],
     }
 
 
@@ -144,7 +153,15 @@ def render_text(report: dict[str, Any]) -> str:
             addrs = " ".join(i["addresses"]) or "no address"
             lines.append(f"    {i['ifindex']}: {i['name']} {i['mac'] or ''} {addrs}")
         for r in s.get("netfilter", []):
-            lines.append(f"    {r['path']}: {r['rules']} rules, {r['nat_rules']} NAT rules")
+            sampled = (
+                f", {r['sampled_log_rules']} sampled LOG rules" if r["sampled_log_rules"] else ""
+            )
+            lines.append(
+                f"    {r['path']}: {r['form']}, {r['rules']} rules, {r['nat_rules']} NAT rules"
+                + sampled
+            )
+            for note in r["notes"]:
+                lines.append(f"        note: {note}")
         if s.get("sysctl"):
             lines.append(f"    {s['sysctl']}: sysctls (rp_filter, log_martians)")
     for c in report.get("conntrack", []):
@@ -152,6 +169,10 @@ def render_text(report: dict[str, Any]) -> str:
             f"{c['path']}: conntrack -L, {c['used']} entries, "
             f"{c['detail'].get('translated', 0)} translated"
         )
+        lines += _skipped_lines(c)
+    for c in report.get("sysctl", []):
+        lines.append(f"{c['path']}: sysctl, {c['used']} values")
+        lines += _skipped_lines(c)
     if report.get("martian_lines"):
         lines.append(f"martian lines in the kernel logs: {report['martian_lines']}")
     if report["boot_time"] is not None:
@@ -162,4 +183,12 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"change at {_iso(int(c['at'] * 1e9))}: {c['command']}")
     for i in report["ignored"]:
         lines.append(f"ignored {i['path']}: {i['reason']}")
+    for i in report["unreadable"]:
+        lines.append(f"unreadable {i['path']}: {i['reason']}")
     return "\n".join(lines)
+
+
+def _skipped_lines(report: dict[str, Any]) -> list[str]:
+    """A conntrack or sysctl file's skipped lines by reason, and its warnings."""
+    lines = [f"    skipped {count}: {reason}" for reason, count in report["skipped"].items()]
+    return lines + [f"    warning: {w}" for w in report["warnings"]]

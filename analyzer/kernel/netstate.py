@@ -5,18 +5,25 @@ martian lines and the changes made during the incident.
 ``nft.txt`` and ``sysctl.txt`` say which NAT rules and which ``rp_filter`` were in force at each
 moment; martian lines of the kernel log name packets the reverse-path filter dropped (F4);
 ``changes.log`` says what was run when. Detectors read them through ``Context.netstate``.
+
+All of them are optional: a file that cannot be read is listed in the inputs' ``unreadable`` with
+why, and the state is read without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..events.stream import EventsResult
 from ..sources import conntrack, martians
 from ..sources.base import SourceReport
+from ..sources.bundle import Inputs, unreadable_entry
 from ..sources.ipsnap import read_snapshots
 from ..sources.nfrules import Ruleset, read_rulesets
+from ..sources.sysctl import FILE as SYSCTL_FILE
 from ..sources.sysctl import Sysctls, read_sysctls
 
 
@@ -39,6 +46,7 @@ class NetState:
     conntrack: tuple[conntrack.ConntrackEntry, ...] = ()
     martians: tuple[martians.Martian, ...] = ()
     changes: tuple[tuple[float, str], ...] = ()
+    #: What each conntrack and sysctl file read held: lines read, used, skipped by reason.
     reports: list[SourceReport] = field(default_factory=list)
 
     def at(self, ts: float) -> Moment | None:
@@ -78,34 +86,51 @@ class NetState:
         }
 
 
+def _state(
+    directory: str, inputs: Inputs, reports: list[SourceReport]
+) -> tuple[tuple[Ruleset, ...], Sysctls | None]:
+    """The rulesets and sysctls of one directory; a file that cannot be read is listed."""
+    unreadable: list[tuple[str, str]] = []
+    rulesets = tuple(read_rulesets(directory, unreadable=unreadable))
+    sysctls = None
+    try:
+        sysctls = read_sysctls(directory)
+    except (InputError, OSError) as exc:
+        unreadable.append(unreadable_entry(Path(directory) / SYSCTL_FILE, exc))
+    if sysctls is not None and sysctls.report is not None:
+        reports.append(sysctls.report)
+    for path, reason in unreadable:
+        inputs.list_unreadable(path, reason)
+    return rulesets, sysctls
+
+
 def load(events: EventsResult) -> NetState:
     """Read the kernel state that goes with the inputs ``events`` was read from.
 
-    Raw dmesg martian lines are placed with the boot time the clock alignment used."""
+    Raw dmesg martian lines are placed with the boot time the clock alignment used. Files that
+    cannot be read are added to ``events.inputs.unreadable``."""
     inputs = events.inputs
     moments = []
+    reports: list[SourceReport] = []
     for directory in inputs.ip_dirs:
-        for snap in read_snapshots(directory).snapshots:
+        unreadable: list[tuple[str, str]] = []
+        host = read_snapshots(directory, unreadable=unreadable)
+        for path, reason in unreadable:
+            inputs.list_unreadable(path, reason)
+        for snap in host.snapshots:
             moments.append(
-                Moment(
-                    snap.moment,
-                    snap.taken_at,
-                    snap.path,
-                    tuple(read_rulesets(snap.path)),
-                    read_sysctls(snap.path),
-                )
+                Moment(snap.moment, snap.taken_at, snap.path, *_state(snap.path, inputs, reports))
             )
     for directory in inputs.state_dirs:  # the top of a bundle: the state from its start
-        moments.append(
-            Moment(
-                "bundle", None, directory, tuple(read_rulesets(directory)), read_sysctls(directory)
-            )
-        )
+        moments.append(Moment("bundle", None, directory, *_state(directory, inputs, reports)))
     moments.sort(key=lambda m: (m.taken_at is not None, m.taken_at or 0.0))
     entries: list[conntrack.ConntrackEntry] = []
-    reports = []
     for path in inputs.conntrack:
-        found, report = conntrack.read(path)
+        try:
+            found, report = conntrack.read(path)
+        except (InputError, OSError) as exc:
+            inputs.list_unreadable(*unreadable_entry(path, exc))
+            continue
         entries.extend(found)
         reports.append(report)
     boot = events.clock.boot_time_used or inputs.boot_time

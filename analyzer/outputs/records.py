@@ -40,10 +40,15 @@ def write_jsonl(table: pa.Table, out: TextIO) -> None:
 
 
 def counts_lines(reports: list[dict[str, Any]], clock: dict[str, Any] | None = None) -> list[str]:
-    """Per input: records read, rows used, skipped by reason; then clock alignment notes."""
+    """Per input: records read, rows used, skipped by reason; an optional input that could not
+    be read (``{"path", "reason"}``, no counts) as ``unreadable PATH: REASON``; then clock
+    alignment notes."""
     lines = ["inputs:"]
     for r in reports:
-        unit = "lines" if r["format"] in ("kernlog", "conntrack") else "packets"
+        if "reason" in r:
+            lines.append(f"  unreadable {r['path']}: {r['reason']}")
+            continue
+        unit = "lines" if r["format"] in ("kernlog", "conntrack", "sysctl") else "packets"
         skipped = sum(r["skipped"].values())
         lines.append(
             f"  {r['path']}: {r['records']} {unit} read, {r['used']} used, {skipped} skipped"

@@ -10,6 +10,11 @@ The first tuple is the original direction, as the initiator sent it; the second 
 direction as the peer sends it, so its reverse is the original direction after NAT (F5: the
 mapping conntrack applies to every packet of the connection). ICMP tuples carry ``type= code=
 id=`` instead of ports; the echo id stands for both ports, as in nicpath's flows.
+
+conntrack prints its count line (``conntrack v1.4.7 (conntrack-tools): 3 flow entries have been
+shown.``) on stderr: saved with ``2>&1`` it lands anywhere, often on the first line. It, the
+other messages of conntrack-tools, comment lines (``# conntrack -L at ...``) and blank lines are
+counted as skipped; any other line that is not an entry makes the file unreadable.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from .capture import read_bytes
 
 #: The summary conntrack prints (on stderr, but often captured with ``2>&1``).
 SUMMARY = re.compile(r"^conntrack v\S+ \(conntrack-tools\): \d+ flow entries have been shown\.$")
+#: Any other message of conntrack-tools (``Operation failed: ...``).
+TOOL_MESSAGE = re.compile(r"^conntrack v\S+ \(conntrack-tools\): (.*)$")
 ENTRY = re.compile(r"^(?:(ipv4|ipv6)\s+\d+\s+)?([a-z0-9-]+)\s+(\d+)\s+(\d+)\s+(.*)$")
 TCP_STATES = {
     "NONE",
@@ -103,12 +110,14 @@ class ConntrackEntry:
 
 
 def looks_like_conntrack(head: bytes) -> bool:
-    """True when the first non-empty line of ``head`` is a conntrack entry or its summary."""
-    for line in head.decode("utf-8", "replace").splitlines()[:5]:
-        if not line.strip():
+    """True when the first line of ``head`` that is not blank or a comment is a conntrack
+    entry or a message of conntrack-tools (its count line)."""
+    for raw in head.decode("utf-8", "replace").splitlines()[:10]:
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
-        m = ENTRY.match(line.strip())
-        return bool(SUMMARY.match(line.strip()) or (m and "src=" in line and "dst=" in line))
+        m = ENTRY.match(line)
+        return bool(TOOL_MESSAGE.match(line) or (m and "src=" in line and "dst=" in line))
     return False
 
 
@@ -149,8 +158,8 @@ def _tuple(d: dict[str, str]) -> Tuple:
 
 
 def parse_lines(lines: list[str], *, source: str) -> tuple[list[ConntrackEntry], SourceReport]:
-    """Entries of ``conntrack -L`` lines; a line that is neither an entry nor the summary is an
-    InputError naming the line."""
+    """Entries of ``conntrack -L`` lines; a line that is none of the skipped kinds and not an
+    entry is an InputError naming the line."""
     report = SourceReport(path=source, format="conntrack")
     entries: list[ConntrackEntry] = []
     for no, raw in enumerate(lines, 1):
@@ -159,8 +168,16 @@ def parse_lines(lines: list[str], *, source: str) -> tuple[list[ConntrackEntry],
         if not line:
             report.skip("empty line")
             continue
+        if line.startswith("#"):
+            report.skip("comment line")
+            continue
         if SUMMARY.match(line):
             report.skip("conntrack summary line")
+            continue
+        message = TOOL_MESSAGE.match(line)
+        if message:
+            report.skip("conntrack-tools message")
+            report.warnings.append(f"line {no}: conntrack said {message.group(1)!r}")
             continue
         m = ENTRY.match(line)
         try:

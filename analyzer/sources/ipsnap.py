@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .bundle import unreadable_entry
 
 PARTS = ("addr", "link", "route", "rule", "route6", "rule6")
 
@@ -121,6 +122,9 @@ class Snapshot:
     sysctls: dict = field(default_factory=dict, compare=False)
     #: which parts the directory held (``rule6`` absent: the IPv6 rules are not known)
     parts: tuple[str, ...] = ()
+    #: how ``taken_at`` was found when the moment had no ``taken_at`` file (``changes.log``,
+    #: file times, the moments' order); None when the file gave it
+    placed_by: str | None = None
 
     def link_by_index(self, index: int) -> Link | None:
         return next((link for link in self.links if link.ifindex == index), None)
@@ -394,6 +398,7 @@ def _links_text(lines: list[str], path: str) -> list[Link]:
         m = LINK_HEAD.match(line)
         if m:
             if cur:
+                cur.pop("details", None)
                 out.append(Link(**cur))
             idx, name, parent, kv = _link_head(m, path, no)
             cur = {
@@ -408,11 +413,23 @@ def _links_text(lines: list[str], path: str) -> list[Link]:
                 "group": kv.get("group"),
                 "flags": tuple(f for f in m.group(4).split(",") if f),
             }
-        elif cur is not None and line.strip().startswith("link/ether"):
-            cur["mac"] = line.split()[1]
+        elif cur is not None and line.strip().startswith("link/"):
+            if line.strip().startswith("link/ether"):
+                cur["mac"] = line.split()[1]
+            cur["details"] = True
+        elif cur is not None and cur.pop("details", False):
+            # ``ip -d link``: the line after link/ names the kind (veth, macvlan, bridge, ...)
+            word = line.split()[0] if line.split() else ""
+            if word not in NOT_KINDS and not word.endswith("_slave"):
+                cur["kind"] = word
     if cur:
+        cur.pop("details", None)
         out.append(Link(**cur))
     return out
+
+
+#: What ``ip -d link`` may print first on the line after ``link/...`` that is not a kind.
+NOT_KINDS = {"addrgenmode", "altname", "alias", "vf", "prop", "promiscuity"}
 
 
 def _addrs_text(lines: list[str], path: str) -> list[Address]:
@@ -638,13 +655,28 @@ def looks_like_ip_text(head: bytes) -> str | None:
     return None
 
 
-def _load(path: Path, part: str) -> list:
+def _load(path: Path, part: str, unreadable: list[tuple[str, str]] | None = None) -> list:
+    """One part of a moment, from ``PART.json``, else ``PART.txt``.
+
+    A file that cannot be read raises InputError; with ``unreadable`` given it is listed there
+    instead and the other form, when there is one, is read: the moment keeps what can be read."""
+    for source in (path / f"{part}.json", path / f"{part}.txt"):
+        if not source.exists():
+            continue
+        try:
+            return _read_part(source, part)
+        except (InputError, OSError) as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(unreadable_entry(source, exc))
+    return []
+
+
+def _read_part(source: Path, part: str) -> list:
+    """One file of a part, as ``ip -j`` (``.json``) or ``ip`` (``.txt``) prints it."""
     family = 6 if part.endswith("6") else None
     base = part.rstrip("6")
-    jfile, tfile = path / f"{part}.json", path / f"{part}.txt"
-    source = jfile if jfile.exists() else tfile if tfile.exists() else None
-    if source is None:
-        return []
+    jfile = source if source.suffix == ".json" else None
     try:
         text = source.read_bytes().decode("utf-8")
         if source is jfile:
@@ -679,35 +711,62 @@ def _load(path: Path, part: str) -> list:
         ) from None
 
 
-def read_snapshot(path: str | os.PathLike) -> Snapshot:
-    """One moment directory (``ip/before/``) holding any of the parts."""
+def read_snapshot(
+    path: str | os.PathLike, *, unreadable: list[tuple[str, str]] | None = None
+) -> Snapshot:
+    """One moment directory (``ip/before/``) holding any of the parts.
+
+    A file that cannot be read raises InputError; with ``unreadable`` given it is listed there
+    (file, why) instead and the moment is kept without it (``parts`` names only what was read;
+    an unreadable ``taken_at`` leaves the time unknown)."""
     p = Path(path)
+    listed: list[tuple[str, str]] = []  # this moment's unreadable files
+
+    def cannot_read(file: Path, exc: InputError | OSError) -> None:
+        if unreadable is None:
+            raise exc
+        listed.append(unreadable_entry(file, exc))
+
     taken = p / "taken_at"
     taken_at = None
     if taken.exists():
         try:
-            taken_at = float(taken.read_text().strip())
-        except ValueError:
-            raise InputError(
-                taken, "taken_at must hold epoch seconds", record=1, unit="line"
-            ) from None
-    parts = {part: _load(p, part) for part in PARTS}
+            taken_at = _taken_at(taken)
+        except (InputError, OSError) as exc:
+            cannot_read(taken, exc)
+    parts = {part: _load(p, part, None if unreadable is None else listed) for part in PARTS}
     links = parts["link"]
     if not links and parts["addr"]:
         # ip addr lists every link too; use it when link.* is absent.
         txt = p / "addr.txt"
         if txt.exists():
-            links = _links_text(txt.read_text().splitlines(), str(txt))
+            try:
+                links = _links_text(_utf8(txt).splitlines(), str(txt))
+            except (InputError, OSError) as exc:
+                cannot_read(txt, exc)
     # `ip route show table all` also lists the IPv6 routes that route6.* holds: keep one of each.
     known = set(parts["route"])
     routes = parts["route"] + [r for r in parts["route6"] if r not in known]
     rules = parts["rule"] + [r for r in parts["rule6"] if r not in parts["rule"]]
+    failed = {file for file, _ in listed}
     found = [
-        part for part in PARTS if any((p / f"{part}.{ext}").exists() for ext in ("json", "txt"))
+        part
+        for part in PARTS
+        if any(
+            (p / f"{part}.{ext}").exists() and str(p / f"{part}.{ext}") not in failed
+            for ext in ("json", "txt")
+        )
     ]
-    sysctls = read_sysctls(p / "sysctl.txt") if (p / "sysctl.txt").exists() else {}
+    sysctls: dict[str, str] = {}
+    if (p / "sysctl.txt").exists():
+        try:
+            sysctls = read_sysctls(p / "sysctl.txt")
+        except (InputError, OSError) as exc:
+            cannot_read(p / "sysctl.txt", exc)
     if sysctls:
         found.append("sysctl")
+    if unreadable is not None:
+        unreadable.extend(listed)
     return Snapshot(
         p.name,
         taken_at,
@@ -721,6 +780,21 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
     )
 
 
+def _utf8(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, "not UTF-8 text", offset=exc.start) from None
+
+
+def _taken_at(path: Path) -> float:
+    text = _utf8(path).strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(path, "taken_at must hold epoch seconds", record=1, unit="line") from None
+
+
 def read_sysctls(path: str | os.PathLike) -> dict[str, str]:
     """``sysctl.txt``: ``key = value`` lines, as ``sysctl net.ipv4.conf`` prints them."""
     from .sysctl import read_file
@@ -728,8 +802,13 @@ def read_sysctls(path: str | os.PathLike) -> dict[str, str]:
     return read_file(path).values
 
 
-def read_snapshots(path: str | os.PathLike) -> HostState:
-    """A bundle (reads ``ip/*/``), an ``ip/`` directory, or one moment directory."""
+def read_snapshots(
+    path: str | os.PathLike, *, unreadable: list[tuple[str, str]] | None = None
+) -> HostState:
+    """A bundle (reads ``ip/*/``), an ``ip/`` directory, or one moment directory.
+
+    The snapshots are an optional input: a file that cannot be read is left out of its moment
+    and listed in ``unreadable`` (file, why) when given, never an error."""
     p = Path(path)
     if (p / "ip").is_dir():
         p = p / "ip"
@@ -740,15 +819,25 @@ def read_snapshots(path: str | os.PathLike) -> HostState:
         or (p / "sysctl.txt").exists()
     )
     dirs = [p] if has_parts else sorted(d for d in p.iterdir() if d.is_dir())
-    snaps = [read_snapshot(d) for d in dirs]
+    listed: list[tuple[str, str]] = []
+    snaps = [read_snapshot(d, unreadable=listed) for d in dirs]
     # nicpath collect writes one sysctl.txt for the bundle; a moment's own wins.
     bundle_sysctl = p.parent / "sysctl.txt" if p.name == "ip" else None
     if bundle_sysctl is not None and bundle_sysctl.exists():
-        shared = read_sysctls(bundle_sysctl)
-        snaps = [
-            s if s.sysctls else dataclasses.replace(s, sysctls=shared, parts=(*s.parts, "sysctl"))
-            for s in snaps
-        ]
+        try:
+            shared = read_sysctls(bundle_sysctl)
+        except (InputError, OSError) as exc:
+            listed.append(unreadable_entry(bundle_sysctl, exc))
+            shared = {}
+        if shared:
+            snaps = [
+                s
+                if s.sysctls
+                else dataclasses.replace(s, sysctls=shared, parts=(*s.parts, "sysctl"))
+                for s in snaps
+            ]
+    if unreadable is not None:
+        unreadable.extend(listed)
     snaps.sort(key=lambda s: (s.taken_at is not None, s.taken_at or 0.0))
     return HostState(tuple(snaps))
 

@@ -1,10 +1,13 @@
-"""``sysctl`` output kept with an ip snapshot (``ip/<moment>/sysctl.txt``).
+"""``sysctl`` output kept with an ip snapshot (``ip/<moment>/sysctl.txt``) or, as ``nicpath
+collect`` writes it, at the top of a bundle.
 
-Only ``key = value`` lines (``sysctl net.ipv4.conf`` or ``sysctl -a``); keys may be written with
-dots or slashes (``net/ipv4/conf/eth1/rp_filter``). The per-card settings that decide drops
-before the filter hooks are read with the kernel's rule for combining ``all`` and the card:
-``rp_filter`` is the larger of the two (``IN_DEV_RPFILTER`` uses max), ``log_martians`` is on
-when either is (``IN_DEV_ORCONF``).
+``key = value`` lines as ``sysctl net.ipv4.conf`` or ``sysctl -a`` print them; keys may be written
+with dots or slashes (``net/ipv4/conf/eth1/rp_filter``). Blank lines, comments and sysctl's own
+messages (``sysctl: permission denied on key ...``, ``sysctl: reading key ...``, saved with
+``2>&1``) are counted as skipped; any other line makes the file unreadable. The per-card
+settings that decide drops before the filter hooks are read with the kernel's rule for combining
+``all`` and the card: ``rp_filter`` is the larger of the two (``IN_DEV_RPFILTER`` uses max),
+``log_martians`` is on when either is (``IN_DEV_ORCONF``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .base import SourceReport
 
 FILE = "sysctl.txt"
 RP_FILTER_MODES = {0: "off", 1: "strict", 2: "loose"}
@@ -25,6 +29,8 @@ class Sysctls:
 
     path: str
     values: dict[str, str] = field(default_factory=dict)
+    #: Lines read, used (``key = value``) and skipped by reason.
+    report: SourceReport | None = field(default=None, compare=False)
 
     def conf(self, card: str, name: str) -> int | None:
         """``net.ipv4.conf.<card>.<name>`` as an integer, or None when not recorded."""
@@ -53,10 +59,21 @@ class Sysctls:
 
 
 def parse_lines(lines: list[str], *, source: str) -> Sysctls:
+    """The ``key = value`` lines; a line that is none of the skipped kinds is an InputError
+    naming it."""
+    report = SourceReport(path=source, format="sysctl")
     values = {}
     for no, raw in enumerate(lines, 1):
+        report.records += 1
         line = raw.strip()
-        if not line or line.startswith(("#", ";")):
+        if not line:
+            report.skip("empty line")
+            continue
+        if line.startswith(("#", ";")):
+            report.skip("comment line")
+            continue
+        if line.startswith("sysctl: "):
+            report.skip("sysctl error message (permission denied, reading key, ...)")
             continue
         key, sep, value = line.partition("=")
         key = key.strip().replace("/", ".")
@@ -68,7 +85,8 @@ def parse_lines(lines: list[str], *, source: str) -> Sysctls:
                 unit="line",
             )
         values[key] = value.strip()
-    return Sysctls(source, values)
+        report.used += 1
+    return Sysctls(source, values, report)
 
 
 def read_sysctls(directory: str | os.PathLike) -> Sysctls | None:
