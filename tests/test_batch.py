@@ -73,7 +73,13 @@ def test_batch_twice_over_samples_holds_each_bundles_findings_once(tmp_path, exp
         first_us = int(r["first_ts"].timestamp() * 1e6 + 0.5)
         by_bundle[r["bundle"]].append(finding_key(r["kind"], r["flow_id"], r["ifaces"], first_us))
     assert {b: sorted(v) for b, v in by_bundle.items()} == expected
-    assert sum(map(len, expected.values())) == 12  # the samples' findings, each once
+    truth = [json.loads((SAMPLES / b / "scenario.json").read_text()) for b in BUNDLES]
+    # The samples' findings, each once: the truth's, and a rerouted_after_hook per disagreement
+    # between a flow's LOG lines and the wire.
+    reroutes = sum(len(f.get("log_wire_disagreements", ())) for t in truth for f in t["flows"])
+    assert sum(map(len, expected.values())) == sum(len(t["expected_findings"]) for t in truth) + (
+        reroutes
+    )
 
     sql = f"""
         SELECT bundle, kind, flow_id, ifaces, epoch_us(first_ts)
@@ -167,17 +173,16 @@ def test_jsonl_streams_one_finding_per_line_and_nothing_else(tmp_path):
     assert res.exit_code == 1
     lines = res.stdout.splitlines()
     docs = [json.loads(line) for line in lines]
-    assert len(docs) == 12
-    assert {d["bundle"] for d in docs} == {
-        "asymmetric_return",
-        "egress_switch_tcp",
-        "egress_switch_udp",
-        "ipv6_egress_switch",
-        "nat_pinned",
-        "no_routes",
-        "reply_wrong_source",
-        "rp_filter_drop",
-    }
+    truth = {b: json.loads((SAMPLES / b / "scenario.json").read_text()) for b in BUNDLES}
+    with_findings = {b for b, t in truth.items() if t["expected_findings"]}
+    assert {d["bundle"] for d in docs} == with_findings
+    for bundle in with_findings:
+        got = sorted(d["kind"] for d in docs if d["bundle"] == bundle)
+        kinds = [f["kind"] for f in truth[bundle]["expected_findings"]]
+        kinds += ["rerouted_after_hook"] * sum(
+            len(f.get("log_wire_disagreements", ())) for f in truth[bundle]["flows"]
+        )
+        assert got == sorted(kinds), bundle
     tcp = [d for d in docs if d["bundle"] == "egress_switch_tcp"]
     assert sorted(d["kind"] for d in tcp) == ["egress_change", "src_not_on_nic"]
     assert tcp[0]["flow"]["dport"] == 5000 and tcp[0]["evidence"]

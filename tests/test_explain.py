@@ -72,13 +72,26 @@ def test_asymmetric_return_names_the_egress_route_and_the_arrival():
     assert e["egress"]["route"] == "172.16.70.15/32 dev eth2 scope link src 172.16.70.16"
     assert e["egress"]["card"] == "eth2" and e["egress"]["agrees"]
     arrival = e["arrival"]
+    # The bundle has no sysctl snapshot: rp_filter, which decides acceptance, is unknown.
     assert (arrival["card"], arrival["local_address_on"], arrival["accepted"]) == (
         "eth1",
         ["eth2"],
-        True,
+        None,
     )
+    assert "rp_filter unknown (no sysctl snapshot" in e["text"]
     assert arrival["input"]["query"].startswith("172.16.70.16 from 172.16.70.15 iif eth1")
     assert "Routes decide only the way out (F4)" in e["text"]
+
+
+def test_asymmetric_return_accepted_or_refused_as_the_sysctls_say(tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(SAMPLES / "asymmetric_return", bundle)
+    for rp_filter, accepted in (("0", True), ("1", False)):
+        (bundle / "sysctl.txt").write_text(f"net.ipv4.conf.all.rp_filter = {rp_filter}\n")
+        found, _ = findings(bundle)
+        e = found["asymmetric_return"].explanation
+        assert e["arrival"]["accepted"] is accepted, e["text"]
+        assert ("they are accepted" in e["text"]) is accepted
 
 
 def test_ipv6_replies_stay_on_the_old_card():

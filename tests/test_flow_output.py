@@ -54,7 +54,7 @@ def test_flow_lines_are_the_records_dumped(bundle_analysis):
 def test_json_document_parses_with_the_flow_records(bundle_analysis):
     doc = json.loads(written(bundle_analysis))
     assert doc["flows"] == bundle_analysis.flows_records()
-    assert list(doc) == ["inputs", "detectors", "flows", "findings"]
+    assert list(doc) == ["inputs", "detectors", "flow_notes", "flows", "findings"]
 
 
 def test_text_report_counts_the_translated_flows(bundle_analysis):

@@ -182,8 +182,30 @@ def test_no_drop_is_claimed_where_the_log_does_not_cover_the_protocol(tmp_path):
     a = analyze(
         [str(RPF / "eth1.pcap"), str(RPF / "eth2.pcap")], logs=[str(log)], ip_dirs=[str(RPF / "ip")]
     )
-    assert a.detectors["dropped_before_hook"] == "ran: 0 findings"
+    assert a.detectors["dropped_before_hook"].startswith("ran: 0 findings")
     assert not a.findings
+
+
+def test_a_sampled_log_is_no_evidence_of_a_drop(tmp_path):
+    """sampled_log: UDP is logged under a 5/s limit and TCP only for port 5000; the unlogged
+    packets are not drops, and the one real drop (strict rp_filter on eth1) is still found.
+    Without the ruleset, the flows' own LOG lines tell the same."""
+    bundle = ROOT / "samples" / "sampled_log"
+    t = expected(bundle, "dropped_before_hook")
+    files = [str(bundle / name) for name in ("eth1.pcap", "eth2.pcap", "kern.dmesg")]
+    a = analyze(files, ip_dirs=[str(bundle / "ip")])
+    assert [(f.kind, f.flow, f.ifaces) for f in a.findings] == [
+        ("dropped_before_hook", t["flow"], t["ifaces"])
+    ]
+    assert "not counted: no LOG rule in INPUT covers them" in a.detectors["dropped_before_hook"]
+    copy = copy_bundle(bundle, tmp_path / "b", drop=())
+    for ruleset in copy.glob("ip/*/iptables.txt"):
+        ruleset.unlink()
+    a = analyze([str(copy)])
+    assert [(f.kind, f.flow, f.ifaces) for f in a.findings] == [
+        ("dropped_before_hook", t["flow"], t["ifaces"])
+    ]
+    assert "no iptables ruleset" in a.detectors["dropped_before_hook"]
 
 
 def test_log_ending_before_the_drops_covers_nothing_after(tmp_path):

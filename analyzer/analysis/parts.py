@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..detectors import Context, Finding, finding_order, run_all
+from ..detectors import Context, Finding, finding_order, ran_status, run_all
 from ..events.stream import EventsResult, EventStream
 from ..flows.nat import join_translations
 from ..flows.partitions import PartPlan, plan
 from ..flows.partitions import load as read_part
 from ..flows.tables import EVENT_COLUMNS, PACKET_COLUMNS, FlowTables, empty_tables, flow_tables
+from ..kernel.moments import placed
 from ..kernel.netstate import NetState, load
 from ..schema import empty_events
 from ..sources.ipsnap import HostState
@@ -62,10 +63,9 @@ def analyze_parts(
             )
             release_free_memory()  # what the split's rounds freed, before the parts allocate
             # The whole stream is read: the clock and the reports are complete.
-            state = load(
-                EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
-            )
-            work = functools.partial(_part_result, host=stream.host, state=state, kinds=kinds)
+            head = EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
+            host, state = placed(head, load(head))
+            work = functools.partial(_part_result, host=host, state=state, kinds=kinds)
             with freed_memory_kept():
                 if jobs > 1 and len(plans) > 1:
                     context = multiprocessing.get_context("fork")
@@ -77,13 +77,12 @@ def analyze_parts(
                     for part in plans:
                         merged.add(work(part))
                         _remove(part.done)
-        events = EventsResult(
-            empty_events(), stream.reports, stream.clock, stream.host, stream.inputs
-        )
+        events = EventsResult(empty_events(), stream.reports, stream.clock, host, stream.inputs)
         tables, findings, status = merged.result()
-    ctx = Context(tables, stream.host, state)
+    ctx = Context(tables, host, state)
     if not status:  # no flow in any part: what the detectors say of no flows
         findings, status = run_all(ctx, kinds)
+    ctx.flow_notes = [note for _, note in merged.flow_notes]
     return Analysis(events, tables, ctx, findings, status, ctx.netstate)
 
 
@@ -104,6 +103,7 @@ class _PartResult:
     packets: pd.DataFrame
     packet_count: int
     errors: pd.DataFrame
+    flow_notes: list[dict[str, Any]]
 
 
 def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -124,7 +124,8 @@ def _part_result(
     obs, fl = tables.observations, tables.flows.copy()
     if fl.empty:  # ARP and the like only: nothing for a detector here
         return None
-    findings, status = run_all(Context(tables, host, state), kinds)
+    ctx = Context(tables, host, state)
+    findings, status = run_all(ctx, kinds)
     # Where the whole table would have put each flow: its conversation's first row, then its
     # own first row (flow ids follow conversations in order of appearance).
     flow_of, row, conv = (obs[c].to_numpy(np.int64) for c in ("flow_id", "row", "conv"))
@@ -137,7 +138,14 @@ def _part_result(
     pk = tables.packets[tables.packets["flow_id"].isin(shown)].copy()
     pk["order"] = rows[pk["order"].to_numpy()]
     return _PartResult(
-        fl, findings, status, o, pk, int(obs["packet_id"].max()) + 1, tables.errors.iloc[:0]
+        fl,
+        findings,
+        status,
+        o,
+        pk,
+        int(obs["packet_id"].max()) + 1,
+        tables.errors.iloc[:0],
+        ctx.flow_notes,
     )
 
 
@@ -155,6 +163,7 @@ class _Merged:
         self.status: dict[str, list[str]] = {}
         self.packet_base = 0
         self.errors = pd.DataFrame()
+        self.flow_notes: list[tuple[int, dict[str, Any]]] = []
 
     def add(self, result: _PartResult | None) -> None:
         if result is None:
@@ -170,6 +179,7 @@ class _Merged:
         for f in result.findings:
             f.evidence = [{**e, "packet": e["packet"] + base} for e in f.evidence]
             self.findings.append((part, f))
+        self.flow_notes += [(part, note) for note in result.flow_notes]
         kept = None
         if len(result.observations):
             result.observations["packet_id"] += base
@@ -206,6 +216,9 @@ class _Merged:
             f.flow_id = ids[(part, f.flow_id)]
             findings.append(f)
         findings.sort(key=finding_order)
+        for part, note in self.flow_notes:
+            note["flow_id"] = ids[(part, note["flow_id"])]
+        self.flow_notes.sort(key=lambda item: (item[1]["ts"], item[1]["flow_id"]))
         obs, pk = [], []
         for part, o, p in kept:
             o["flow_id"] = [ids[(part, x)] for x in o["flow_id"]]
@@ -224,12 +237,14 @@ class _Merged:
         return tables, findings, self._status(findings)
 
     def _status(self, findings: list[Finding]) -> dict[str, Any]:
-        """A detector ran when it ran on some part; its count is over all of them."""
+        """A detector ran when it ran on some part; its count is over all of them, its notes
+        those of every part, once."""
         out = {}
         for kind, texts in self.status.items():
-            if any(t.startswith("ran") for t in texts):
-                n = sum(f.kind == kind for f in findings)
-                out[kind] = f"ran: {n} finding{'s' if n != 1 else ''}"
+            ran = [t for t in texts if t.startswith("ran")]
+            if ran:
+                notes = list(dict.fromkeys(n for t in ran for n in t.split("; ")[1:]))
+                out[kind] = ran_status(sum(f.kind == kind for f in findings), notes)
             else:
                 out[kind] = texts[0]
         return out

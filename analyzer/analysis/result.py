@@ -91,6 +91,7 @@ class Analysis:
                 "unreadable": self.unreadable(),
             },
             "detectors": self.detectors,
+            "flow_notes": self.context.flow_notes,
         }
 
 

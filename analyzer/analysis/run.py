@@ -15,6 +15,7 @@ from ..events.stream import EventsResult, stream_events
 from ..flows.nat import join_translations
 from ..flows.partitions import PART_ROWS
 from ..flows.tables import flow_tables, in_time_order
+from ..kernel.moments import placed
 from ..kernel.netstate import load
 from ..schema import EVENT_SCHEMA
 from ..sources.bundle import Inputs
@@ -104,7 +105,7 @@ def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> A
     ``kinds``)."""
     events.events = in_time_order(events.events)
     tables = join_translations(events.events, flow_tables(events.events))
-    state = load(events)
+    events.host, state = placed(events, load(events))
     ctx = Context(tables, events.host, state)
     findings, status = run_all(ctx, kinds)
     return Analysis(events, tables, ctx, findings, status, state)

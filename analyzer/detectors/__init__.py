@@ -33,23 +33,31 @@ class Registered:
     needs_addresses: bool = False
     doc: str = field(default="", compare=False)
     needs: tuple[str, ...] = ()
+    #: reads the snapshot in force at a packet's time (explanations, routes, rules, sysctls)
+    moments: bool = False
 
 
 REGISTRY: dict[str, Registered] = {}
 
 
 def register(
-    kind: str, *, fact: str, needs_addresses: bool = False, needs: tuple[str, ...] = ()
+    kind: str,
+    *,
+    fact: str,
+    needs_addresses: bool = False,
+    needs: tuple[str, ...] = (),
+    moments: bool = False,
 ) -> Callable[[Detector], Detector]:
     """Add a detector to the registry under the finding kind it reports; ``needs`` names the
-    inputs (keys of ``NEEDS``) without which it cannot see its finding."""
+    inputs (keys of ``NEEDS``) without which it cannot see its finding; ``moments`` that it
+    reads the snapshot in force at a packet's time (so the snapshots' times matter)."""
 
     def wrap(fn: Detector) -> Detector:
         unknown = set(needs) - set(NEEDS)
         if unknown:
             raise ValueError(f"{kind}: unknown needs {sorted(unknown)}")
         REGISTRY[kind] = Registered(
-            kind, fact, fn, needs_addresses, (fn.__doc__ or "").strip(), tuple(needs)
+            kind, fact, fn, needs_addresses, (fn.__doc__ or "").strip(), tuple(needs), moments
         )
         return fn
 
@@ -60,6 +68,8 @@ def run_all(ctx: Context, kinds: list[str] | None = None) -> tuple[list[Finding]
     """Run every registered detector (or those named); return findings and what ran."""
     findings: list[Finding] = []
     status: dict[str, Any] = {}
+    ways = sorted({s.placed_by for s in (ctx.host.snapshots if ctx.host else ()) if s.placed_by})
+    placed = ", ".join(ways)
     for kind, det in REGISTRY.items():
         if kinds and kind not in kinds:
             continue
@@ -71,10 +81,18 @@ def run_all(ctx: Context, kinds: list[str] | None = None) -> tuple[list[Finding]
             status[kind] = f"not run: needs {' and '.join(missing)}"
             continue
         found = det.run(ctx)
-        status[kind] = f"ran: {len(found)} finding{'s' if len(found) != 1 else ''}"
+        if det.moments and placed:
+            ctx.note(kind, f"snapshot times without taken_at, placed by {placed}")
+        status[kind] = ran_status(len(found), ctx.notes.get(kind, []))
         findings.extend(found)
     findings.sort(key=finding_order)
+    ctx.flow_notes = notes.port_failovers(ctx)
     return findings, status
+
+
+def ran_status(count: int, notes: list[str]) -> str:
+    """``ran: N findings``, then what the detector assumed or left out, ``; ``-separated."""
+    return f"ran: {count} finding{'s' if count != 1 else ''}" + "".join(f"; {n}" for n in notes)
 
 
 def finding_order(f: Finding) -> tuple:
@@ -89,7 +107,9 @@ from . import (  # noqa: E402
     egress_change,
     nat_pinned,
     no_route_egress,
+    notes,
     reply_address_mismatch,
+    rerouted_after_hook,
     src_not_on_nic,
 )
 
@@ -104,8 +124,11 @@ __all__ = [
     "finding_order",
     "nat_pinned",
     "no_route_egress",
+    "notes",
+    "ran_status",
     "register",
     "reply_address_mismatch",
+    "rerouted_after_hook",
     "run_all",
     "src_not_on_nic",
 ]

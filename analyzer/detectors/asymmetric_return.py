@@ -18,7 +18,7 @@ from . import register
 from .base import Context, Finding, flow_text, when
 
 
-@register("asymmetric_return", fact="F4")
+@register("asymmetric_return", fact="F4", moments=True)
 def detect(ctx: Context) -> list[Finding]:
     """F4: routing picks the way out, not the way in."""
     pk = ctx.tables.packets
@@ -43,11 +43,17 @@ def detect(ctx: Context) -> list[Finding]:
     differ = left_via != came_on
     names = np.array(ctx.card_names, dtype=object)
     cols = ["packet_id", "flow_id", "order", "ts"]
+    left_packet = pk["packet_id"].to_numpy()[seen[latest[asks[differ]]]]
     odd = (
         pk.iloc[seen[asks[differ]]][cols]
-        .assign(arrival=names[came_on[differ]], left_via=names[left_via[differ]])
+        .assign(
+            arrival=names[came_on[differ]],
+            left_via=names[left_via[differ]],
+            left_packet=left_packet,
+        )
         .sort_values("order", kind="stable")
     )
+    wired = dict(zip(pk["packet_id"].tolist(), pk["wired"].tolist(), strict=True))
     findings = []
     for flow_id, rows in odd.groupby("flow_id", sort=False):
         rows = rows.sort_values("order")
@@ -58,6 +64,13 @@ def detect(ctx: Context) -> list[Finding]:
             f"on {arrival}, from {when(rows['ts'].iat[0])}: the route chooses only the way out; "
             f"the peer sends to the MAC of {arrival}."
         )
+        left = int(rows["left_packet"].iat[0])
+        if not wired.get(left, True) and ctx.marks.get(left):
+            summary += (
+                f" Only its LOG lines show it leaving {egress}, and they print "
+                f"MARK={ctx.marks[left]:#x}: a reroute after the hook (F7) may have sent it out "
+                f"of {arrival}; a capture on the cards would tell."
+            )
         why = explain.asymmetric_return(
             ctx.host, flow, ctx.flow_role(flow_id), int(rows["ts"].iat[0]), egress, arrival
         )

@@ -127,6 +127,16 @@ class Context:
     tables: FlowTables
     host: HostState | None
     netstate: NetState = field(default_factory=NetState)
+    #: kind -> what a detector assumed or left out, said beside its status in every report
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    #: notes on flows that are not findings (``detectors.notes``)
+    flow_notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, kind: str, text: str) -> None:
+        """Say once, beside the detector's status, what it assumed or could not check."""
+        said = self.notes.setdefault(kind, [])
+        if text not in said:
+            said.append(text)
 
     def has_input(self, need: str) -> bool:
         """Whether flow packets were seen on a card (``captures``) or at a hook (``log``)."""
@@ -135,6 +145,17 @@ class Context:
             return False
         at_hook = obs["hook"].notna()
         return bool((~at_hook if need == "captures" else at_hook).any())
+
+    @cached_property
+    def marks(self) -> dict[int, int]:
+        """packet id -> the packet mark its LOG lines print (``MARK=``; only when non-zero)."""
+        obs = self.tables.observations
+        if obs.empty or "mark" not in obs:
+            return {}
+        marked = obs[obs["hook"].notna() & obs["mark"].notna()]
+        return dict(
+            zip(marked["packet_id"].tolist(), marked["mark"].astype(int).tolist(), strict=True)
+        )
 
     @cached_property
     def packets(self) -> pd.DataFrame:
@@ -225,18 +246,19 @@ class Context:
         return self._flow_meta[int(flow_id)][1]
 
     @cached_property
-    def _hierarchy(self) -> dict[str, str]:
-        """card -> the device above it (macvlan/VLAN child over parent, master over member)."""
-        above: dict[str, str] = {}
+    def _below(self) -> set[tuple[str, str]]:
+        """(lower, upper) device pairs: a macvlan/VLAN parent below each child, a bridge port or
+        bond slave below its master."""
+        pairs: set[tuple[str, str]] = set()
         if not self.host:
-            return above
+            return pairs
         for snap in self.host.snapshots:
             for link in snap.links:
                 if link.parent:
-                    above.setdefault(link.parent, link.name)
+                    pairs.add((link.parent, link.name))
                 if link.master:
-                    above.setdefault(link.name, link.master)
-        return above
+                    pairs.add((link.name, link.master))
+        return pairs
 
     def card(self, cards: tuple[str, ...]) -> str | None:
         """The routing-level card among those one packet crossed: a packet seen on a macvlan or
@@ -247,8 +269,8 @@ class Context:
             return None
         if len(cards) == 1:
             return cards[0]
-        above = self._hierarchy
-        tops = [c for c in cards if not (c in above and above[c] in cards)]
+        below = self._below
+        tops = [c for c in cards if not any((c, d) in below for d in cards)]
         return sorted(tops)[0] if tops else sorted(cards)[0]
 
     def evidence(self, packet_ids: list[int]) -> list[dict[str, Any]]:

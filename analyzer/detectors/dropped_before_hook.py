@@ -5,9 +5,13 @@ filter INPUT the kernel looks the packet up (``ip_route_input``); with strict ``
 also looks its source up, and when the route back to the source leaves through another card the
 packet is dropped there: on the card's wire (capture), never in an INPUT LOG line. Raised only
 where the log covers the packet: filter INPUT logged other packets of its protocol less than
-``COVER_NS`` before and after it, so a missing line is not a missing LOG rule or a log that
-ends early. Packets of a flow seen only on the wire are left alone when a flow seen only at the
-hooks could be its NAT twin (the two tuples of one connection were not paired).
+``COVER_NS`` before and after it, so a missing line is not a log that ends early; no packet of
+the flow on that card reached INPUT (the check is the same for each, so the others went
+unlogged); and where the ruleset in force is known (``iptables.txt``), a LOG rule without a
+``limit`` matches the packet (``kernel/logrules.py``), so it is not a sample's gap; where it is
+not, some packet of the flow was logged at a hook, so rules cover the flow. Packets of a flow
+seen only on the wire are left alone when a flow seen only at the hooks could be its NAT twin
+(the two tuples of one connection were not paired).
 
 The finding says why the drop is likely: the card's ``rp_filter`` (``ip/<moment>/sysctl.txt``:
 the larger of ``all`` and the card), the route back to the source (the route replay of
@@ -23,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import QueryError
+from ..kernel import logrules
 from ..kernel.answer import Query
 from ..kernel.lookup import route_get
 from ..schema import addr_text, words_to_bytes
@@ -79,6 +84,80 @@ def _covered(
     return out
 
 
+def _rulesets_at(ctx: Context, ts: float) -> tuple:
+    """The netfilter rulesets in force at ``ts``: of the latest moment that has some."""
+    found: tuple = ()
+    for m in ctx.netstate.moments:
+        if m.rulesets and (not found or m.taken_at is None or m.taken_at <= ts):
+            found = m.rulesets
+    return found
+
+
+def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
+    """The candidates a LOG rule of the ruleset in force logs in full: a packet only a sampled
+    rule (``limit``/``hashlimit``) or no rule covers has no line to miss. Without an iptables
+    ruleset, every candidate stays (the flows' own coverage is all there is), and the status
+    says so."""
+    if cand.empty:
+        return cand
+    keep = np.ones(len(cand), dtype=bool)
+    cached: dict[int, logrules.Coverage | None] = {}
+    src = _text(cand["src_hi"].to_numpy(), cand["src_lo"].to_numpy())
+    dst = _text(cand["dst_hi"].to_numpy(), cand["dst_lo"].to_numpy())
+    versions = ctx.flows.set_index("flow_id")["ip_version"].reindex(cand["flow_id"]).to_numpy()
+    left: dict[str, int] = {}
+    unknown = False
+    obs = ctx.tables.observations
+    logged_flows = set(obs.loc[obs["hook"].notna(), "flow_id"])
+    for i, (ts, proto, sport, dport, card) in enumerate(
+        zip(cand["ts"], cand["proto"], cand["sport"], cand["dport"], cand["arrival"], strict=True)
+    ):
+        rulesets = _rulesets_at(ctx, ts / 1e9)
+        cov = cached.setdefault(id(rulesets), logrules.coverage(rulesets))
+        if cov is None:
+            unknown = True
+            if cand["flow_id"].iat[i] not in logged_flows:
+                keep[i] = False
+                left["flow"] = left.get("flow", 0) + 1
+            continue
+        packet = logrules.Packet(
+            int(versions[i]),
+            int(proto),
+            src[i] or "",
+            dst[i] or "",
+            None if pd.isna(sport) else int(sport),
+            None if pd.isna(dport) else int(dport),
+            card if isinstance(card, str) else None,
+        )
+        how = cov.of(packet, "INPUT")
+        if how in ("sampled", "none"):
+            keep[i] = False
+            left[how] = left.get(how, 0) + 1
+    if left.get("sampled"):
+        ctx.note(
+            "dropped_before_hook",
+            f"{left['sampled']} unlogged packets not counted: only a LOG rule with a limit "
+            "(it logs a sample) covers them",
+        )
+    if left.get("none"):
+        ctx.note(
+            "dropped_before_hook",
+            f"{left['none']} unlogged packets not counted: no LOG rule in INPUT covers them",
+        )
+    if unknown:
+        ctx.note(
+            "dropped_before_hook",
+            "no iptables ruleset: which packets the LOG rules cover is judged from the flows "
+            "and the log itself"
+            + (
+                f" ({left['flow']} unlogged packets of flows with no LOG line at all not counted)"
+                if left.get("flow")
+                else ""
+            ),
+        )
+    return cand[keep]
+
+
 def _twins(ctx: Context, flow_ids: set[int]) -> set[int]:
     """Those of ``flow_ids`` seen only on the wire that a flow seen only at the hooks could be
     the NAT twin of: same protocol, one endpoint (address and port) the same, at the same time."""
@@ -104,7 +183,9 @@ def _twins(ctx: Context, flow_ids: set[int]) -> set[int]:
     return twins
 
 
-@register("dropped_before_hook", fact="F4", needs_addresses=True, needs=("captures", "log"))
+@register(
+    "dropped_before_hook", fact="F4", needs_addresses=True, needs=("captures", "log"), moments=True
+)
 def detect(ctx: Context) -> list[Finding]:
     """F4: a packet on the wire that the input route check dropped never reaches INPUT."""
     obs = ctx.tables.observations
@@ -123,6 +204,12 @@ def detect(ctx: Context) -> list[Finding]:
     pk = ctx.packets.set_index("packet_id")
     cand = pk.loc[sorted(set(on_wire_in["packet_id"]) - reached)].reset_index()
     cand = cand[~cand["flow_id"].isin(_twins(ctx, set(cand["flow_id"])))]
+    # A flow some of whose packets on a card reached INPUT is not dropped there: the route
+    # check is the same for each of them; its other packets went unlogged (a sampled log).
+    passed = pk.loc[sorted(reached & set(pk.index))]
+    through = set(zip(passed["flow_id"], passed["arrival"], strict=True))
+    cand = cand[[k not in through for k in zip(cand["flow_id"], cand["arrival"], strict=True)]]
+    cand = _logged_in_full(ctx, cand)
     if cand.empty:
         return []
     versions = ctx.flows.set_index("flow_id")["ip_version"]

@@ -4,7 +4,8 @@ Kernel fact F3: the route lookup is repeated for every outgoing packet. Add a be
 the middle of a flow and the very next packet leaves through the new card, while the source
 address stays the one pinned at the start (F2). One finding per switch; ``ifaces`` is
 [before, after] and ``first_ts`` the first packet on the new card. The explanation replays
-the route lookup before and after the switch (``explain.egress_change``).
+the route lookup before and after the switch (``explain.egress_change``), with the packet mark
+the packets' LOG lines print, which policy rules match on (a mark-based reroute, F7).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from . import register
 from .base import Context, Finding, flow_text, when
 
 
-@register("egress_change", fact="F3")
+@register("egress_change", fact="F3", moments=True)
 def detect(ctx: Context) -> list[Finding]:
     """F3: every outgoing packet is routed again; a better route moves a live flow."""
     pk = ctx.tables.packets
@@ -58,6 +59,10 @@ def detect(ctx: Context) -> list[Finding]:
             int(stretch["ts"].iat[0]),
             before,
             after,
+            marks=(
+                ctx.marks.get(int(pk["packet_id"].iat[last_before]), 0),
+                ctx.marks.get(int(stretch["packet_id"].iat[0]), 0),
+            ),
         )
         findings.append(
             ctx.finding(

@@ -95,7 +95,7 @@ def _conntrack_lines(state: NetState, flows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-@register("nat_pinned", fact="F5", needs=("captures", "log"))
+@register("nat_pinned", fact="F5", needs=("captures", "log"), moments=True)
 def detect(ctx: Context) -> list[Finding]:
     """F5: NAT is decided once per flow; conntrack keeps an old mapping after the rule changes."""
     fl = ctx.flows

@@ -75,7 +75,7 @@ def _route_changes(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
-@register("no_route_egress", fact="F4")
+@register("no_route_egress", fact="F4", moments=True)
 def detect(ctx: Context) -> list[Finding]:
     """F4/F3: a removed route stops a flow's outgoing packets; arrivals do not need routes."""
     changes = _route_changes(ctx)

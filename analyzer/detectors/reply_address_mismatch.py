@@ -140,11 +140,5 @@ def _bounces(ctx: Context, strays) -> int:
             count += int(hit.groupby("source").size().max()) if len(hit) else 0
     pk = ctx.tables.packets
     flags = pk["tcp_flags"].fillna(0).astype(np.int64)
-    count += int(
-        (
-            (pk["flow_id"].isin(strays["flow_id"]))
-            & ctx.sent
-            & ((flags & 0x04) != 0)
-        ).sum()
-    )
+    count += int(((pk["flow_id"].isin(strays["flow_id"])) & ctx.sent & ((flags & 0x04) != 0)).sum())
     return count

@@ -21,7 +21,7 @@ from . import register
 from .base import Context, Finding, flow_text, when
 
 
-@register("src_not_on_nic", fact="F2", needs_addresses=True)
+@register("src_not_on_nic", fact="F2", needs_addresses=True, moments=True)
 def detect(ctx: Context) -> list[Finding]:
     """F2/F3: the pinned source stays while the egress card changes."""
     pk = ctx.tables.packets
@@ -70,6 +70,7 @@ def detect(ctx: Context) -> list[Finding]:
             ctx.flow_start(flow_id),
             int(first["ts"]),
             cards[0],
+            mark=ctx.marks.get(int(first["packet_id"]), 0),
         )
         findings.append(
             ctx.finding(

@@ -48,7 +48,10 @@ class EventsResult:
 
 
 def _load_host(inputs: Inputs) -> HostState | None:
-    states = [read_snapshots(d) for d in inputs.ip_dirs]
+    unreadable: list[tuple[str, str]] = []
+    states = [read_snapshots(d, unreadable=unreadable) for d in inputs.ip_dirs]
+    for path, reason in unreadable:
+        inputs.list_unreadable(path, reason)
     snaps = tuple(s for st in states for s in st.snapshots)
     if not snaps:
         return None
@@ -86,9 +89,48 @@ def _mac_numbers(macs: pa.Array) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _Stack:
+    """Where a capture on a device puts a packet at the routing level: the device itself, its
+    bridge/bond master (ports and slaves are not cards, F7), or, for a frame of a macvlan (or
+    VLAN) child seen again on its parent, that child."""
+
+    top: str
+    #: children of ``top`` that have their own MAC: MAC (48-bit number) -> child
+    by_mac: dict[int, str]
+
+
+def _stacks(host: HostState) -> dict[str, _Stack]:
+    """Per device that is not a card itself or has cards above it: how its frames map to cards."""
+    out: dict[str, _Stack] = {}
+    for snap in host.snapshots:
+        links = {link.name: link for link in snap.links}
+        for link in snap.links:
+            top, seen = link.name, set()
+            while links.get(top) is not None and links[top].master and top not in seen:
+                seen.add(top)
+                top = links[top].master
+            kids = [c for c in snap.links if c.parent == top and c.name != top]
+            if top == link.name and not kids:
+                continue
+            top_mac = links[top].mac if top in links else None
+            by_mac = {
+                int(c.mac.replace(":", ""), 16): c.name
+                for c in kids
+                if c.mac and c.mac != top_mac
+            }
+            known = out.get(link.name)
+            if known is not None:
+                by_mac = {**known.by_mac, **by_mac}
+            out[link.name] = _Stack(top, by_mac)
+    return out
+
+
 class _CardResolver:
-    """Per chunk of a capture: card names for interface indexes (``tcpdump -i any``) and
-    direction from the source MAC on per-card captures; warnings once per input."""
+    """Per chunk of a capture: card names for interface indexes (``tcpdump -i any``), direction
+    from the source MAC on per-card captures, and the card each frame belongs to when it was
+    captured below it (a bridge port, a bond slave, the parent of a macvlan child); warnings
+    once per input."""
 
     def __init__(self, host: HostState | None, report: SourceReport) -> None:
         self.host = host
@@ -101,11 +143,58 @@ class _CardResolver:
             card: np.array([int.from_bytes(m, "big") for m in ms], np.uint64)
             for card, ms in macs.items()
         }
+        self.stacks = _stacks(host) if host else {}
         self.missing_index: set[int] = set()
         self.no_mac: set[str] = set()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return self._direction_from_mac(self._resolve_ifindex(table))
+        table = self._direction_from_mac(self._resolve_ifindex(table))
+        return self._card_above(table) if self.stacks else table
+
+    def _card_above(self, table: pa.Table) -> pa.Table:
+        """``iface`` of frames captured below their card: the master of a port or slave, the
+        macvlan child whose MAC the frame carries (source when it leaves, destination when it
+        arrives). A frame that no MAC places (``tcpdump -i any`` keeps no destination MAC; a
+        broadcast) keeps the parent: its copy on the child says the card. ``point`` keeps the
+        device the capture was on."""
+        iface = table.column("iface").combine_chunks()
+        devices = iface.dictionary.to_pylist() if pa.types.is_dictionary(iface.type) else []
+        if not set(devices) & set(self.stacks):
+            return table
+        device_of = integers(iface, -1)
+        direction = table.column("direction").combine_chunks()
+        ways = direction.dictionary.to_pylist()
+        way = np.array([DIRECTIONS.index(w) for w in ways] + [UNKNOWN])[
+            integers(direction, len(ways))
+        ]
+        names = list(devices)
+        code = {name: k for k, name in enumerate(names)}
+        card = device_of.copy()
+        for k, device in enumerate(devices):
+            stack = self.stacks.get(device)
+            if stack is None:
+                continue
+            rows = device_of == k
+            card[rows] = code.setdefault(stack.top, len(names))
+            if stack.top not in names:
+                names.append(stack.top)
+            if stack.by_mac:
+                for column, wanted in (("eth_src", OUT), ("eth_dst", IN)):
+                    macs = table.column(column).combine_chunks()
+                    numbers = _mac_numbers(macs) if macs.null_count < len(macs) else None
+                    if numbers is None:
+                        continue
+                    for mac, child in stack.by_mac.items():
+                        hit = rows & (way == wanted) & (numbers == np.uint64(mac)) & present(macs)
+                        if hit.any():
+                            card[hit] = code.setdefault(child, len(names))
+                            if child not in names:
+                                names.append(child)
+        return table.set_column(
+            table.schema.get_field_index("iface"),
+            EVENT_SCHEMA.field("iface"),
+            labels(card, names, card >= 0),
+        )
 
     def _resolve_ifindex(self, table: pa.Table) -> pa.Table:
         ifindex = table.column("ifindex")

@@ -69,6 +69,7 @@ OBSERVATION_COLUMNS = [
     "ip_id",
     "ip_len",
     "ip_version",
+    "mark",
 ]
 #: The event columns flows are built from (besides the addresses): an observation's, and what
 #: the ICMP errors table adds.
@@ -445,6 +446,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     pk["logged_cards"] = _sets_per_packet(
         packet, np.where(on_wire, -1, iface), names, n_packets
     )
+    pk["wired"] = per_packet(np.logical_or, on_wire[order])
     pk["points"] = _sets_per_packet(packet, *_codes(obs["point"]), n_packets)
     pk["direction"] = _labels(
         ("unknown", "out", "in"), np.where(out_any == in_any, 0, np.where(out_any, 1, 2))
@@ -611,6 +613,7 @@ PACKET_COLUMNS = [
     "out_cards",
     "in_cards",
     "logged_cards",
+    "wired",
     "points",
     "direction",
 ]

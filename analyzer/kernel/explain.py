@@ -18,6 +18,7 @@ neighbour, a multipath hash).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -175,15 +176,32 @@ def egress_change(
     after_ns: int,
     before_card: str,
     after_card: str,
+    *,
+    marks: tuple[int, int] = (0, 0),
 ) -> dict[str, Any] | None:
     """F3: the lookup for the flow's next packet gave another card. ``before_ns`` is the last
-    packet on ``before_card``, ``after_ns`` the first on ``after_card``."""
+    packet on ``before_card``, ``after_ns`` the first on ``after_card``; ``marks`` the packet
+    marks their LOG lines printed (0: none or not logged), which rules may match on."""
     if not host:
         return None
     q = outgoing_query(flow, local)
-    before = lookup(host, q, before_ns, before_card)
-    after = lookup(host, q, after_ns, after_card)
+    before = lookup(host, dataclasses.replace(q, mark=marks[0]), before_ns, before_card)
+    after = lookup(host, dataclasses.replace(q, mark=marks[1]), after_ns, after_card)
+    assumed = None
+    if not after["agrees"] and not marks[1]:
+        assumed = _mark_that_agrees(host, q, after_ns, after_card)
+        if assumed is not None:
+            marks = (marks[0], assumed)
+            after = lookup(host, dataclasses.replace(q, mark=assumed), after_ns, after_card)
     why = explain_choice(before["_answer"], after["_answer"])
+    if why and marks[0] != marks[1]:
+        unmarked = "unmarked" if not marks[0] else f"marked {marks[0]:#x}"
+        seen = (
+            "no LOG line shows their mark: assumed, the one mark whose rule sends them there"
+            if assumed is not None
+            else "their LOG lines' MARK="
+        )
+        why += f" for packets marked {marks[1]:#x} ({seen}; before, {unmarked})"
     src = q.src
     if before["agrees"] and after["agrees"] and why:
         text = (
@@ -198,9 +216,25 @@ def egress_change(
             f"{after_card}: before, {_phrase(before)}; after, {_phrase(after)}. The cause is "
             "not in them (a change between snapshots, a packet mark, a multipath hash)."
         )
-    return _finish(
-        text, {"fact": "F3", "query": q.words(), "before": before, "after": after, "why": why}
-    )
+    parts = {"fact": "F3", "query": q.words(), "before": before, "after": after, "why": why}
+    if assumed is not None:
+        parts["assumed_mark"] = f"{assumed:#x}"
+    return _finish(text, parts)
+
+
+def _mark_that_agrees(host: HostState, query: Query, at_ns: int, card: str) -> int | None:
+    """The packet mark that policy rules of the snapshot in force match on (``fwmark``) and
+    that sends the flow out of ``card``, when exactly one does: a mark set after the socket
+    (mangle OUTPUT, F7) that no input shows."""
+    snap = host.at(at_ns / 1e9)
+    found = set()
+    for rule in snap.rules:
+        mark = rule.selectors.get("fwmark")
+        if not mark or rule.selectors.get("not"):
+            continue
+        if _agrees(snap, route_get(snap, dataclasses.replace(query, mark=mark)), card):
+            found.add(mark)
+    return found.pop() if len(found) == 1 else None
 
 
 def src_not_on_nic(
@@ -210,15 +244,19 @@ def src_not_on_nic(
     start_ns: int,
     at_ns: int,
     card: str,
+    *,
+    mark: int = 0,
 ) -> dict[str, Any] | None:
     """F2: why the packets on ``card`` carry a source the card does not hold: the source was
     chosen at the flow's start (``start_ns``) and is never chosen again; the route at ``at_ns``
-    sends the flow out of ``card``."""
+    (for packets with ``mark``, their LOG lines' MARK=) sends the flow out of ``card``."""
     if not host:
         return None
     q = outgoing_query(flow, local)
     src = q.src
-    now = lookup(host, q, at_ns, card)
+    if not mark and not lookup(host, q, at_ns, card)["agrees"]:
+        mark = _mark_that_agrees(host, q, at_ns, card) or 0
+    now = lookup(host, dataclasses.replace(q, mark=mark), at_ns, card)
     fresh = lookup(host, outgoing_query(flow, local, with_source=False), at_ns)
     snap = host.at(at_ns / 1e9)
     family = ipaddress.ip_address(src or "0.0.0.0").version
@@ -246,7 +284,10 @@ def src_not_on_nic(
                 f"{start.get('src') or start.get('error')}), and a socket keeps its source (F2)"
             )
     holds = ", ".join(held) if held else "no address of that family"
-    text = f"{origin}. Now {_phrase(now)} sends the flow out of {card}, which holds {holds}, "
+    marked = f" for packets marked {mark:#x}" if mark else ""
+    text = (
+        f"{origin}. Now {_phrase(now)}{marked} sends the flow out of {card}, which holds {holds}, "
+    )
     text += f"not {src}"
     if fresh.get("src") and fresh.get("src") != src:
         text += f"; a new connection would get {fresh['src']}"
@@ -290,6 +331,14 @@ def asymmetric_return(
             if accepted
             else f"the kernel refuses them there: {'; '.join(inbound.notes) or inbound.error_text}"
         )
+        if accepted and not snap.sysctls:
+            # The replay took rp_filter as off; strict rp_filter would drop them (F4).
+            accepted = None
+            verdict = (
+                f"whether the kernel accepts them there is unknown: rp_filter unknown (no sysctl "
+                f"snapshot; with rp_filter off the input lookup accepts them, {rule}snapshot "
+                f"{snap.moment})"
+            )
         incoming = decision(inbound)
     except QueryError as exc:
         accepted, verdict, incoming = None, f"the input lookup could not be replayed ({exc})", {}

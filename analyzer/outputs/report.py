@@ -280,6 +280,11 @@ def text_report(analysis: Analysis) -> list[str]:
             lines.append(
                 f"    evidence: {', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}"
             )
+    if analysis.context.flow_notes:
+        lines.append("")
+        lines.append("notes on flows (not findings):")
+        for note in analysis.context.flow_notes:
+            lines.append(f"  flow {note['flow_id']}: {note['text']}")
     return lines
 
 
