@@ -121,6 +121,9 @@ def test_findings_equal_the_truth(bundle, form, log):
     for kind in REGISTRY:
         if not shown_by(kind, form, log):
             assert result.detectors[kind].startswith("not run: needs "), result.detectors[kind]
+    # No finding twice: one per kind, flow, cards and start (a flow that switches twice has two).
+    said = [(f.kind, f.flow_id, tuple(f.ifaces), f.first_ts) for f in result.findings]
+    assert len(said) == len(set(said)), said
     got = {
         key(f.kind, f.flow, f.ifaces): f
         for f in result.findings

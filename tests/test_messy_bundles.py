@@ -127,3 +127,48 @@ def test_a_bridge_port_failover_is_a_note_not_a_finding():
         assert all("not cards" in n["text"] for n in notes)
     doc = analyze([str(bundle)]).to_dict(flows=False)
     assert [n["kind"] for n in doc["flow_notes"]] == ["port_failover", "port_failover"]
+
+
+def test_vlan_tags_seen_on_the_parent_put_packets_on_the_vlan_cards(tmp_path):
+    """A capture on eth0 below VLAN cards eth0.100 and eth0.200 (they share eth0's MAC; this
+    kernel has no 802.1Q module, so the frames are built): the tag says the card, so a flow that
+    moves from tag 100 to tag 200 is an egress change between the VLAN cards, never eth0."""
+    from tests import synth
+
+    moment = tmp_path / "b" / "ip" / "before"
+    moment.mkdir(parents=True)
+    (moment / "taken_at").write_text("1795000000.0\n")
+    mac = "02:00:00:00:00:01"
+    links = [
+        {"ifindex": 2, "ifname": "eth0", "address": mac, "link_type": "ether", "flags": ["UP"]},
+        *(
+            {"ifindex": 2 + k, "ifname": f"eth0.{tag}", "address": mac, "link_type": "ether",
+             "link": "eth0", "flags": ["UP"],
+             "linkinfo": {"info_kind": "vlan", "info_data": {"protocol": "802.1Q", "id": tag}}}
+            for k, tag in ((1, 100), (2, 200))
+        ),
+    ]  # fmt: skip
+    addrs = [
+        {"ifindex": 2 + k, "ifname": f"eth0.{tag}", "addr_info": [
+            {"family": "inet", "local": f"10.0.{k}.2", "prefixlen": 24, "scope": "global"}]}
+        for k, tag in ((1, 100), (2, 200))
+    ]  # fmt: skip
+    (moment / "link.json").write_text(json.dumps(links))
+    (moment / "addr.json").write_text(json.dumps(addrs))
+    frames = []
+    for i in range(10):
+        tag = 100 if i < 5 else 200
+        out = synth.tcp4("10.0.1.2", "10.0.1.9", 40000, 80, flags=0x18, seq=1000 + i, ip_id=i)
+        back = synth.tcp4("10.0.1.9", "10.0.1.2", 80, 40000, flags=0x10, seq=5000 + i, ip_id=i)
+        t = 1795000001 + i * 0.1
+        frames.append((t, synth.eth(out, src=synth.MAC_A, dst=synth.MAC_B, vlan=tag)))
+        frames.append((t + 0.001, synth.eth(back, src=synth.MAC_B, dst=synth.MAC_A, vlan=tag)))
+    (tmp_path / "b" / "eth0.pcap").write_bytes(synth.pcap_bytes(frames))
+    a = analyze([str(tmp_path / "b")])
+    got = sorted((f.kind, tuple(f.ifaces)) for f in a.findings)
+    assert ("egress_change", ("eth0.100", "eth0.200")) in got
+    assert ("src_not_on_nic", ("eth0.200",)) in got
+    cards = set(a.events.events.column("iface").to_pylist())
+    assert cards == {"eth0.100", "eth0.200"} and set(
+        a.events.events.column("point").to_pylist()
+    ) == {"eth0"}

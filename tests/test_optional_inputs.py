@@ -414,3 +414,21 @@ def test_nothing_readable_is_still_exit_2(tmp_path):
     for command in ("inspect", "analyze"):
         res = run(command, str(tmp_path))
         assert res.exit_code == 2 and "holds no capture or kernel log" in res.output
+
+
+def test_route_refuses_to_answer_from_a_snapshot_it_could_not_read_whole(tmp_path):
+    """nicpath route rests on the snapshots alone: with a part unreadable it says which and why
+    (exit 2) instead of answering from what is left."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from analyzer.api.cli import main
+
+    bundle = tmp_path / "b"
+    shutil.copytree(ROOT / "samples" / "egress_switch_tcp" / "ip", bundle / "ip")
+    (bundle / "ip" / "after-1" / "route.json").write_text("[{not json")
+    (bundle / "ip" / "after-1" / "route.txt").unlink()
+    res = CliRunner().invoke(main, ["route", "--ip", str(bundle), "--to", "172.16.70.15"])
+    assert res.exit_code == 2, res.output
+    assert "route.json" in res.output and "could not be read" in res.output

@@ -98,6 +98,8 @@ class _Stack:
     top: str
     #: children of ``top`` that have their own MAC: MAC (48-bit number) -> child
     by_mac: dict[int, str]
+    #: VLAN children of ``top`` (they share its MAC): tag -> child
+    by_vlan: dict[int, str]
 
 
 def _stacks(host: HostState) -> dict[str, _Stack]:
@@ -115,14 +117,13 @@ def _stacks(host: HostState) -> dict[str, _Stack]:
                 continue
             top_mac = links[top].mac if top in links else None
             by_mac = {
-                int(c.mac.replace(":", ""), 16): c.name
-                for c in kids
-                if c.mac and c.mac != top_mac
+                int(c.mac.replace(":", ""), 16): c.name for c in kids if c.mac and c.mac != top_mac
             }
+            by_vlan = {c.vlan_id: c.name for c in kids if c.vlan_id is not None}
             known = out.get(link.name)
             if known is not None:
-                by_mac = {**known.by_mac, **by_mac}
-            out[link.name] = _Stack(top, by_mac)
+                by_mac, by_vlan = {**known.by_mac, **by_mac}, {**known.by_vlan, **by_vlan}
+            out[link.name] = _Stack(top, by_mac, by_vlan)
     return out
 
 
@@ -153,10 +154,10 @@ class _CardResolver:
 
     def _card_above(self, table: pa.Table) -> pa.Table:
         """``iface`` of frames captured below their card: the master of a port or slave, the
-        macvlan child whose MAC the frame carries (source when it leaves, destination when it
-        arrives). A frame that no MAC places (``tcpdump -i any`` keeps no destination MAC; a
-        broadcast) keeps the parent: its copy on the child says the card. ``point`` keeps the
-        device the capture was on."""
+        VLAN child whose tag the frame carries, the macvlan child whose MAC it carries (source
+        when it leaves, destination when it arrives). A frame that none places (``tcpdump -i
+        any`` keeps no destination MAC; a broadcast) keeps the parent: its copy on the child
+        says the card. ``point`` keeps the device the capture was on."""
         iface = table.column("iface").combine_chunks()
         devices = iface.dictionary.to_pylist() if pa.types.is_dictionary(iface.type) else []
         if not set(devices) & set(self.stacks):
@@ -178,6 +179,14 @@ class _CardResolver:
             card[rows] = code.setdefault(stack.top, len(names))
             if stack.top not in names:
                 names.append(stack.top)
+            if stack.by_vlan:
+                tags = integers(table.column("vlan"), -1)
+                for tag, child in stack.by_vlan.items():
+                    hit = rows & (tags == tag)
+                    if hit.any():
+                        card[hit] = code.setdefault(child, len(names))
+                        if child not in names:
+                            names.append(child)
             if stack.by_mac:
                 for column, wanted in (("eth_src", OUT), ("eth_dst", IN)):
                     macs = table.column(column).combine_chunks()

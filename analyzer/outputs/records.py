@@ -68,14 +68,28 @@ def counts_lines(reports: list[dict[str, Any]], clock: dict[str, Any] | None = N
                     else ""
                 )
             )
-        if clock.get("syslog_matched") or clock.get("syslog_unmatched"):
-            lines.append(
-                f"clock: {clock['syslog_matched']} whole-second log lines took their "
-                f"packet's time, {clock['syslog_unmatched']} kept their own"
-            )
+        for log in clock.get("logs", []):
+            lines.append(f"clock: {_log_clock(log)}")
         for note in clock.get("notes", []):
             lines.append(f"clock: {note}")
     return lines
+
+
+def _log_clock(log: dict[str, Any]) -> str:
+    """How one log file was put on the capture clock, in a line."""
+    head = f"{log['path']} ({log['rendering']})"
+    if log.get("duplicates"):
+        head += (
+            f" [{log['duplicates']} of its messages counted in {', '.join(log['duplicate_of'])}]"
+        )
+    if not log.get("trusted"):
+        return f"{head}: not aligned ({log.get('note') or 'no offset found'}); basis {log['basis']}"
+    drift = f", drift {log['drift_ppm']} ppm" if log.get("drift_ppm") else ""
+    return (
+        f"{head}: offset {log['offset']:+.6f} s, {log['paired']} of {log['lines']} LOG lines "
+        f"paired with their packets, spread {log['spread']:.6f} s{drift}"
+        + (f"; {log['note']}" if log.get("note") else "")
+    )
 
 
 def event_lines(table: pa.Table, *, batch_rows: int = 65536) -> Iterator[str]:

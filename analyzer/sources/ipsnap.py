@@ -35,6 +35,7 @@ class Link:
     mtu: int | None = None
     group: str | None = None  # device group (`default` is 0); rules can suppress by group
     flags: tuple[str, ...] = ()  # UP, LOWER_UP, ... (no UP: the card is down)
+    vlan_id: int | None = None  # of a VLAN device (`ip -d`): its frames carry this tag below it
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +222,10 @@ def ipproto_number(value: Any) -> int:
 def _links_json(data: list) -> list[Link]:
     out = []
     for d in data:
-        kind = (d.get("linkinfo") or {}).get("info_kind")
+        info = d.get("linkinfo") or {}
+        kind = info.get("info_kind")
         mac = d.get("address") if d.get("link_type") in (None, "ether") else None
+        vlan = (info.get("info_data") or {}).get("id") if kind == "vlan" else None
         out.append(
             Link(
                 int(d["ifindex"]),
@@ -235,6 +238,7 @@ def _links_json(data: list) -> list[Link]:
                 d.get("mtu"),
                 d.get("group"),
                 tuple(d.get("flags", ())),
+                int(vlan) if vlan is not None else None,
             )
         )
     return out
@@ -422,6 +426,9 @@ def _links_text(lines: list[str], path: str) -> list[Link]:
             word = line.split()[0] if line.split() else ""
             if word not in NOT_KINDS and not word.endswith("_slave"):
                 cur["kind"] = word
+                vlan = re.search(r"\bid (\d+)", line) if word == "vlan" else None
+                if vlan:
+                    cur["vlan_id"] = int(vlan.group(1))
     if cur:
         cur.pop("details", None)
         out.append(Link(**cur))
