@@ -51,6 +51,7 @@ def analyze_parts(
                 first.append(chunk.take([0]))  # a slice would keep the chunk's buffers
             yield chunk
 
+    seen: dict[str, int] = {}
     with tempfile.TemporaryFile(prefix="nicpath-flows-") as spilled:
         merged = _Merged(spilled)
         with tempfile.TemporaryDirectory(prefix="nicpath-parts-") as directory:
@@ -60,12 +61,22 @@ def analyze_parts(
                 part_rows=part_rows,
                 columns=EVENT_COLUMNS,
                 expected_rows=expected_rows,
+                groups=lambda: stream.clock.conversation_groups,
+                seen=seen,
             )
+            sources = frozenset(k for k, n in seen.items() if n)
             release_free_memory()  # what the split's rounds freed, before the parts allocate
             # The whole stream is read: the clock and the reports are complete.
             head = EventsResult(first[0], stream.reports, stream.clock, stream.host, stream.inputs)
             host, state = placed(head, load(head))
-            work = functools.partial(_part_result, host=host, state=state, kinds=kinds)
+            work = functools.partial(
+                _part_result,
+                host=host,
+                state=state,
+                kinds=kinds,
+                input_lines=stream.clock.input_lines,
+                seen=sources,
+            )
             with freed_memory_kept():
                 if jobs > 1 and len(plans) > 1:
                     context = multiprocessing.get_context("fork")
@@ -79,7 +90,7 @@ def analyze_parts(
                         _remove(part.done)
         events = EventsResult(empty_events(), stream.reports, stream.clock, host, stream.inputs)
         tables, findings, status = merged.result()
-    ctx = Context(tables, host, state)
+    ctx = Context(tables, host, state, input_lines=stream.clock.input_lines, seen=sources)
     if not status:  # no flow in any part: what the detectors say of no flows
         findings, status = run_all(ctx, kinds)
     ctx.flow_notes = [note for _, note in merged.flow_notes]
@@ -104,6 +115,7 @@ class _PartResult:
     packet_count: int
     errors: pd.DataFrame
     flow_notes: list[dict[str, Any]]
+    notes: dict[str, dict[str, int]]
 
 
 def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -115,7 +127,13 @@ def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
 
 
 def _part_result(
-    part: PartPlan, *, host: HostState | None, state: NetState, kinds: list[str] | None
+    part: PartPlan,
+    *,
+    host: HostState | None,
+    state: NetState,
+    kinds: list[str] | None,
+    input_lines: pd.DataFrame | None = None,
+    seen: frozenset[str] | None = None,
 ) -> _PartResult | None:
     """Flows and detectors over one part (run in a worker process under ``jobs``)."""
     loaded = read_part(part)
@@ -124,7 +142,7 @@ def _part_result(
     obs, fl = tables.observations, tables.flows.copy()
     if fl.empty:  # ARP and the like only: nothing for a detector here
         return None
-    ctx = Context(tables, host, state)
+    ctx = Context(tables, host, state, input_lines=input_lines, seen=seen)
     findings, status = run_all(ctx, kinds)
     # Where the whole table would have put each flow: its conversation's first row, then its
     # own first row (flow ids follow conversations in order of appearance).
@@ -146,6 +164,7 @@ def _part_result(
         int(obs["packet_id"].max()) + 1,
         tables.errors.iloc[:0],
         ctx.flow_notes,
+        ctx.notes,
     )
 
 
@@ -164,6 +183,7 @@ class _Merged:
         self.packet_base = 0
         self.errors = pd.DataFrame()
         self.flow_notes: list[tuple[int, dict[str, Any]]] = []
+        self.notes: dict[str, dict[str, int]] = {}
 
     def add(self, result: _PartResult | None) -> None:
         if result is None:
@@ -172,6 +192,10 @@ class _Merged:
         self.parts += 1
         for kind, text in result.status.items():
             self.status.setdefault(kind, []).append(text)
+        for kind, said in result.notes.items():
+            mine = self.notes.setdefault(kind, {})
+            for text, n in said.items():
+                mine[text] = mine.get(text, 0) + n
         fl = result.flows
         fl["_part"] = part
         base = self.packet_base
@@ -238,13 +262,12 @@ class _Merged:
 
     def _status(self, findings: list[Finding]) -> dict[str, Any]:
         """A detector ran when it ran on some part; its count is over all of them, its notes
-        those of every part, once."""
+        those of every part, their counts summed."""
         out = {}
         for kind, texts in self.status.items():
-            ran = [t for t in texts if t.startswith("ran")]
-            if ran:
-                notes = list(dict.fromkeys(n for t in ran for n in t.split("; ")[1:]))
-                out[kind] = ran_status(sum(f.kind == kind for f in findings), notes)
+            if any(t.startswith("ran") for t in texts):
+                count = sum(f.kind == kind for f in findings)
+                out[kind] = ran_status(count, self.notes.get(kind, {}))
             else:
                 out[kind] = texts[0]
         return out

@@ -48,7 +48,7 @@ def analyze(
     sink = ParquetStream(events_parquet, EVENT_SCHEMA) if events_parquet else None
     try:
         chunks = _written(stream.chunks, sink)
-        whole = part_rows is None or bool(stream.inputs.logs)
+        whole = part_rows is None
         head: list[pa.Table] = []
         rows = 0
         for chunk in chunks:
@@ -106,6 +106,6 @@ def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> A
     events.events = in_time_order(events.events)
     tables = join_translations(events.events, flow_tables(events.events))
     events.host, state = placed(events, load(events))
-    ctx = Context(tables, events.host, state)
+    ctx = Context(tables, events.host, state, input_lines=events.clock.input_lines)
     findings, status = run_all(ctx, kinds)
     return Analysis(events, tables, ctx, findings, status, state)

@@ -83,16 +83,18 @@ def run_all(ctx: Context, kinds: list[str] | None = None) -> tuple[list[Finding]
         found = det.run(ctx)
         if det.moments and placed:
             ctx.note(kind, f"snapshot times without taken_at, placed by {placed}")
-        status[kind] = ran_status(len(found), ctx.notes.get(kind, []))
+        status[kind] = ran_status(len(found), ctx.notes.get(kind, {}))
         findings.extend(found)
     findings.sort(key=finding_order)
     ctx.flow_notes = notes.port_failovers(ctx)
     return findings, status
 
 
-def ran_status(count: int, notes: list[str]) -> str:
-    """``ran: N findings``, then what the detector assumed or left out, ``; ``-separated."""
-    return f"ran: {count} finding{'s' if count != 1 else ''}" + "".join(f"; {n}" for n in notes)
+def ran_status(count: int, notes: dict[str, int]) -> str:
+    """``ran: N findings``, then what the detector assumed or left out (``Context.note``),
+    ``; ``-separated."""
+    said = "".join(f"; {text.replace('{n}', str(n))}" for text, n in notes.items())
+    return f"ran: {count} finding{'s' if count != 1 else ''}{said}"
 
 
 def finding_order(f: Finding) -> tuple:

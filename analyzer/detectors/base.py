@@ -127,19 +127,29 @@ class Context:
     tables: FlowTables
     host: HostState | None
     netstate: NetState = field(default_factory=NetState)
-    #: kind -> what a detector assumed or left out, said beside its status in every report
-    notes: dict[str, list[str]] = field(default_factory=dict)
+    #: kind -> what a detector assumed or left out (a text, ``{n}`` standing for a count summed
+    #: over every call and every part), said beside its status in every report
+    notes: dict[str, dict[str, int]] = field(default_factory=dict)
     #: notes on flows that are not findings (``detectors.notes``)
     flow_notes: list[dict[str, Any]] = field(default_factory=list)
+    #: every flow packet's LOG line at filter INPUT (``ts``, ``proto``, ``ip_version``), from the
+    #: whole log even when the tables are one part of it; None: take them from the tables
+    input_lines: pd.DataFrame | None = None
+    #: what the whole input holds flow packets of (``captures``, ``log``) when the tables are
+    #: one part of it; None: the tables tell
+    seen: frozenset[str] | None = None
 
-    def note(self, kind: str, text: str) -> None:
-        """Say once, beside the detector's status, what it assumed or could not check."""
-        said = self.notes.setdefault(kind, [])
-        if text not in said:
-            said.append(text)
+    def note(self, kind: str, text: str, count: int = 0) -> None:
+        """Say once, beside the detector's status, what it assumed or could not check; a
+        ``{n}`` in ``text`` is the sum of ``count`` over all calls (of all parts)."""
+        said = self.notes.setdefault(kind, {})
+        said[text] = said.get(text, 0) + count
 
     def has_input(self, need: str) -> bool:
-        """Whether flow packets were seen on a card (``captures``) or at a hook (``log``)."""
+        """Whether flow packets were seen on a card (``captures``) or at a hook (``log``): in the
+        whole input (``seen``, when the tables are a part of it), else in the tables."""
+        if self.seen is not None:
+            return need in self.seen
         obs = self.tables.observations
         if obs.empty:
             return False

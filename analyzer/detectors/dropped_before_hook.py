@@ -133,27 +133,29 @@ def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
         if how in ("sampled", "none"):
             keep[i] = False
             left[how] = left.get(how, 0) + 1
+    kind = "dropped_before_hook"
     if left.get("sampled"):
         ctx.note(
-            "dropped_before_hook",
-            f"{left['sampled']} unlogged packets not counted: only a LOG rule with a limit "
-            "(it logs a sample) covers them",
+            kind,
+            "{n} unlogged packets not counted: only a LOG rule with a limit (it logs a sample) "
+            "covers them",
+            left["sampled"],
         )
     if left.get("none"):
         ctx.note(
-            "dropped_before_hook",
-            f"{left['none']} unlogged packets not counted: no LOG rule in INPUT covers them",
+            kind, "{n} unlogged packets not counted: no LOG rule in INPUT covers them", left["none"]
         )
     if unknown:
         ctx.note(
-            "dropped_before_hook",
+            kind,
             "no iptables ruleset: which packets the LOG rules cover is judged from the flows "
-            "and the log itself"
-            + (
-                f" ({left['flow']} unlogged packets of flows with no LOG line at all not counted)"
-                if left.get("flow")
-                else ""
-            ),
+            "and the log itself",
+        )
+    if left.get("flow"):
+        ctx.note(
+            kind,
+            "{n} unlogged packets of flows with no LOG line at all not counted",
+            left["flow"],
         )
     return cand[keep]
 
@@ -197,7 +199,8 @@ def detect(ctx: Context) -> list[Finding]:
     inputs = names[names.str.upper().str.endswith("/INPUT")]
     at_input = hook.isin(inputs)
     logged = obs[at_input]
-    if logged.empty:
+    every_line = ctx.input_lines if ctx.input_lines is not None else logged
+    if every_line.empty:
         return []
     on_wire_in = obs[hook.isna() & (obs["direction"] == "in")]
     reached = set(obs.loc[at_input, "packet_id"])
@@ -217,7 +220,7 @@ def detect(ctx: Context) -> list[Finding]:
         cand["ts"].to_numpy(),
         cand["proto"].to_numpy(),
         versions.reindex(cand["flow_id"]).to_numpy(),
-        logged[["ts", "proto", "ip_version"]],
+        every_line[["ts", "proto", "ip_version"]],
     )
     cand = cand[covered]
     if cand.empty:

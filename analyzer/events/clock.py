@@ -86,6 +86,43 @@ RENDERING_RANK = {"dmesg": 0, "journal": 1, "dmesg-T": 2, "syslog": 3, "bare": 4
 DUPLICATE_NS = 2 * NS
 
 
+#: What a packet keeps through NAT besides one endpoint: its header fields.
+PACKET_FIELDS = (
+    "proto",
+    "ip_len",
+    "ip_id",
+    "tcp_flags",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "icmp_seq",
+)
+
+
+def endpoint_keys(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a 64-bit key of its packet fields with its source endpoint, and one with its
+    destination endpoint (address words and port; null as -1)."""
+    from ..schema import addr_words, integers
+
+    mix, shift = np.uint64(0xFF51AFD7ED558CCD), np.uint64(33)
+    h = np.full(table.num_rows, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in PACKET_FIELDS:
+            h ^= integers(table.column(name), -1).astype(np.uint64)
+            h *= mix
+            h ^= h >> shift
+        out = []
+        for side, port, tag in (("src", "sport", 1), ("dst", "dport", 2)):
+            words = addr_words(table.column(side))
+            k = h ^ np.uint64(tag)
+            for part in (words[:, 0], words[:, 1], integers(table.column(port), -1)):
+                k ^= part.astype(np.uint64)
+                k *= mix
+                k ^= k >> shift
+            out.append(k)
+    return out[0], out[1]
+
+
 @dataclass
 class LogClock:
     """How one log file was put on the capture clock."""
@@ -123,9 +160,18 @@ class ClockReport:
     boot_matches: int = 0
     logs: list[LogClock] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: conversations (protocol, lower and higher port or echo id) a NAT ties together, by group:
+    #: a LOG line before SNAT or after DNAT and its packet on the wire, and the other
+    #: conversations of the same kind (``nat_links``); what analysis by parts keeps in one part
+    conversation_groups: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: time, protocol and IP version of every LOG line of a flow packet at filter INPUT, once
+    #: placed: which packets the log covers is asked across flows (``dropped_before_hook``),
+    #: also of a part that holds only some of them
+    input_lines: Any = None
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "logs"}
+        skip = ("logs", "conversation_groups", "input_lines")
+        out = {k: v for k, v in self.__dict__.items() if k not in skip}
         out["logs"] = [log.to_dict() for log in self.logs]
         return out
 
@@ -171,6 +217,7 @@ def _wire_packets(captures: pa.Table) -> pd.DataFrame:
     import pandas as pd
 
     caps = _keyed(captures)
+    caps["near"], caps["far"] = endpoint_keys(captures)
     if caps.empty:
         return caps.assign(cards=pd.Series(dtype=object), wire_id=pd.Series(dtype=np.int64))
     caps = caps.sort_values([*KEY_COLUMNS, "tcp_seq", "way", "ts_ns"], kind="stable")
@@ -517,6 +564,9 @@ def align(
     lines["base"] = base
     lines["hook"] = hook
     lines["_id"] = _message_ids(lines, logs)
+    lines["near"], lines["far"] = endpoint_keys(logs)
+    window = np.zeros((logs.num_rows, 2), dtype=np.int64)  # where an unpaired line's packet is
+    placed = np.zeros(logs.num_rows, dtype=bool)
     wire = _wire_packets(captures.filter(pa.compute.is_valid(captures.column("ip_version"))))
     wire_ts = dict(zip(wire["wire_id"].tolist(), wire["ts_ns"].tolist(), strict=True))
     if len(wire):
@@ -553,6 +603,8 @@ def align(
         chosen, place = _place_file(log, file_lines, file_pairs, wire_ts)
         if place is not None:
             moved = place.expected(base[rows])
+            window[rows, 0], window[rows, 1] = moved + place.lo, moved + place.hi
+            placed[rows] = True
             ts[rows] = moved + (place.lo + PAD_NS if place.whole_second else 0)
             basis[rows] = log.basis
             for row, wire_id in chosen.items():
@@ -565,9 +617,125 @@ def align(
             _own_clock(report, log, rows, raw, ts, base, basis)
     _from_other_logs(report, clocks, lines, ts, basis, source, raw, base)
     keep = _first_copies(lines, ts, source, clocks, log_reports)
+    report.conversation_groups = nat_links(
+        lines, wire, placed & (basis != "matched") & keep, window
+    )
+    report.input_lines = _input_lines(logs, ts, keep)
     report.logs.extend(clocks[p] for p in paths)
     out = _with_times(logs, ts, basis)
     return out.filter(pa.array(keep)) if not keep.all() else out
+
+
+#: A NAT kind ties at most this many conversations into one group: past it, parts compare its
+#: flows each within their own (a NAT gateway's kind to one service would be one huge part).
+MAX_GROUP = 4096
+
+
+def _ports(frame: pd.DataFrame, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The two ports a conversation is keyed by (``flows.partitions``): TCP/UDP ports, or the
+    echo id twice for ICMP echo."""
+    sport, dport = frame[f"{prefix}sport"].to_numpy(), frame[f"{prefix}dport"].to_numpy()
+    echo = frame[f"{prefix}icmp_id"].to_numpy()
+    is_echo = (sport < 0) & (echo >= 0)
+    a, b = np.where(is_echo, echo, sport), np.where(is_echo, echo, dport)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def nat_links(
+    lines: pd.DataFrame, wire: pd.DataFrame, unpaired: np.ndarray, window: np.ndarray
+) -> list[tuple[int, int, int, int]]:
+    """(group, protocol, lower port, higher port) of the conversations a NAT ties together.
+
+    An unpaired LOG line whose packet shows on the wire under another tuple (same header fields
+    and one endpoint, in the line's window: F5/F6) ties its conversation to the wire's. The
+    conversations of every line of the same kind (protocol, one endpoint's address, the other's
+    address and port, either way round) join that group, so the flows ``nat_pinned`` compares
+    meet. Rows with port -1 have no ports (only their protocol and echo id key them)."""
+    import pandas as pd
+
+    rows = np.flatnonzero(unpaired)
+    if not len(rows) or wire.empty:
+        return []
+    cols = ["near", "far", "way", "proto", "sport", "dport", "icmp_id"]
+    cols += ["src_hi", "src_lo", "dst_hi", "dst_lo"]
+    mine = lines.iloc[rows][cols].assign(lo=window[rows, 0], hi=window[rows, 1], row=rows)
+    theirs = wire[[*cols, "ts_ns"]].add_prefix("w_")
+    found = []
+    for key in ("near", "far"):
+        m = mine.merge(theirs, left_on=key, right_on=f"w_{key}")
+        m = m[
+            ((m["way"] == m["w_way"]) | (m["way"] == "unknown") | (m["w_way"] == "unknown"))
+            & (m["w_ts_ns"] >= m["lo"])
+            & (m["w_ts_ns"] <= m["hi"])
+        ]
+        same = np.ones(len(m), dtype=bool)
+        for c in ("sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo"):
+            same &= m[c].to_numpy() == m[f"w_{c}"].to_numpy()
+        found.append(m[~same])
+    links = pd.concat(found, ignore_index=True)
+    if links.empty:
+        return []
+    links["gap"] = (links["w_ts_ns"] - (links["lo"] + links["hi"]) // 2).abs()
+    links = links.sort_values("gap", kind="stable").drop_duplicates("row")
+    parent: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+
+    def root(c: tuple[int, int, int]) -> tuple[int, int, int]:
+        while parent.setdefault(c, c) != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    def join(a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
+        parent[root(a)] = root(b)
+
+    lo, hi = _ports(links)
+    wlo, whi = _ports(links, "w_")
+    proto = links["proto"].tolist()
+    ends = zip(proto, lo.tolist(), hi.tolist(), wlo.tolist(), whi.tolist(), strict=True)
+    for p, a, b, c, d in ends:
+        join((p, a, b), (p, c, d))
+    # Lines of the same kind as a tied line: the other flows nat_pinned compares it with.
+    kinds = ["proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "dport"]
+    every = lines[[*kinds, "sport", "icmp_id"]].copy()
+    every["lo"], every["hi"] = _ports(every)
+    swap = {"src_hi": "dst_hi", "src_lo": "dst_lo", "dst_hi": "src_hi", "dst_lo": "src_lo",
+            "dport": "sport", "sport": "dport"}  # fmt: skip
+    reverse = every.rename(columns=swap)
+    tied = links[kinds].reset_index(drop=True).reset_index(names="link")
+    tied_reverse = links.rename(columns=swap)[kinds].reset_index(drop=True)
+    tied_reverse = tied_reverse.reset_index(names="link")
+    own = list(zip(proto, lo.tolist(), hi.tolist(), strict=True))
+    for frame, table in ((every, tied), (reverse, tied), (every, tied_reverse)):
+        kin = frame.merge(table, on=kinds)
+        for k, p, a, b in zip(kin["link"], kin["proto"], kin["lo"], kin["hi"], strict=True):
+            join((int(p), int(a), int(b)), own[int(k)])
+    groups: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
+    for conv in list(parent):
+        groups.setdefault(root(conv), []).append(conv)
+    out = []
+    for g, members in enumerate(groups.values()):
+        if len(members) > 1:
+            out += [(g, *m) for m in members[:MAX_GROUP]]
+    return out
+
+
+def _input_lines(logs: pa.Table, ts: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
+    """``ClockReport.input_lines``: the kept LOG lines of flow packets at an INPUT hook."""
+    import pandas as pd
+
+    from ..schema import flow_row_kinds, integers
+
+    flow, _, _ = flow_row_kinds(logs)
+    hook = logs.column("hook").cast(pa.string()).fill_null("")
+    at_input = np.asarray(pa.compute.ends_with(pa.compute.utf8_upper(hook), "/INPUT"))
+    mine = keep & flow & at_input
+    return pd.DataFrame(
+        {
+            "ts": ts[mine],
+            "proto": integers(logs.column("proto"), -1)[mine],
+            "ip_version": integers(logs.column("ip_version"), -1)[mine],
+        }
+    )
 
 
 def _boot_estimate(report: ClockReport, log: LogClock) -> None:

@@ -29,6 +29,7 @@ from ..sources.base import SourceReport
 from ..sources.bundle import InputFile, Inputs, collect
 from ..sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
 from ..sources.ipsnap import HostState, read_snapshots
+from . import clock
 from .clock import ClockReport, align
 
 
@@ -351,20 +352,28 @@ def merge_by_time(sources: list[Iterator[pa.Table]]) -> Iterator[pa.Table]:
 
 
 class LogCandidates:
-    """Keeps the captured rows that could be the packet of some LOG line (same ports and
-    length), so aligning the logs needs them, not the whole capture, in memory."""
+    """Keeps the captured rows that could be the packet of some LOG line, so aligning the logs
+    needs them, not the whole capture, in memory: rows whose packet fields and one endpoint
+    (address and port) are those of a line. One endpoint, not both: a line before SNAT or after
+    DNAT shows the packet under another tuple (F5/F6), and its twin on the wire is kept too."""
 
     def __init__(self, logs: pa.Table) -> None:
-        self.values = {c: pc.unique(logs.column(c).combine_chunks()) for c in MATCH_COLUMNS}
+        near, far = clock.endpoint_keys(logs)
+        self.keys = np.unique(np.concatenate([near, far]))
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        mask = pc.is_valid(table.column("ip_version"))
-        for c, values in self.values.items():
-            mask = pc.and_(mask, pc.is_in(table.column(c), value_set=values, skip_nulls=False))
-        return table.filter(mask)
+        if not table.num_rows:
+            return table
+        near, far = clock.endpoint_keys(table)
+        hit = _member(near, self.keys) | _member(far, self.keys)
+        return table.filter(pa.array(hit & present(table.column("ip_version"))))
 
 
-MATCH_COLUMNS = ("sport", "dport", "ip_len")
+def _member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if not len(sorted_keys):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
 
 
 def _capture_chunks(

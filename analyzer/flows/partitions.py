@@ -5,9 +5,9 @@ A row's part is a hash of what every flow question about it is asked with: the p
 unordered pair of ports (the ICMP echo id for echo, the quoted packet's protocol and ports for an
 ICMP error). A conversation, the flows that reuse its ports, an answer from another address to
 the same ports (F1, ``reply_address_mismatch``) and the ICMP errors that quote a flow therefore
-always share a part. What does not survive the cut is a connection seen under two tuples (NAT
-between a hook and the card, F5/F6) and the coverage of a hook across flows: ``analyze`` keeps
-inputs with LOG lines whole.
+always share a part. A connection seen under two tuples (NAT between a hook and the card,
+F5/F6) would not: the conversations a NAT ties together, found when the logs are placed, take
+one hash (``Regrouped``).
 
 The stream is written as Arrow IPC files, one per group of the hash's low bits, each row with
 its hash and its position in the whole time-ordered stream; a group too big to read back at
@@ -65,8 +65,13 @@ def conversation_hash(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     a = np.where(error, _column(table, "inner_sport"), a)
     b = np.where(error, _column(table, "inner_dport"), b)
     proto = np.where(error, _column(table, "inner_proto"), proto)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    h = (proto << np.uint64(32)) | (lo << np.uint64(16)) | hi
+    return conversation_key(proto, np.minimum(a, b), np.maximum(a, b)), used
+
+
+def conversation_key(proto: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The 64-bit hash of (protocol, lower port, higher port) that places a conversation."""
+    h = (proto.astype(np.uint64) << np.uint64(32)) | (lo.astype(np.uint64) << np.uint64(16))
+    h |= hi.astype(np.uint64)
     # splitmix64's finaliser: every input bit moves every output bit.
     with np.errstate(over="ignore"):
         h ^= h >> np.uint64(30)
@@ -74,7 +79,30 @@ def conversation_hash(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         h ^= h >> np.uint64(27)
         h *= np.uint64(0x94D049BB133111EB)
         h ^= h >> np.uint64(31)
-    return h, used
+    return h
+
+
+class Regrouped:
+    """Conversations a NAT ties together (``ClockReport.conversation_groups``: a LOG line
+    before SNAT or after DNAT, its packet on the wire under another tuple, and the other flows
+    of the same kind) take one hash, so they share a part as they share the whole table."""
+
+    def __init__(self, groups: list[tuple[int, int, int, int]]) -> None:
+        g = np.array(groups, dtype=np.int64).reshape(-1, 4)
+        member = conversation_key(g[:, 1], g[:, 2], g[:, 3])
+        first = {}
+        for group, key in zip(g[:, 0].tolist(), member.tolist(), strict=True):
+            first.setdefault(group, key)
+        order = np.argsort(member)
+        self.keys = member[order]
+        self.values = np.array([first[x] for x in g[:, 0].tolist()], dtype=np.uint64)[order]
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return h
+        at = np.minimum(np.searchsorted(self.keys, h), len(self.keys) - 1)
+        hit = self.keys[at] == h
+        return np.where(hit, self.values[at], h)
 
 
 @dataclass
@@ -191,14 +219,29 @@ def _read(path: str) -> Iterator[pa.RecordBatch]:
 
 class _Positioned:
     """Gives each round of the stream its rows' positions and conversation hashes, and keeps
-    the rows flows use. Rounds come in stream order."""
+    the rows flows use. Rounds come in stream order. ``groups`` gives the conversations a NAT
+    ties together once the stream has started (the logs are placed before its first chunk)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        groups: Callable[[], list[tuple[int, int, int, int]]] | None,
+        seen: dict[str, int] | None = None,
+    ) -> None:
         self.start = 0
+        self.groups = groups
+        self.regroup: Regrouped | None = None
+        self.seen = seen if seen is not None else {}
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         n = table.num_rows
         h, used = conversation_hash(table)
+        if self.groups is not None:
+            if self.regroup is None:
+                self.regroup = Regrouped(self.groups())
+            h = self.regroup(h)
+        at_hook = np.asarray(table.column("hook").is_valid()) & used
+        self.seen["log"] = self.seen.get("log", 0) + int(at_hook.sum())
+        self.seen["captures"] = self.seen.get("captures", 0) + int((used & ~at_hook).sum())
         table = table.append_column(HASH, pa.array(h)).append_column(
             ROW, pa.array(np.arange(self.start, self.start + n, dtype=np.int64))
         )
@@ -245,6 +288,8 @@ def plan(
     part_rows: int = PART_ROWS,
     columns: list[str] | None = None,
     expected_rows: int | None = None,
+    groups: Callable[[], list[tuple[int, int, int, int]]] | None = None,
+    seen: dict[str, int] | None = None,
 ) -> list[PartPlan]:
     """Spill a time-ordered event stream into ``directory`` and plan parts of about
     ``part_rows`` rows (more when one conversation has more) that never split what
@@ -256,7 +301,7 @@ def plan(
     if columns is not None:  # as they come: rounds waiting for the split hold only these
         chunks = (chunk.select(columns) for chunk in chunks)
     bits = group_bits(expected_rows, part_rows)
-    todo = _split(chunks, directory, 0, _Positioned(), bits)
+    todo = _split(chunks, directory, 0, _Positioned(groups, seen), bits)
     plans: list[PartPlan] = []
     pending = PartPlan([], 0, [])
     while todo:
