@@ -8,10 +8,16 @@ Frames are assembled with numpy a block at a time (one template per flow and dir
 payload zero-filled, IP ID and TCP sequence numbers patched per packet), so ten million packets
 take seconds, not the hour a per-packet dpkt loop would. The same packets are written in three
 forms: one classic pcap per card, ``any.pcap`` (LINUX_SLL2) and ``all.pcapng``.
+
+Beside them, the kernel log a host logging its traffic would keep (``_KernelLog``): netfilter LOG
+lines for every Nth TCP/UDP packet and every packet of a few traced flows, as the kernel prints
+them, in raw dmesg (with ``btime``), journald short-iso and whole-second syslog. A few TCP flows
+are behind SNAT: the wire shows their translated source, their LOG lines the original one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -19,6 +25,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 CARDS = ("eth1", "eth2", "eth3", "eth4")
 IFINDEX = {name: 2 + i for i, name in enumerate(CARDS)}
@@ -30,7 +38,7 @@ T0_NS = 1_764_040_200_000_000_000
 MTU_FRAME = 1514
 
 #: Bumped whenever the captures it makes change: the benchmark regenerates cached ones.
-VERSION = 3
+VERSION = 4
 #: The largest flow weight: a flow gets at most this many times the packets of the smallest.
 ZIPF_CAP = 1000
 #: Kinds of flow and their share of flows.
@@ -45,6 +53,29 @@ KINDS = (
     ("opts4", 0.03),
     ("arp", 0.04),
 )
+#: Kinds of flow whose packets get LOG lines: TCP and UDP. Not the IPv4 fragments: the filter
+#: hooks see the whole datagram (before fragmentation going out, after reassembly coming in),
+#: whose line would not be of the packet on the wire.
+LOGGED_KINDS = ("tcp4", "opts4", "tcp6", "udp4", "udp6")
+#: Renderings of the kernel log and the file each is written to, named as in ``samples/``.
+LOG_FILES = {"dmesg": "kern.dmesg", "journal": "kern.journal", "syslog": "kern.syslog"}
+#: Seconds since boot at the first packet. The true boot time lies ``BOOT_FRACTION_NS`` after
+#: the whole second ``btime`` says, as on a real host (F7): raw dmesg placed with ``btime``
+#: alone is that far off.
+UPTIME_AT_T0 = 8716
+BOOT_FRACTION_NS = 387_000_000
+#: A hook logs a packet a few microseconds before it is on the wire (OUTPUT) or after (INPUT):
+#: below this many us, under half the least gap between two packets (20 us), so the lines keep
+#: the packets' order.
+HOOK_GAP_US = 10
+#: journald stamps a kernel line when it reads it, waking up at most this long (ns) after the
+#: last read: a line is up to this late, never early, and the stamps never go back.
+JOURNAL_DELAY_NS = 50_000_000
+LOG_HOST = "host"
+#: IPv4 flag bits as the kernel prints them, in its order.
+IP_FLAG_WORDS = ((0x8000, "CE "), (0x4000, "DF "), (0x2000, "MF "))
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+NS = 1_000_000_000
 
 
 def _card_addr4(card: int) -> bytes:
@@ -89,8 +120,11 @@ class Templates:
     seq_at: np.ndarray  # offset of the TCP sequence number, -1 if none
 
 
-def _flows(n_flows: int, rnd: np.random.Generator, full_size: bool) -> tuple[Templates, np.ndarray]:
-    """Templates for 2 * n_flows (even: out, odd: in) and each flow's card."""
+def _flows(
+    n_flows: int, rnd: np.random.Generator, full_size: bool
+) -> tuple[Templates, np.ndarray, np.ndarray]:
+    """Templates for 2 * n_flows (even: out, odd: in), each flow's card and its kind (index
+    into ``KINDS``)."""
     kinds = rnd.choice(len(KINDS), size=n_flows, p=[p for _, p in KINDS])
     cards = rnd.integers(0, len(CARDS), size=n_flows)
     l3: list[bytes] = []
@@ -175,7 +209,7 @@ def _flows(n_flows: int, rnd: np.random.Generator, full_size: bool) -> tuple[Tem
         ipid_at=np.array(ipid_at, dtype=np.int64),
         seq_at=np.array(seq_at, dtype=np.int64),
     )
-    return t, cards
+    return t, cards, kinds
 
 
 def _ragged_copy(
@@ -313,6 +347,271 @@ def _pcapng_opt(code: int, value: bytes) -> bytes:
     return struct.pack("<HH", code, len(value)) + value + b"\0" * pad
 
 
+def _special_flows(
+    kind: np.ndarray, switching: np.ndarray, snat_flows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The flows behind SNAT (IPv4 TCP, not switching) and the traced flows, every packet of
+    which is logged: the switching ones, the first half of the SNAT ones, one IPv6 TCP flow
+    and one UDP flow (a user tracing the connections under investigation)."""
+    tcp4 = np.setdiff1d(np.flatnonzero(kind == "tcp4"), switching)
+    snat = tcp4[5::31][:snat_flows]
+    extra = [np.setdiff1d(np.flatnonzero(kind == k), switching)[:1] for k in ("tcp6", "udp4")]
+    traced = np.concatenate([switching, snat[: (len(snat) + 1) // 2], *extra])
+    return snat, np.unique(traced)
+
+
+def _apply_snat(
+    tpl: Templates, snat: np.ndarray, flow_card: np.ndarray
+) -> tuple[dict[int, tuple[bytes, int]], list[str]]:
+    """Put the SNAT flows behind MASQUERADE: their socket has another card's address, the wire
+    the egress card's (the address their templates already hold), and every other one of them
+    gets another port on the wire (its templates are patched). Returns, per template, the local
+    address and port the filter hooks see (OUTPUT before SNAT, INPUT after de-NAT), and the
+    flows' ``conntrack -L`` lines."""
+    original: dict[int, tuple[bytes, int]] = {}
+    entries = []
+    for j, f in enumerate(snat.tolist()):
+        out_l3, in_l3 = tpl.l3[2 * f], tpl.l3[2 * f + 1]
+        sport, dport = struct.unpack_from("!HH", out_l3, 20)
+        peer, wire_addr = out_l3[16:20], out_l3[12:16]
+        addr = _card_addr4((int(flow_card[f]) + 1) % len(CARDS))
+        wire_port = 61000 + j if j % 2 else sport
+        tpl.l3[2 * f] = out_l3[:20] + struct.pack("!H", wire_port) + out_l3[22:]
+        tpl.l3[2 * f + 1] = in_l3[:22] + struct.pack("!H", wire_port) + in_l3[24:]
+        original[2 * f] = original[2 * f + 1] = (addr, sport)
+        a, p, w = (socket.inet_ntoa(x) for x in (addr, peer, wire_addr))
+        entries.append(
+            f"ipv4     2 tcp      6 431999 ESTABLISHED src={a} dst={p} sport={sport} "
+            f"dport={dport} src={p} dst={w} sport={dport} dport={wire_port} [ASSURED] mark=0 "
+            "use=1"
+        )
+    return original, entries
+
+
+def _addr_text(addr: bytes) -> str:
+    """An address as the kernel's ``%pI4`` / ``%pI6`` print it: IPv6 fully expanded."""
+    if len(addr) == 4:
+        return socket.inet_ntoa(addr)
+    return ":".join(addr[i : i + 2].hex() for i in range(0, 16, 2))
+
+
+def _tcp_flag_words(flags: int) -> str:
+    """Bare TCP flag words in the kernel's order."""
+    names = ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
+    return "".join(f"{n} " for i, n in enumerate(names) if flags & (0x80 >> i))
+
+
+def _hook_text(l3: bytes, out: bool, original: tuple[bytes, int] | None) -> tuple[str, str, str]:
+    """The parts of a LOG line of one template that every packet shares, read from the
+    template's own header bytes (so a line says what its packet carries): the prefix, the
+    fields up to ``ID=`` (IPv6: the whole rest of the line, it has no ID) and what follows the
+    ID. ``original``: the local address and port the hook sees (SNAT)."""
+    if l3[0] >> 4 == 4:
+        ihl = (l3[0] & 0x0F) * 4
+        tos, length, frag, ttl, proto = l3[1], *struct.unpack_from("!H2xHBB", l3, 2)
+        src, dst, l4 = l3[12:16], l3[16:20], l3[ihl:]
+    else:
+        word, plen, proto, ttl = struct.unpack_from("!IHBB", l3)
+        length, src, dst, l4 = plen + 40, l3[8:24], l3[24:40], l3[40:]
+    sport, dport = struct.unpack_from("!HH", l4)
+    if original is not None:
+        if out:
+            src, sport = original
+        else:
+            dst, dport = original
+    if proto == 6:
+        window, urgp = struct.unpack_from("!H2xH", l4, 14)
+        transport = (
+            f"PROTO=TCP SPT={sport} DPT={dport} WINDOW={window} "
+            f"RES=0x{(l4[12] & 0x0F) << 2:02x} {_tcp_flag_words(l4[13])}URGP={urgp} \n"
+        )
+    else:
+        transport = f"PROTO=UDP SPT={sport} DPT={dport} LEN={struct.unpack_from('!H', l4, 4)[0]} \n"
+    prefix = f"[FILTER-{'OUTPUT' if out else 'INPUT'} {'tcp' if proto == 6 else 'udp'}] "
+    addrs = f"SRC={_addr_text(src)} DST={_addr_text(dst)} LEN={length} "
+    if len(src) == 16:
+        ip6 = f"TC={(word >> 20) & 0xFF} HOPLIMIT={ttl} FLOWLBL={word & 0xFFFFF} "
+        return prefix, addrs + ip6 + transport, ""
+    bits = "".join(w for bit, w in IP_FLAG_WORDS if frag & bit)
+    if frag & 0x1FFF:
+        bits += f"FRAG:{frag & 0x1FFF} "
+    head = f"{addrs}TOS=0x{tos & 0x1E:02X} PREC=0x{tos & 0xE0:02X} TTL={ttl} ID="
+    return prefix, head, " " + bits + transport
+
+
+def _text_bytes(text: pa.Array) -> memoryview:
+    """The bytes of a string array's values end to end, without a copy."""
+    offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset : text.offset + len(text) + 1]
+    return memoryview(text.buffers()[2])[offsets[0] : offsets[-1]]
+
+
+def _per_second(seconds: np.ndarray, fmt: str) -> pa.Array:
+    """``fmt`` (datetime.strftime, plus ``{mon}`` and ``{day}``) of each epoch second, formatted
+    once per distinct second: a block of packets spans a few seconds."""
+    distinct, at = np.unique(seconds, return_inverse=True)
+    texts = []
+    for s in distinct.tolist():
+        when = dt.datetime.fromtimestamp(s, dt.UTC)
+        texts.append(when.strftime(fmt.format(mon=MONTHS[when.month - 1], day=f"{when.day:2d}")))
+    return pa.array(texts, pa.string()).take(pa.array(at.astype(np.int64)))
+
+
+class _KernelLog:
+    """The netfilter LOG lines of the generated packets, written a block of packets at a time in
+    each rendering: one line for every ``every``-th packet of each rule (OUTPUT and INPUT, tcp
+    and udp: ``-m statistic --mode nth --every N -j LOG``), and one for every packet of the
+    traced flows (a rule before those, so its packets do not count toward them).
+
+    A line is built from per-template text (``_hook_text``) and per-packet columns (card, IP ID,
+    time) joined with Arrow string kernels, a block at a time: no Python per line."""
+
+    def __init__(
+        self,
+        out_dir: str,
+        tpl: Templates,
+        kind: np.ndarray,
+        traced: np.ndarray,
+        original: dict[int, tuple[bytes, int]],
+        every: int,
+        renderings: tuple[str, ...],
+        seed: int,
+    ) -> None:
+        n_tpl = len(tpl.l3)
+        flow_of = np.arange(n_tpl) // 2
+        self.loggable = np.isin(kind[flow_of], LOGGED_KINDS)
+        self.traced = np.isin(flow_of, traced)
+        self.snat = np.isin(np.arange(n_tpl), list(original))
+        self.v6 = tpl.ethertype == 0x86DD
+        proto = np.array([h[9] if h[0] >> 4 == 4 else h[6] for h in tpl.l3])
+        self.rule = (np.arange(n_tpl) % 2) * 2 + (proto == 17)  # (in, udp): one counter each
+        prefix, head, tail = [], [], []
+        for i in range(n_tpl):
+            parts = ("", "", "")
+            if self.loggable[i]:
+                parts = _hook_text(tpl.l3[i], i % 2 == 0, original.get(i))
+            prefix.append(parts[0])
+            head.append(parts[1])
+            tail.append(parts[2])
+        self.prefix, self.head, self.tail = (pa.array(x, pa.string()) for x in (prefix, head, tail))
+        inout = []
+        for c in CARDS:  # index (card * 2 + out) * 2 + v6
+            for out in (False, True):
+                for etype in ("08:00", "86:dd"):
+                    if out:
+                        inout.append(f"IN= OUT={c} ")
+                    else:
+                        macs = ":".join(f"{b:02x}" for b in CARD_MAC[c] + PEER_MAC)
+                        inout.append(f"IN={c} OUT= MAC={macs}:{etype} ")
+        self.inout = pa.array(inout, pa.string())
+        self.every = every
+        self.seen = np.zeros(4, np.int64)
+        self.rnd = np.random.default_rng(seed + 7919)  # its own: captures do not depend on it
+        self.btime = T0_NS // NS - UPTIME_AT_T0
+        self.boot_ns = self.btime * NS + BOOT_FRACTION_NS
+        self.read_at, self.read_lines = T0_NS, 0  # journald's last read, lines it took
+        self.files = {r: open(os.path.join(out_dir, LOG_FILES[r]), "wb") for r in renderings}  # noqa: SIM115
+        with open(os.path.join(out_dir, "btime"), "w") as f:
+            f.write(f"{self.btime}\n")
+        self.lines = 0
+        self.snat_lines = 0
+        self.traced_lines = 0
+
+    def write(
+        self,
+        t: np.ndarray,
+        out: np.ndarray,
+        card: np.ndarray,
+        stamps: np.ndarray,
+        counter: np.ndarray,
+    ) -> None:
+        """Append the lines of one block of packets (in time order) to every rendering."""
+        traced = self.traced[t]
+        counted = self.loggable[t] & ~traced
+        take = traced & self.loggable[t]
+        rule = self.rule[t]
+        for r in range(4):
+            mine = counted & (rule == r)
+            nth = self.seen[r] + np.cumsum(mine) - 1
+            take |= mine & (nth % self.every == 0)
+            self.seen[r] += int(mine.sum())
+        sel = np.flatnonzero(take)
+        if not sel.size:
+            return
+        tt = pa.array(t[sel])
+        gap = self.rnd.integers(0, HOOK_GAP_US, sel.size) * 1000
+        kernel_ns = stamps[sel] + np.where(out[sel], -gap, gap)
+        v6 = self.v6[t[sel]]
+        code = (card[sel] * 2 + out[sel]) * 2 + v6
+        ids = pc.if_else(pa.array(v6), "", pa.array(counter[sel] & 0xFFFF).cast(pa.string()))
+        body = pc.binary_join_element_wise(
+            self.prefix.take(tt),
+            self.inout.take(pa.array(code)),
+            self.head.take(tt),
+            ids,
+            self.tail.take(tt),
+            "",
+        )
+        read = None
+        if "journal" in self.files or "syslog" in self.files:
+            read = self._journal_times(kernel_ns)
+        for rendering, f in self.files.items():
+            stamp = self._stamps(rendering, kernel_ns, read)
+            f.write(_text_bytes(pc.binary_join_element_wise(stamp, body, "")))
+        self.lines += sel.size
+        self.snat_lines += int(self.snat[t[sel]].sum())
+        self.traced_lines += int(traced[sel].sum())
+
+    def _stamps(self, rendering: str, kernel_ns: np.ndarray, read: np.ndarray | None) -> pa.Array:
+        """Each line's stamp in ``rendering``: raw dmesg from the time the kernel logged it
+        (epoch ns), journald and syslog from when the line was read (``read``)."""
+        if rendering == "dmesg":  # printk: "[%5lu.%06lu] " since boot
+            up = kernel_ns - self.boot_ns
+            sec = pc.utf8_lpad(pa.array(up // NS).cast(pa.string()), 5, " ")
+            usec = pc.utf8_lpad(pa.array(up % NS // 1000).cast(pa.string()), 6, "0")
+            return pc.binary_join_element_wise("[", sec, ".", usec, "] ", "")
+        assert read is not None
+        if rendering == "journal":  # short-iso with microseconds
+            usec = pc.utf8_lpad(pa.array(read % NS // 1000).cast(pa.string()), 6, "0")
+            return pc.binary_join_element_wise(
+                _per_second(read // NS, "%Y-%m-%dT%H:%M:%S"),
+                ".",
+                usec,
+                f"+0000 {LOG_HOST} kernel: ",
+                "",
+            )
+        return _per_second(read // NS, f"{{mon}} {{day}} %H:%M:%S {LOG_HOST} kernel: ")
+
+    def _journal_times(self, kernel_ns: np.ndarray) -> np.ndarray:
+        """When journald read each line (rsyslog takes its stamp from the journal): it wakes
+        up every 1-50 ms and stamps the lines the kernel wrote since, a microsecond apart. So a
+        line is 0-50 ms late, by an amount that varies line to line, and the stamps never go
+        back. ``kernel_ns`` is in time order."""
+        reads = [self.read_at]
+        while reads[-1] < kernel_ns[-1]:
+            gaps = self.rnd.integers(1_000, JOURNAL_DELAY_NS // 1000, 256) * 1000
+            reads.extend((reads[-1] + np.cumsum(gaps)).tolist())
+        at = np.array(reads, dtype=np.int64)
+        batch = np.searchsorted(at, kernel_ns, side="left")
+        rank = np.arange(batch.size) - np.searchsorted(batch, batch, side="left")
+        rank[batch == 0] += self.read_lines  # the read the block before ended in goes on
+        self.read_at, self.read_lines = int(at[batch[-1]]), int(rank[-1]) + 1
+        return at[batch] + rank * 1000
+
+    def close(self) -> dict:
+        """Close the files; what they hold."""
+        for f in self.files.values():
+            f.close()
+        return {
+            "every": self.every,
+            "lines": self.lines,
+            "snat_lines": self.snat_lines,
+            "traced_lines": self.traced_lines,
+            "files": {r: LOG_FILES[r] for r in self.files},
+            "btime": self.btime,
+            "boot_time": self.boot_ns / NS,
+        }
+
+
 def generate(
     out_dir: str,
     packets: int,
@@ -324,6 +623,9 @@ def generate(
     forms: tuple[str, ...] = ("host", "pcap", "sll2", "pcapng"),
     block: int = 65536,
     seed: int = 1,
+    snat_flows: int = 4,
+    log_every: int = 10,
+    renderings: tuple[str, ...] = tuple(LOG_FILES),
 ) -> dict:
     """Write a bundle of ``packets`` packets to ``out_dir``; return a summary of what it holds.
 
@@ -331,20 +633,29 @@ def generate(
     (``eth1.pcap``...), ``sll2`` ``any.pcap``, ``pcapng`` ``all.pcapng``.
 
     ``snaplen`` truncates every record (96 gives a headers-only capture); ``switching_flows``
-    outgoing TCP flows move from their card to the next one half way through.
+    outgoing TCP flows move from their card to the next one half way through; ``snat_flows``
+    TCP flows are behind SNAT (``conntrack.txt`` lists them).
+
+    ``log_every`` > 0 also writes the kernel log of the same packets in ``renderings``
+    (``LOG_FILES``) and ``btime``: a LOG line for every ``log_every``-th TCP/UDP packet of each
+    rule and for every packet of the traced flows (``_KernelLog``). The captures are the same
+    with or without it.
     """
     os.makedirs(out_dir, exist_ok=True)
     rnd = np.random.default_rng(seed)
-    tpl, flow_card = _flows(flows, rnd, full_size)
-    pool = np.frombuffer(b"".join(tpl.l3), dtype=np.uint8)
-    pool_at = np.concatenate([[0], np.cumsum([len(b) for b in tpl.l3])]).astype(np.int64)
+    tpl, flow_card, kinds = _flows(flows, rnd, full_size)
+    kind = np.array([name for name, _ in KINDS])[kinds]
     snaplen = snaplen or 262144
     tcp_flows = np.nonzero(tpl.seq_at[0::2] >= 0)[0]
     switching = tcp_flows[: switching_flows * 97 : 97][:switching_flows]
+    snat, traced = _special_flows(kind, switching, snat_flows)
+    original, conntrack = _apply_snat(tpl, snat, flow_card)
+    pool = np.frombuffer(b"".join(tpl.l3), dtype=np.uint8)
+    pool_at = np.concatenate([[0], np.cumsum([len(b) for b in tpl.l3])]).astype(np.int64)
     # Heavy-tailed flow sizes, capped: uncapped, a Zipf draw gives a handful of flows nearly
     # every packet, and a busy host has thousands of live flows.
     weights = np.minimum(rnd.zipf(1.3, size=flows), ZIPF_CAP).astype(np.float64)
-    weights[switching] = ZIPF_CAP
+    weights[np.concatenate([switching, snat, traced])] = ZIPF_CAP
     weights /= weights.sum()
 
     writers: dict[str, _Writer] = {}
@@ -357,6 +668,9 @@ def generate(
         writers["any"] = _Writer(os.path.join(out_dir, "any.pcap"), "sll2", snaplen)
     if "pcapng" in forms:
         writers["ng"] = _Writer(os.path.join(out_dir, "all.pcapng"), "pcapng", snaplen)
+    log = None
+    if log_every > 0:
+        log = _KernelLog(out_dir, tpl, kind, traced, original, log_every, renderings, seed)
 
     counter = np.zeros(2 * flows, dtype=np.int64)
     ts = T0_NS
@@ -383,10 +697,19 @@ def generate(
         for name, w in writers.items():
             sel = np.nonzero(card == CARDS.index(name))[0] if name in CARDS else np.arange(n)
             w.write(tpl, pool, pool_at, t[sel], stamps[sel], card[sel], out[sel], pkt_counter[sel])
+        if log is not None:
+            log.write(t, out, card, stamps, pkt_counter)
         written += n
     for w in writers.values():
         w.close()
     _write_ip_snapshot(out_dir)
+    if conntrack:
+        with open(os.path.join(out_dir, "conntrack.txt"), "w") as f:
+            f.write("# conntrack -L --src-nat\n" + "".join(f"{e}\n" for e in conntrack))
+            f.write(
+                f"conntrack v1.4.7 (conntrack-tools): {len(conntrack)} flow entries have been "
+                "shown.\n"
+            )
     summary = {
         "version": VERSION,
         "packets": packets,
@@ -394,6 +717,9 @@ def generate(
         "snaplen": snaplen,
         "flows": flows,
         "switching_flows": [int(f) for f in switching],
+        "snat_flows": [int(f) for f in snat],
+        "traced_flows": [int(f) for f in traced],
+        "log": log.close() if log is not None else None,
         "files": sorted(os.listdir(out_dir)),
     }
     with open(os.path.join(out_dir, "generated.json"), "w") as f:

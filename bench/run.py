@@ -6,6 +6,9 @@ taken between methods of the same run on the same file, so a noisy machine moves
 
     python -m bench                       # 10^6 and 10^7 packets, full-size and headers-only
     python -m bench --sizes 1e5 --runs 1  # a quick look
+
+On the headers-only captures, ``events`` and ``analyze`` also run with the kernel log generated
+beside them (``--log``), next to the same command without it: what LOG lines cost.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from dataclasses import dataclass, field
 
 from analyzer.api.cli import default_jobs
 
+from .generate import LOG_FILES, generate
 from .generate import VERSION as GENERATOR_VERSION
-from .generate import generate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -38,6 +41,16 @@ PROFILES = {
 BIG_FULL_SIZE = 5_000_000
 #: Where ``/proc/meminfo`` is missing: inputs bigger than this are not read ahead (``warm``).
 WARM_LIMIT = 2 << 30
+#: The profile the LOG-line workloads run on: headers-only captures, as the issue's user had.
+LOG_PROFILE = "headers"
+#: Up to this many packets every rendering of the log is timed; above it raw dmesg only (the
+#: other renderings cost the same reading, and each run of analyze with a log is long).
+ALL_RENDERINGS_UP_TO = 1_000_000
+LOG_LABELS = {"dmesg": "raw dmesg", "journal": "journal", "syslog": "syslog"}
+#: Issue 24's targets with LOG lines: time at most this many times that without them...
+LOG_TIME_TARGET = {"analyze": 1.5, "events": 1.3}
+#: ... and analyze's peak RSS below this (MiB) up to 10^6 packets, below the second above.
+LOG_RSS_TARGET = (300, 400)
 TSHARK_FIELDS = [
     "frame.time_epoch",
     "ip.src",
@@ -65,6 +78,8 @@ class Timing:
     seconds: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     note: str = ""
+    without: str = ""  # the method that is this one without the LOG lines
+    log_lines: int = 0
 
     @property
     def median(self) -> float:
@@ -84,17 +99,19 @@ class Timing:
 
 
 def run_once(argv: list[str]) -> tuple[float, float]:
-    """Wall time and peak RSS (MiB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):  # analyze exits 1 when it has findings
+    """Wall time and peak RSS (MiB) of one process, started by ``bench.launch`` so that its
+    peak is its own, not this process's."""
+    launcher = [sys.executable, "-m", "bench.launch", *argv]
+    proc = subprocess.run(launcher, capture_output=True, cwd=ROOT, check=False)
+    err = proc.stderr.decode(errors="replace")
+    try:
+        seconds, rss_kib, code = proc.stdout.decode().split()[-3:]
+    except ValueError:
+        why = f"not run ({proc.returncode}): {err[-2000:]}"
+        raise RuntimeError(f"{' '.join(argv)}: {why}") from None
+    if int(code) not in (0, 1):  # analyze exits 1 when it has findings
         raise RuntimeError(f"{' '.join(argv)} exited {code}: {err[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return float(seconds), int(rss_kib) / 1024
 
 
 def warm(paths: list[str]) -> None:
@@ -131,20 +148,26 @@ def available_memory() -> int:
 
 @dataclass
 class Method:
-    """One command to time: ``reads`` are the files it reads (``warm``)."""
+    """One command to time: ``reads`` are the files it reads (``warm``); ``without`` names the
+    method that runs the same command without the LOG lines this one adds."""
 
     name: str
     argv: list[str]
     packets: int
     reads: list[str]
     note: str = ""
+    without: str = ""
+    log_lines: int = 0
 
 
 def measure(methods: list[Method], runs: int) -> list[Timing]:
     """``runs`` rounds, each running every method once in turn (so a machine that slows down
     for a while slows every method alike, not the few that ran then), each run after
     ``warm`` of its files."""
-    timings = [Timing(m.name, m.packets, note=m.note) for m in methods]
+    timings = [
+        Timing(m.name, m.packets, note=m.note, without=m.without, log_lines=m.log_lines)
+        for m in methods
+    ]
     for _ in range(runs):
         for m, t in zip(methods, timings, strict=True):
             warm(m.reads)
@@ -170,27 +193,96 @@ def nicpath(*args: str) -> list[str]:
     return [sys.executable, "-m", "analyzer", *args]
 
 
-def bundle(data: str, packets: int, profile: str) -> tuple[str, dict]:
-    """Generate (or reuse) the capture bundle for one size and profile."""
+def bundle(data: str, packets: int, profile: str, log_every: int = 0) -> tuple[str, dict]:
+    """Generate (or reuse) the capture bundle for one size and profile; with ``log_every``, the
+    kernel log of its packets beside it."""
     path = os.path.join(data, f"{profile}-{packets}")
     meta = os.path.join(path, "generated.json")
     if os.path.exists(meta):
         with open(meta) as f:
             summary = json.load(f)
-        if summary.get("version") == GENERATOR_VERSION:
+        log = summary.get("log") or {}
+        if summary.get("version") == GENERATOR_VERSION and log.get("every", 0) == log_every:
             return path, summary
     forms = ("host", "pcap", "sll2", "pcapng")
     if profile == "full" and packets >= BIG_FULL_SIZE:
         forms = ("host",)
     t = time.perf_counter()
-    summary = generate(path, packets, forms=forms, **PROFILES[profile])
+    summary = generate(path, packets, forms=forms, log_every=log_every, **PROFILES[profile])
     print(f"  generated {path} in {time.perf_counter() - t:.1f} s", flush=True)
     return path, summary
 
 
-def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int) -> list[Timing]:
+def log_renderings(choice: str, packets: int) -> list[str]:
+    """The renderings to time: ``auto`` is every one up to ``ALL_RENDERINGS_UP_TO`` packets and
+    raw dmesg above; else the comma-separated list given."""
+    if choice == "auto":
+        return list(LOG_FILES) if packets <= ALL_RENDERINGS_UP_TO else ["dmesg"]
+    names = [r for r in choice.split(",") if r]
+    unknown = set(names) - set(LOG_FILES)
+    if unknown:
+        raise SystemExit(f"--log-renderings: unknown {', '.join(sorted(unknown))}")
+    return names
+
+
+def log_methods(
+    path: str,
+    summary: dict,
+    cards: list[str],
+    ip: str,
+    out: str,
+    renderings: list[str],
+    have: list[Method],
+) -> list[Method]:
+    """``events`` and ``analyze`` on the four per-card pcaps (what the issue's user ran) and
+    ``analyze`` on ``any.pcap``, each with the kernel log in every rendering asked for, next to
+    the same command without it (reused from ``have`` when it is there already). All take the
+    default ``--jobs``, written out so the runs without the log are the ones above."""
+    packets, log = summary["packets"], summary["log"]
+    n = str(default_jobs())
+    capture = os.path.join(path, "any.pcap")
+    events = nicpath("events", *cards, "--ip", ip, "--parquet", out, "--jobs", n)
+    by_cards = nicpath("analyze", *cards, "--ip", ip, "--format", "json", "--jobs", n)
+    by_any = nicpath("analyze", capture, "--ip", ip, "--format", "json", "--jobs", n)
+    bases = [
+        Method(f"nicpath events 4 card pcaps --jobs {n}", events, packets, cards),
+        Method(f"nicpath analyze 4 card pcaps --jobs {n}", by_cards, packets, cards),
+        Method(f"nicpath analyze any.pcap --jobs {n}", by_any, packets, [capture]),
+    ]
+    names = {m.name for m in have}
+    methods = [m for m in bases if m.name not in names]
+    for base in bases:
+        for rendering in renderings:
+            lines = os.path.join(path, log["files"][rendering])
+            argv = [*base.argv, "--log", lines]
+            if rendering == "dmesg":
+                argv += ["--boot-time", str(log["btime"])]
+            methods.append(
+                Method(
+                    f"{base.name} + {LOG_LABELS[rendering]}",
+                    argv,
+                    packets,
+                    [*base.reads, lines],
+                    note=f"{log['lines']:,} LOG lines",
+                    without=base.name,
+                    log_lines=log["lines"],
+                )
+            )
+    return methods
+
+
+def scenario(
+    data: str,
+    packets: int,
+    profile: str,
+    runs: int,
+    ref_packets: int,
+    log_every: int = 0,
+    renderings: str = "auto",
+) -> list[Timing]:
     print(f"{packets:,} packets, {profile}", flush=True)
-    path, summary = bundle(data, packets, profile)
+    log_every = log_every if profile == LOG_PROFILE else 0
+    path, summary = bundle(data, packets, profile, log_every)
     files = summary["files"]
     out = os.path.join(data, "out.parquet")
     host = os.path.join(path, "host.pcap")
@@ -219,11 +311,14 @@ def scenario(data: str, packets: int, profile: str, runs: int, ref_packets: int)
         capture = os.path.join(path, "any.pcap")
         argv = nicpath("analyze", capture, "--ip", ip, "--format", "json")
         methods += one_and_two_jobs("nicpath analyze any.pcap", argv, packets, [capture])
+    if summary.get("log") and cards and "any.pcap" in files:
+        chosen = log_renderings(renderings, packets)
+        methods += log_methods(path, summary, cards, ip, out, chosen, methods)
     reader = [sys.executable, "-m", "bench.reference", "read", host]
     methods.append(Method("numpy.fromfile (read only)", reader, packets, [host]))
     ref_host, ref_n, note = host, packets, ""
     if packets > ref_packets:
-        ref_path, _ = bundle(data, ref_packets, profile)
+        ref_path, _ = bundle(data, ref_packets, profile, log_every)
         ref_host, ref_n = os.path.join(ref_path, "host.pcap"), ref_packets
         note = f"on the first {ref_packets:,} packets"
     dpkt = [sys.executable, "-m", "bench.reference", "dpkt", ref_host]
@@ -265,6 +360,44 @@ def ratios(results: list[Timing]) -> list[str]:
                 f"- {name[8:]} vs events on any.pcap: {an.median / sll.median:.1f}x the time"
             )
     return lines
+
+
+def log_ratios(results: list[Timing]) -> list[str]:
+    """Each command with LOG lines against itself without them, in the same run: time and peak
+    RSS ratios, and issue 24's target for it."""
+    by = {t.method: t for t in results}
+    rows = []
+    for t in results:
+        base = by.get(t.without)
+        if base is None:
+            continue
+        kind = "analyze" if t.method.startswith("nicpath analyze") else "events"
+        time_x = t.median / base.median
+        rss = max(t.rss_mib)
+        limit = LOG_TIME_TARGET[kind]
+        if kind == "analyze":
+            rss_limit = LOG_RSS_TARGET[0] if t.packets <= 1_000_000 else LOG_RSS_TARGET[1]
+            target = f"<= {limit}x, < {rss_limit} MiB"
+            met = time_x <= limit and rss < rss_limit
+        else:
+            target = f"<= {limit}x, flat memory"
+            met = time_x <= limit
+        rows.append(
+            f"| {base.method} | {t.method[len(base.method) + 3 :]} | {t.log_lines:,} | "
+            f"{base.median:.2f} | {t.median:.2f} | {time_x:.2f}x | {max(base.rss_mib):.0f} | "
+            f"{rss:.0f} | {rss / max(base.rss_mib):.2f}x | {target} | {'yes' if met else 'no'} |"
+        )
+    if not rows:
+        return []
+    return [
+        "With LOG lines / without, same run:",
+        "",
+        "| command | log | LOG lines | without s | with s | time with/without | without MiB "
+        "| with MiB | RSS with/without | target | met |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        *rows,
+        "",
+    ]
 
 
 def growth(all_results: dict[str, list[Timing]]) -> list[str]:
@@ -313,7 +446,12 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
         "through once, untimed, so it finds them in the page cache (`bench.run.warm`); "
         "nicpath's modules are compiled to bytecode first, as `pip install` does. "
         f"Without `--jobs` nicpath takes the core count, at most 4: `--jobs {default_jobs()}` "
-        "on this machine.",
+        "on this machine. On the headers-only captures, methods ending in `+ raw dmesg`, "
+        "`+ journal` or `+ syslog` are the command before the `+` with the kernel log generated "
+        "beside the captures (`--log`; raw dmesg with `--boot-time` from its `btime`): a "
+        "netfilter LOG line for every Nth TCP/UDP packet of each rule and for every packet of a "
+        "few traced flows, some behind SNAT; their table compares each with the same command "
+        "without the log.",
         "",
     ]
     for title, results in all_results.items():
@@ -325,7 +463,7 @@ def write_results(all_results: dict[str, list[Timing]], path: str, argv: list[st
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         lines += [t.row(base) for t in results]
-        lines += ["", *ratios(results), ""]
+        lines += ["", *ratios(results), "", *log_ratios(results)]
     lines += growth(all_results)
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -356,6 +494,17 @@ def main(argv: list[str] | None = None) -> int:
         "--data", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "nicpath-bench")
     )
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        help="LOG line for every Nth TCP/UDP packet of each rule (headers profile); 0: no log",
+    )
+    p.add_argument(
+        "--log-renderings",
+        default="auto",
+        help="dmesg,journal,syslog to time with the log (auto: all up to 10^6 packets, then dmesg)",
+    )
     args = p.parse_args(argv)
     os.makedirs(args.data, exist_ok=True)
     compile_package()
@@ -364,7 +513,13 @@ def main(argv: list[str] | None = None) -> int:
         for profile in args.profiles.split(","):
             title = f"{size:,} packets, {profile}"
             results[title] = scenario(
-                args.data, size, profile, args.runs, int(args.reference_packets)
+                args.data,
+                size,
+                profile,
+                args.runs,
+                int(args.reference_packets),
+                args.log_every,
+                args.log_renderings,
             )
             write_results(results, args.out, argv)
     print(f"wrote {args.out}")
