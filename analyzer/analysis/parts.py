@@ -76,6 +76,7 @@ def analyze_parts(
                 kinds=kinds,
                 input_lines=stream.clock.input_lines,
                 seen=sources,
+                sent_share=stream.clock.sent_share,
             )
             with freed_memory_kept():
                 if jobs > 1 and len(plans) > 1:
@@ -90,7 +91,14 @@ def analyze_parts(
                         _remove(part.done)
         events = EventsResult(empty_events(), stream.reports, stream.clock, host, stream.inputs)
         tables, findings, status = merged.result()
-    ctx = Context(tables, host, state, input_lines=stream.clock.input_lines, seen=sources)
+    ctx = Context(
+        tables,
+        host,
+        state,
+        input_lines=stream.clock.input_lines,
+        seen=sources,
+        sent_share=stream.clock.sent_share,
+    )
     if not status:  # no flow in any part: what the detectors say of no flows
         findings, status = run_all(ctx, kinds)
     ctx.flow_notes = [note for _, note in merged.flow_notes]
@@ -134,6 +142,7 @@ def _part_result(
     kinds: list[str] | None,
     input_lines: pd.DataFrame | None = None,
     seen: frozenset[str] | None = None,
+    sent_share: dict[tuple[int, int], float] | None = None,
 ) -> _PartResult | None:
     """Flows and detectors over one part (run in a worker process under ``jobs``)."""
     loaded = read_part(part)
@@ -142,7 +151,7 @@ def _part_result(
     obs, fl = tables.observations, tables.flows.copy()
     if fl.empty:  # ARP and the like only: nothing for a detector here
         return None
-    ctx = Context(tables, host, state, input_lines=input_lines, seen=seen)
+    ctx = Context(tables, host, state, input_lines=input_lines, seen=seen, sent_share=sent_share)
     findings, status = run_all(ctx, kinds)
     # Where the whole table would have put each flow: its conversation's first row, then its
     # own first row (flow ids follow conversations in order of appearance).

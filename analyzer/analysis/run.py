@@ -106,6 +106,12 @@ def analyze_events(events: EventsResult, *, kinds: list[str] | None = None) -> A
     events.events = in_time_order(events.events)
     tables = join_translations(events.events, flow_tables(events.events))
     events.host, state = placed(events, load(events))
-    ctx = Context(tables, events.host, state, input_lines=events.clock.input_lines)
+    ctx = Context(
+        tables,
+        events.host,
+        state,
+        input_lines=events.clock.input_lines,
+        sent_share=events.clock.sent_share,
+    )
     findings, status = run_all(ctx, kinds)
     return Analysis(events, tables, ctx, findings, status, state)

@@ -138,6 +138,9 @@ class Context:
     #: what the whole input holds flow packets of (``captures``, ``log``) when the tables are
     #: one part of it; None: the tables tell
     seen: frozenset[str] | None = None
+    #: (protocol, IP version) -> the share of the packets of the flows OUTPUT logged that have
+    #: their line (``ClockReport.sent_share``): below 1, the log holds a sample
+    sent_share: dict[tuple[int, int], float] | None = None
 
     def note(self, kind: str, text: str, count: int = 0) -> None:
         """Say once, beside the detector's status, what it assumed or could not check; a

@@ -9,7 +9,8 @@ where the log covers the packet: filter INPUT logged other packets of its protoc
 the flow on that card reached INPUT (the check is the same for each, so the others went
 unlogged); and where the ruleset in force is known (``iptables.txt``), a LOG rule without a
 ``limit`` matches the packet (``kernel/logrules.py``), so it is not a sample's gap; where it is
-not, some packet of the flow was logged at a hook, so rules cover the flow. Packets of a flow
+not, every packet the flow sent has its OUTPUT line (two at least), so the log covers the flow
+and is no sample. Packets of a flow
 seen only on the wire are left alone when a flow seen only at the hooks could be its NAT twin
 (the two tuples of one connection were not paired).
 
@@ -30,6 +31,7 @@ from ..errors import QueryError
 from ..kernel import logrules
 from ..kernel.answer import Query
 from ..kernel.lookup import route_get
+from ..render import proto_name
 from ..schema import addr_text, words_to_bytes
 from ..sources.ipsnap import Route, Snapshot
 from ..sources.sysctl import RP_FILTER_MODES
@@ -107,8 +109,8 @@ def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
     versions = ctx.flows.set_index("flow_id")["ip_version"].reindex(cand["flow_id"]).to_numpy()
     left: dict[str, int] = {}
     unknown = False
-    obs = ctx.tables.observations
-    logged_flows = set(obs.loc[obs["hook"].notna(), "flow_id"])
+    whole_flows = _logged_whole(ctx)
+    shares: dict[tuple[int, int], float] = {}
     for i, (ts, proto, sport, dport, card) in enumerate(
         zip(cand["ts"], cand["proto"], cand["sport"], cand["dport"], cand["arrival"], strict=True)
     ):
@@ -116,7 +118,12 @@ def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
         cov = cached.setdefault(id(rulesets), logrules.coverage(rulesets))
         if cov is None:
             unknown = True
-            if cand["flow_id"].iat[i] not in logged_flows:
+            share = (ctx.sent_share or {}).get((int(proto), int(versions[i])))
+            if share is not None and share < WHOLE_SHARE:
+                keep[i] = False
+                left["sample"] = left.get("sample", 0) + 1
+                shares[(int(proto), int(versions[i]))] = share
+            elif cand["flow_id"].iat[i] not in whole_flows:
                 keep[i] = False
                 left["flow"] = left.get("flow", 0) + 1
             continue
@@ -151,13 +158,46 @@ def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
             "no iptables ruleset: which packets the LOG rules cover is judged from the flows "
             "and the log itself",
         )
+    for (proto, version), share in sorted(shares.items()):
+        ctx.note(
+            kind,
+            f"the log holds {share:.0%} of the packets the IPv{version} "
+            f"{proto_name(proto)} flows it logs sent: a sample, in which a missing INPUT line "
+            "proves nothing",
+        )
+    if left.get("sample"):
+        ctx.note(kind, "{n} unlogged packets not counted as the log is a sample", left["sample"])
     if left.get("flow"):
         ctx.note(
             kind,
-            "{n} unlogged packets of flows with no LOG line at all not counted",
+            "{n} unlogged packets not counted: the log does not hold every packet their flow "
+            "sent (no LOG rule for it, or a sample)",
             left["flow"],
         )
     return cand[keep]
+
+
+#: Without a ruleset, a log is whole for a protocol when it holds at least this share of the
+#: packets its logged flows sent (``ClockReport.sent_share``); below it, a sample.
+WHOLE_SHARE = 0.95
+#: A flow shows the log covers it when at least this many of the packets it sent are logged.
+LOGGED_WHOLE = 2
+
+
+def _logged_whole(ctx: Context) -> set[int]:
+    """Flows the log shows it covers without a ruleset to tell: every packet the flow sent on
+    the wire has its OUTPUT line, two at least. A log of a sample (a ``limit``, every Nth
+    packet) leaves some of them out, and its missing INPUT lines prove nothing."""
+    pk = ctx.tables.packets
+    if pk.empty:
+        return set()
+    sent = ctx.sent & pk["wired"].to_numpy(bool)
+    logged = sent & np.fromiter((bool(c) for c in pk["logged_cards"]), bool, len(pk))
+    flows = pk["flow_id"].to_numpy()
+    n_sent = pd.Series(sent).groupby(flows).sum()
+    n_logged = pd.Series(logged).groupby(flows).sum()
+    whole = (n_logged >= LOGGED_WHOLE) & (n_logged == n_sent)
+    return set(whole.index[whole.to_numpy()].tolist())
 
 
 def _twins(ctx: Context, flow_ids: set[int]) -> set[int]:

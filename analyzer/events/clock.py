@@ -123,6 +123,36 @@ def endpoint_keys(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+NO_KEY = np.uint64(0)
+
+
+def sent_keys(table: pa.Table) -> np.ndarray:
+    """Per row, a 64-bit key of the flow a packet leaving the host belongs to (protocol,
+    addresses and ports as sent): for a LOG line at an OUTPUT hook or a captured packet that
+    left; ``NO_KEY`` for other rows."""
+    from ..schema import addr_words, flow_row_kinds, integers
+
+    mix, shift = np.uint64(0xFF51AFD7ED558CCD), np.uint64(33)
+    h = np.full(table.num_rows, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    src, dst = addr_words(table.column("src")), addr_words(table.column("dst"))
+    parts = [integers(table.column("proto"), -1), src[:, 0], src[:, 1], dst[:, 0], dst[:, 1]]
+    parts += [integers(table.column("sport"), -1), integers(table.column("dport"), -1)]
+    with np.errstate(over="ignore"):
+        for part in parts:
+            h ^= part.astype(np.uint64)
+            h *= mix
+            h ^= h >> shift
+    hook = table.column("hook").cast(pa.string()).fill_null("")
+    at_output = np.asarray(pa.compute.ends_with(pa.compute.utf8_upper(hook), "/OUTPUT"))
+    direction = table.column("direction").cast(pa.string()).fill_null("")
+    left = np.asarray(pa.compute.equal(direction, "out")) & np.asarray(
+        table.column("hook").is_null()
+    )
+    flow, echo, _ = flow_row_kinds(table)
+    wanted = (at_output | left) & flow & ~echo
+    return np.where(wanted, h | np.uint64(1), NO_KEY)
+
+
 @dataclass
 class LogClock:
     """How one log file was put on the capture clock."""
@@ -168,11 +198,40 @@ class ClockReport:
     #: placed: which packets the log covers is asked across flows (``dropped_before_hook``),
     #: also of a part that holds only some of them
     input_lines: Any = None
+    #: (protocol, IP version) -> the share of the packets the flows OUTPUT logged sent on the
+    #: wire that have their OUTPUT line: below 1, the log holds a sample, and a missing line
+    #: proves nothing
+    sent_share: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        skip = ("logs", "conversation_groups", "input_lines")
+        skip = ("logs", "conversation_groups", "input_lines", "sent_share")
         out = {k: v for k, v in self.__dict__.items() if k not in skip}
         out["logs"] = [log.to_dict() for log in self.logs]
+        return out
+
+    @staticmethod
+    def logged_share(
+        logs: pa.Table, flows: np.ndarray, sent: np.ndarray
+    ) -> dict[tuple[int, int], float]:
+        """``sent_share`` from the placed log's OUTPUT lines of the flows ``flows`` (sorted
+        ``sent_keys``) and the packets each sent on the wire (``sent``)."""
+        from ..schema import integers
+
+        keys = sent_keys(logs)
+        mine = np.flatnonzero(keys != NO_KEY)
+        if not len(mine) or not len(flows):
+            return {}
+        at = np.searchsorted(flows, keys[mine])
+        lines = np.bincount(at, minlength=len(flows))
+        kind = np.zeros((len(flows), 2), dtype=np.int64)
+        kind[at, 0] = integers(logs.column("proto"), -1)[mine]
+        kind[at, 1] = integers(logs.column("ip_version"), -1)[mine]
+        out = {}
+        for proto, version in {tuple(k) for k in kind.tolist()}:
+            of = (kind[:, 0] == proto) & (kind[:, 1] == version) & (sent > 0)
+            if of.any():
+                share = np.minimum(lines[of], sent[of]).sum() / sent[of].sum()
+                out[(int(proto), int(version))] = round(float(share), 4)
         return out
 
     def offset_of(self, path: str) -> tuple[float | None, bool]:
@@ -211,15 +270,23 @@ def _keyed(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _wire_packets(captures: pa.Table) -> pd.DataFrame:
+def _card_bits(cards: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    """Each card name as one bit (its position in ``index``, modulo 64; none for no card)."""
+    codes = np.fromiter((index.get(c, -1) for c in cards.tolist()), np.int64, len(cards))
+    bits = np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64))
+    return np.where(codes >= 0, bits, np.uint64(0))
+
+
+def _wire_packets(captures: pa.Table, index: dict[str, int]) -> pd.DataFrame:
     """The captured candidates as packets: copies of one packet seen by several captures (or on
-    a card and its parent) within ``SAME_PACKET_NS`` are one, with the set of cards it crossed."""
+    a card and its parent) within ``SAME_PACKET_NS`` are one, with the cards it crossed as bits
+    (``_card_bits``)."""
     import pandas as pd
 
     caps = _keyed(captures)
     caps["near"], caps["far"] = endpoint_keys(captures)
     if caps.empty:
-        return caps.assign(cards=pd.Series(dtype=object), wire_id=pd.Series(dtype=np.int64))
+        return caps.assign(cards=pd.Series(dtype=np.uint64), wire_id=pd.Series(dtype=np.int64))
     caps = caps.sort_values([*KEY_COLUMNS, "tcp_seq", "way", "ts_ns"], kind="stable")
     caps = caps.reset_index(drop=True)
     keys = caps[[*KEY_COLUMNS, "tcp_seq", "way"]].to_numpy()
@@ -227,10 +294,98 @@ def _wire_packets(captures: pa.Table) -> pd.DataFrame:
     new = np.ones(len(caps), dtype=bool)
     new[1:] = (keys[1:] != keys[:-1]).any(axis=1) | ((ts[1:] - ts[:-1]) > SAME_PACKET_NS)
     caps["wire_id"] = np.cumsum(new) - 1
-    cards = caps.groupby("wire_id", sort=True)["card"].agg(lambda c: frozenset(c) - {""})
-    first = caps[new].set_index("wire_id")
-    first["cards"] = cards
-    return first.reset_index()
+    bits = _card_bits(caps["card"].to_numpy(), index)
+    first = caps[new].reset_index(drop=True)
+    first["cards"] = np.bitwise_or.reduceat(bits, np.flatnonzero(new))
+    return first
+
+
+def _mixed(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One 64-bit key per row of integer ``columns`` (a multiply-xorshift mix)."""
+    mix, shift = np.uint64(0xFF51AFD7ED558CCD), np.uint64(33)
+    h = np.full(len(frame), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in columns:
+            h ^= frame[c].to_numpy().astype(np.uint64)
+            h *= mix
+            h ^= h >> shift
+    return h
+
+
+#: Lines a file's offset is estimated from at most: spread over the file, those with the fewest
+#: candidate packets first (a line of a periodic IPv6 flow, with no IP ID, has dozens).
+ESTIMATE_LINES = 4000
+#: A line with more candidates than this in the whole capture does not help find the offset.
+ESTIMATE_CANDIDATES = 16
+
+
+class _Candidates:
+    """The captured packets a file's lines may be, joined without building every (line, packet)
+    pair of the whole capture: a periodic flow repeats its content, and IP IDs wrap, so a line
+    may match thousands of packets hours apart. The offset is found from a sample of lines with
+    few candidates; the pairing takes, per line, the packets of its content in its window only
+    (a join on content and a time bucket as wide as the window)."""
+
+    def __init__(self, lines: pd.DataFrame, wire: pd.DataFrame, base: np.ndarray) -> None:
+        self.lines, self.wire, self.base = lines, wire, base
+        keys, counts = np.unique(wire["mkey"].to_numpy(), return_counts=True)
+        at = np.minimum(np.searchsorted(keys, lines["mkey"].to_numpy()), max(len(keys) - 1, 0))
+        hit = keys[at] == lines["mkey"].to_numpy() if len(keys) else np.zeros(len(lines), bool)
+        self.count = np.where(hit, counts[at] if len(keys) else 0, 0)
+
+    def _join(self, mine: pd.DataFrame, on: list[str], wire: pd.DataFrame) -> pd.DataFrame:
+        pairs = mine.merge(wire, on=on)
+        # Same sequence number where the line has one; a packet that left for a line of an
+        # outgoing hook, one that arrived for an incoming hook (a card also hears the host's
+        # multicast sent on another card of its segment).
+        way, wire_way = pairs["way"].to_numpy(), pairs["wire_way"].to_numpy()
+        seq = pairs["tcp_seq"].to_numpy()
+        ok = ((seq == -1) | (seq == pairs["wire_seq"].to_numpy())) & (
+            (way == wire_way) | (way == "unknown") | (wire_way == "unknown")
+        )
+        pairs = pairs[ok]
+        return pairs.assign(delta=pairs["wts"].to_numpy() - self.base[pairs["log_row"].to_numpy()])
+
+    def _wire(self) -> pd.DataFrame:
+        cols = ["mkey", "tcp_seq", "way", "wire_id", "ts_ns", "cards"]
+        return self.wire[cols].rename(
+            columns={"tcp_seq": "wire_seq", "ts_ns": "wts", "way": "wire_way"}
+        )
+
+    def sample(self, rows: np.ndarray) -> pd.DataFrame:
+        """Pairs of a sample of the file's lines ``rows``, for the offset."""
+        mine = rows[(self.count[rows] > 0) & (self.count[rows] <= ESTIMATE_CANDIDATES)]
+        if not len(mine):
+            mine = rows[self.count[rows] > 0]
+            mine = mine[np.argsort(self.count[mine], kind="stable")][:ESTIMATE_LINES]
+            mine.sort()
+        if len(mine) > ESTIMATE_LINES:
+            mine = mine[np.linspace(0, len(mine) - 1, ESTIMATE_LINES).astype(np.int64)]
+        cols = ["mkey", "tcp_seq", "way", "log_row"]
+        return self._join(self.lines.iloc[mine][cols], ["mkey"], self._wire())
+
+    def window(self, rows: np.ndarray, place: _Placement) -> pd.DataFrame:
+        """Pairs of the lines ``rows`` with the packets of their content in their window."""
+        import pandas as pd
+
+        if self.wire.empty or not len(rows):
+            return self._join(self.lines.iloc[:0][["mkey", "tcp_seq", "way", "log_row"]],
+                              ["mkey"], self._wire().iloc[:0])  # fmt: skip
+        width = max(place.hi - place.lo, 1)
+        at = place.expected(self.base[rows])
+        lo, hi = at + place.lo, at + place.hi
+        mine = self.lines.iloc[rows][["mkey", "tcp_seq", "way", "log_row"]]
+        first, last = lo // width, hi // width
+        spill = first != last
+        mine = pd.concat(
+            [mine.assign(bucket=first), mine[spill].assign(bucket=last[spill])], ignore_index=True
+        )
+        wire = self._wire().assign(bucket=self.wire["ts_ns"].to_numpy() // width)
+        pairs = self._join(mine, ["mkey", "bucket"], wire)
+        edge = dict(zip(self.lines["log_row"].iloc[rows].tolist(), range(len(rows)), strict=True))
+        k = np.fromiter((edge[r] for r in pairs["log_row"].tolist()), np.int64, len(pairs))
+        wts = pairs["wts"].to_numpy()
+        return pairs[(wts >= lo[k]) & (wts <= hi[k])]
 
 
 def _rendering(report: SourceReport | None, raw: bool, ts: np.ndarray) -> str:
@@ -318,42 +473,89 @@ def _estimate(pairs: pd.DataFrame, whole_second: bool) -> tuple[_Placement | Non
 
 def _pair(lines: pd.DataFrame, pairs: pd.DataFrame, place: _Placement) -> dict[int, int]:
     """log row -> wire id: for each hook, the most of its lines paired with packets in their
-    windows such that the packets follow the lines' order (a hook logs packets as they go by;
-    up to ``ORDER_SLACK_NS`` back, for packets on other cards) and no packet twice, then the
-    most on the card each line names, then the closest to where each line's time points
-    (whole-second stamps: the earliest)."""
-    expected = dict(
-        zip(lines["log_row"], place.expected(lines["base"].to_numpy()).tolist(), strict=True)
-    )
-    card_of = dict(zip(lines["log_row"].tolist(), lines["card"].tolist(), strict=True))
-    hook_of = dict(zip(lines["log_row"].tolist(), lines["hook"].tolist(), strict=True))
-    position = {row: k for k, row in enumerate(lines["log_row"].tolist())}
-    by_hook: dict[str, list[tuple[int, int, int, int, int]]] = {}
-    for row, wire, wts, cards in zip(
-        pairs["log_row"].tolist(),
-        pairs["wire_id"].tolist(),
-        pairs["wts"].tolist(),
-        pairs["cards"].tolist(),
-        strict=True,
-    ):
-        at = expected[row]
-        if at + place.lo <= wts <= at + place.hi:
-            cost = wts - (at + place.lo) if place.whole_second else abs(wts - at)
-            option = (position[row], wts, wire, int(card_of[row] in cards), cost)
-            by_hook.setdefault(hook_of[row], []).append(option)
-    rows = lines["log_row"].tolist()
+    windows (``pairs``) such that the packets follow the lines' order (a hook logs packets as
+    they go by; up to ``ORDER_SLACK_NS`` back, for packets on other cards) and no packet twice,
+    then the most on the card each line names, then the closest to where each line's time
+    points (whole-second stamps: the earliest). A hook whose lines each have one packet, in
+    order and each its own, takes them as they are (most logs with IP IDs)."""
+    if pairs.empty:
+        return {}
+    log_rows = lines["log_row"].to_numpy()
+    position = np.empty(int(log_rows.max()) + 1, dtype=np.int64)
+    position[log_rows] = np.arange(len(log_rows))
+    at_line = position[pairs["log_row"].to_numpy()]
+    expected = place.expected(lines["base"].to_numpy())[at_line]
+    wts = pairs["wts"].to_numpy()
+    cost = wts - (expected + place.lo) if place.whole_second else np.abs(wts - expected)
+    own = (lines["cardbit"].to_numpy()[at_line] & pairs["cards"].to_numpy()) != 0
+    hook = lines["hook"].to_numpy()[at_line]
+    wire = pairs["wire_id"].to_numpy()
     chosen: dict[int, int] = {}
-    for options in by_hook.values():
-        for at, _, wire, _, _ in _longest_chain(sorted(options)):
-            chosen[rows[at]] = wire
+    for name in np.unique(hook):
+        mine = np.flatnonzero(hook == name)
+        mine = mine[np.lexsort((wts[mine], at_line[mine]))]
+        for k in _hook_chain(at_line[mine], wts[mine], wire[mine], own[mine], cost[mine]):
+            chosen[int(log_rows[at_line[mine[k]]])] = int(wire[mine[k]])
     return chosen
 
 
-def _longest_chain(options: list[tuple[int, int, int, int, int]]) -> list[tuple]:
-    """Of ``(line, time, packet, own card, cost)`` sorted by line, the chain with one option per
-    line, times in line order, each packet once, that is longest, then has the most own-card
-    options, then the least cost: a longest-increasing-subsequence pass with a Fenwick tree of
-    the two best chain ends on different packets at or before each time."""
+def _hook_chain(
+    line: np.ndarray, wts: np.ndarray, wire: np.ndarray, own: np.ndarray, cost: np.ndarray
+) -> list[int]:
+    """The options (positions, sorted by line then time) of one hook's chain. Lines with one
+    packet of their own, in order with the others such, are anchors taken as they are (most
+    lines, where IP IDs tell packets apart); the lines between two anchors are chained among
+    the packets between the anchors' (``_longest_chain``), so the costly search only sees the
+    ambiguous stretches."""
+    n = len(line)
+    starts = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    single = starts[counts == 1]
+    t = wts[single]
+    rise = t >= np.maximum.accumulate(t) - ORDER_SLACK_NS
+    fall = t <= np.minimum.accumulate(t[::-1])[::-1] + ORDER_SLACK_NS
+    _, first_use = np.unique(wire[single], return_index=True)
+    unique = np.zeros(len(single), dtype=bool)
+    unique[first_use] = np.bincount(np.unique(wire[single], return_inverse=True)[1]) == 1
+    anchors = single[rise & fall & unique]
+    if len(anchors) == len(starts):
+        return anchors.tolist()
+    taken = set(wire[anchors].tolist())
+    chosen = anchors.tolist()
+    is_anchor = np.zeros(n, dtype=bool)
+    is_anchor[anchors] = True
+    # The stretch of each option: the anchors before and after its line.
+    before = np.maximum.accumulate(np.where(is_anchor, np.arange(n), -1))
+    after = np.minimum.accumulate(np.where(is_anchor, np.arange(n), n)[::-1])[::-1]
+    rest = np.flatnonzero(~is_anchor)
+    lo = np.where(before[rest] >= 0, wts[np.maximum(before[rest], 0)], -(1 << 62))
+    hi = np.where(after[rest] < n, wts[np.minimum(after[rest], n - 1)], 1 << 62)
+    fits = (wts[rest] >= lo - ORDER_SLACK_NS) & (wts[rest] <= hi + ORDER_SLACK_NS)
+    fits &= np.fromiter((w not in taken for w in wire[rest].tolist()), bool, len(rest))
+    rest = rest[fits]
+    stretch = before[rest]
+    for s in np.unique(stretch):
+        mine = rest[stretch == s]
+        options = list(
+            zip(
+                line[mine].tolist(),
+                wts[mine].tolist(),
+                wire[mine].tolist(),
+                own[mine].astype(int).tolist(),
+                cost[mine].tolist(),
+                mine.tolist(),
+                strict=True,
+            )
+        )
+        chosen += [o[5] for o in _longest_chain(options)]
+    return chosen
+
+
+def _longest_chain(options: list[tuple[int, int, int, int, int, int]]) -> list[tuple]:
+    """Of ``(line, time, packet, own card, cost, position)`` sorted by line, the chain with one
+    option per line, times in line order, each packet once, that is longest, then has the most
+    own-card options, then the least cost: a longest-increasing-subsequence pass with a Fenwick
+    tree of the two best chain ends on different packets at or before each time."""
     times = sorted({o[1] for o in options})
     size = len(times)
     tree: list[list[tuple]] = [[] for _ in range(size + 1)]
@@ -365,7 +567,7 @@ def _longest_chain(options: list[tuple[int, int, int, int, int]]) -> list[tuple]
         while end < len(options) and options[end][0] == options[start][0]:
             end += 1
         for k in range(start, end):
-            _, wts, wire, own, cost = options[k]
+            _, wts, wire, own, cost, _ = options[k]
             i = bisect_right(times, wts + ORDER_SLACK_NS)
             prev = (0, 0, 0, -1, None)
             while i > 0:
@@ -447,81 +649,98 @@ def _unambiguous(
     chosen: dict[int, int],
     wire_ts: dict[int, int],
 ) -> dict[int, int]:
-    """The pairs of a whole-second log that no other packet could take: where a line's window,
-    between the packets of its hook's lines before and after it, holds another packet of the
-    same content on the same card that no line of its hook took, the stamp cannot tell which
-    one the line logged (a log of a sample, say), and the line stays unpaired."""
-    hook_of = dict(zip(lines["log_row"].tolist(), lines["hook"].tolist(), strict=True))
-    between: dict[int, tuple[int, int]] = {}
-    taken: set[tuple[int, str]] = {(w, hook_of[r]) for r, w in chosen.items()}
-    for hook in set(hook_of.values()):
-        order = [r for r in lines["log_row"].tolist() if r in chosen and hook_of[r] == hook]
-        for k, row in enumerate(order):
-            before = wire_ts[chosen[order[k - 1]]] if k else -(1 << 62)
-            after = wire_ts[chosen[order[k + 1]]] if k + 1 < len(order) else 1 << 62
-            between[row] = (before - ORDER_SLACK_NS, after + ORDER_SLACK_NS)
-    expected = dict(
-        zip(lines["log_row"], place.expected(lines["base"].to_numpy()).tolist(), strict=True)
+    """The pairs of a whole-second log that no other packet could take: where a line's window
+    (``pairs`` hold only those), between the packets of its hook's lines before and after it,
+    holds another packet of the same content, on its card if the chosen one is, that no line
+    of its hook took, the stamp cannot tell which one the line logged (a log of a sample, say),
+    and the line stays unpaired."""
+    import pandas as pd
+
+    if not chosen or pairs.empty:
+        return chosen
+    info = lines.set_index("log_row")[["hook", "cardbit"]]
+    picked = pd.DataFrame({"log_row": list(chosen), "chosen": list(chosen.values())})
+    picked = picked.join(info, on="log_row")
+    picked["at"] = (
+        lines.reset_index(drop=True)
+        .reset_index()
+        .set_index("log_row")
+        .loc[picked["log_row"], "index"]
+        .to_numpy()
     )
-    card_of = dict(zip(lines["log_row"].tolist(), lines["card"].tolist(), strict=True))
-    cards_of = dict(zip(pairs["wire_id"].tolist(), pairs["cards"].tolist(), strict=True))
-    rivals: dict[int, int] = {}
-    for row, wire, wts, cards in zip(
-        pairs["log_row"].tolist(),
-        pairs["wire_id"].tolist(),
-        pairs["wts"].tolist(),
-        pairs["cards"].tolist(),
-        strict=True,
-    ):
-        if row not in chosen or wire == chosen[row] or (wire, hook_of[row]) in taken:
-            continue
-        lo, hi = between[row]
-        at = expected[row]
-        if (
-            at + place.lo <= wts <= at + place.hi
-            and lo <= wts <= hi
-            and (card_of[row] in cards) >= (card_of[row] in cards_of[chosen[row]])
-        ):
-            rivals[row] = rivals.get(row, 0) + 1
-    return {r: w for r, w in chosen.items() if r not in rivals}
+    picked["wts"] = [wire_ts[w] for w in picked["chosen"].tolist()]
+    picked = picked.sort_values(["hook", "at"], kind="stable")
+    same = picked["hook"].to_numpy()
+    first = np.ones(len(picked), dtype=bool)
+    first[1:] = same[1:] != same[:-1]
+    last = np.ones(len(picked), dtype=bool)
+    last[:-1] = same[:-1] != same[1:]
+    times = picked["wts"].to_numpy()
+    picked["lo"] = np.where(first, -(1 << 62), np.roll(times, 1)) - ORDER_SLACK_NS
+    picked["hi"] = np.where(last, 1 << 62, np.roll(times, -1)) + ORDER_SLACK_NS
+    cards = dict(zip(pairs["wire_id"].tolist(), pairs["cards"].tolist(), strict=True))
+    picked["own"] = (picked["cardbit"].to_numpy() & np.array(
+        [cards.get(w, 0) for w in picked["chosen"].tolist()], dtype=np.uint64
+    )) != 0  # fmt: skip
+    m = pairs[["log_row", "wire_id", "wts", "cards"]].merge(
+        picked[["log_row", "chosen", "hook", "cardbit", "lo", "hi", "own"]], on="log_row"
+    )
+    taken = picked[["chosen", "hook"]].rename(columns={"chosen": "wire_id"}).assign(taken=True)
+    m = m.merge(taken, on=["wire_id", "hook"], how="left")
+    wts = m["wts"].to_numpy()
+    own = (m["cardbit"].to_numpy() & m["cards"].to_numpy()) != 0
+    rival = (
+        (m["wire_id"].to_numpy() != m["chosen"].to_numpy())
+        & m["taken"].isna().to_numpy()
+        & (wts >= m["lo"].to_numpy())
+        & (wts <= m["hi"].to_numpy())
+        & (own >= m["own"].to_numpy())
+    )
+    ambiguous = set(m["log_row"].to_numpy()[rival].tolist())
+    return {r: w for r, w in chosen.items() if r not in ambiguous}
 
 
 def _place_file(
     log: LogClock,
     lines: pd.DataFrame,
-    pairs: pd.DataFrame,
+    rows: np.ndarray,
+    candidates: _Candidates,
     wire_ts: dict[int, int],
-) -> tuple[dict[int, int], _Placement | None]:
-    """Pair one file's lines with packets (each rendering of a log on its own: a packet is
-    logged once per hook in each); fill ``log`` with what was found."""
+) -> tuple[dict[int, int], _Placement | None, pd.DataFrame]:
+    """Pair one file's lines (``rows`` of ``candidates.lines``; each rendering of a log on its
+    own: a packet is logged once per hook in each) with packets; fill ``log`` with what was
+    found. Returns the pairs, the placement and the candidate pairs in the final windows."""
     whole = log.rendering in ("syslog", "dmesg-T") or (
         log.rendering != "dmesg" and bool((lines["base"].to_numpy() % NS == 0).all())
     )
-    place, why = _estimate(pairs, whole)
+    place, why = _estimate(candidates.sample(rows), whole)
     if place is None:
         log.note = why
-        return {}, None
+        return {}, None, candidates.window(rows[:0], _Placement(0, 0, 0, whole))
+    pairs = candidates.window(rows, place)
     chosen = _pair(lines, pairs, place)
     if whole:
         narrower = _second_bounds(lines, chosen, wire_ts, place)
         if narrower is not None:
-            place, chosen = narrower, _pair(lines, pairs, narrower)
+            place, pairs = narrower, candidates.window(rows, narrower)
+            chosen = _pair(lines, pairs, narrower)
         chosen = _unambiguous(lines, pairs, place, chosen, wire_ts)
     drifted = _with_drift(lines, chosen, wire_ts, place)
     if drifted is not None:
-        again = _pair(lines, pairs, drifted)
+        drifted_pairs = candidates.window(rows, drifted)
+        again = _pair(lines, drifted_pairs, drifted)
         if len(again) >= len(chosen):
-            place, chosen = drifted, again
+            place, chosen, pairs = drifted, again, drifted_pairs
             log.drift_ppm = round(place.drift * 1e6, 3)
     if len(chosen) < MIN_PAIRED:
         log.note = (
             f"only {len(chosen)} LOG line{'s' if len(chosen) != 1 else ''} paired with a "
             f"captured packet (at least {MIN_PAIRED} are needed to trust an offset)"
         )
-        return {}, None
-    rows = np.array(list(chosen))
-    base = lines.set_index("log_row").loc[rows, "base"].to_numpy()
-    residual = np.array([wire_ts[chosen[r]] for r in rows]) - place.expected(base)
+        return {}, None, pairs.iloc[:0]
+    picked = np.array(list(chosen))
+    base = lines.set_index("log_row").loc[picked, "base"].to_numpy()
+    residual = np.array([wire_ts[chosen[r]] for r in picked]) - place.expected(base)
     if not whole:
         place.offset += int(np.median(residual))
         residual = residual - int(np.median(residual))
@@ -533,7 +752,7 @@ def _place_file(
     log.window = (round(place.lo / NS, 6), round(place.hi / NS, 6))
     log.trusted = True
     log.basis = "aligned-second" if whole else "aligned"
-    return chosen, place
+    return chosen, place, pairs
 
 
 def align(
@@ -548,8 +767,6 @@ def align(
     (path -> report) count the lines another rendering already holds as skipped."""
     if not logs.num_rows:
         return logs
-    import pandas as pd
-
     log_reports = log_reports or {}
     up = logs.column("uptime_ns").combine_chunks()
     raw = np.asarray(up.is_valid())
@@ -567,29 +784,17 @@ def align(
     lines["near"], lines["far"] = endpoint_keys(logs)
     window = np.zeros((logs.num_rows, 2), dtype=np.int64)  # where an unpaired line's packet is
     placed = np.zeros(logs.num_rows, dtype=bool)
-    wire = _wire_packets(captures.filter(pa.compute.is_valid(captures.column("ip_version"))))
+    captures = captures.filter(pa.compute.is_valid(captures.column("ip_version")))
+    names = set(lines["card"].tolist()) | set(
+        captures.column("iface").combine_chunks().cast(pa.string()).fill_null("").to_pylist()
+    )
+    index = {name: k for k, name in enumerate(sorted(names - {""}))}
+    lines["cardbit"] = _card_bits(lines["card"].to_numpy(), index)
+    wire = _wire_packets(captures, index)
     wire_ts = dict(zip(wire["wire_id"].tolist(), wire["ts_ns"].tolist(), strict=True))
-    if len(wire):
-        pairs = lines[[*KEY_COLUMNS, "tcp_seq", "way", "log_row"]].merge(
-            wire[[*KEY_COLUMNS, "tcp_seq", "way", "wire_id", "ts_ns", "cards"]].rename(
-                columns={"tcp_seq": "wire_seq", "ts_ns": "wts", "way": "wire_way"}
-            ),
-            on=KEY_COLUMNS,
-        )
-        # Same sequence number where the line has one; a packet that left for a line of an
-        # outgoing hook, one that arrived for an incoming hook (a card also hears the host's
-        # multicast sent on another card of its segment).
-        pairs = pairs[
-            ((pairs["tcp_seq"] == -1) | (pairs["tcp_seq"] == pairs["wire_seq"]))
-            & (
-                (pairs["way"] == pairs["wire_way"])
-                | (pairs["way"] == "unknown")
-                | (pairs["wire_way"] == "unknown")
-            )
-        ]
-        pairs["delta"] = pairs["wts"].to_numpy() - base[pairs["log_row"].to_numpy()]
-    else:
-        pairs = pd.DataFrame(columns=["log_row", "wire_id", "wts", "cards", "delta"])
+    lines["mkey"] = _mixed(lines, KEY_COLUMNS)
+    wire["mkey"] = _mixed(wire, KEY_COLUMNS) if len(wire) else np.zeros(0, np.uint64)
+    candidates = _Candidates(lines, wire, base)
     paths = list(dict.fromkeys(source.tolist()))
     clocks = {}
     for path in paths:
@@ -598,18 +803,19 @@ def align(
         file_raw = bool(raw[rows].any())
         log = LogClock(path, _rendering(log_reports.get(path), file_raw, ts[rows]), len(rows))
         clocks[path] = log
-        file_lines = lines.iloc[rows].assign(record=record[rows]).sort_values("record")
-        file_pairs = pairs[mine[pairs["log_row"].to_numpy()]] if len(pairs) else pairs
-        chosen, place = _place_file(log, file_lines, file_pairs, wire_ts)
+        rows = rows[np.argsort(record[rows], kind="stable")]
+        file_lines = lines.iloc[rows].assign(record=record[rows])
+        chosen, place, _ = _place_file(log, file_lines, rows, candidates, wire_ts)
         if place is not None:
             moved = place.expected(base[rows])
             window[rows, 0], window[rows, 1] = moved + place.lo, moved + place.hi
             placed[rows] = True
             ts[rows] = moved + (place.lo + PAD_NS if place.whole_second else 0)
             basis[rows] = log.basis
-            for row, wire_id in chosen.items():
-                ts[row] = wire_ts[wire_id]
-                basis[row] = "matched"
+            if chosen:
+                picked = np.fromiter(chosen.keys(), np.int64, len(chosen))
+                ts[picked] = [wire_ts[w] for w in chosen.values()]
+                basis[picked] = "matched"
             log.paired, log.unpaired = len(chosen), len(rows) - len(chosen)
             if file_raw:
                 _boot_estimate(report, log)
@@ -659,10 +865,19 @@ def nat_links(
     cols = ["near", "far", "way", "proto", "sport", "dport", "icmp_id"]
     cols += ["src_hi", "src_lo", "dst_hi", "dst_lo"]
     mine = lines.iloc[rows][cols].assign(lo=window[rows, 0], hi=window[rows, 1], row=rows)
-    theirs = wire[[*cols, "ts_ns"]].add_prefix("w_")
+    # Joined on a key and a time bucket as wide as the widest window: never every packet of a
+    # periodic flow with every line of it.
+    width = int(max((mine["hi"] - mine["lo"]).max(), 1))
+    first, last = mine["lo"].to_numpy() // width, mine["hi"].to_numpy() // width
+    spill = first != last
+    mine = pd.concat(
+        [mine.assign(bucket=first), mine[spill].assign(bucket=last[spill])], ignore_index=True
+    )
+    theirs = wire[[*cols, "ts_ns"]].assign(bucket=wire["ts_ns"].to_numpy() // width)
+    theirs = theirs.add_prefix("w_")
     found = []
     for key in ("near", "far"):
-        m = mine.merge(theirs, left_on=key, right_on=f"w_{key}")
+        m = mine.merge(theirs, left_on=[key, "bucket"], right_on=[f"w_{key}", "w_bucket"])
         m = m[
             ((m["way"] == m["w_way"]) | (m["way"] == "unknown") | (m["w_way"] == "unknown"))
             & (m["w_ts_ns"] >= m["lo"])
@@ -705,8 +920,10 @@ def nat_links(
     tied_reverse = links.rename(columns=swap)[kinds].reset_index(drop=True)
     tied_reverse = tied_reverse.reset_index(names="link")
     own = list(zip(proto, lo.tolist(), hi.tolist(), strict=True))
+    every = every[[*kinds, "lo", "hi"]].drop_duplicates()
+    reverse = reverse[[*kinds, "lo", "hi"]].drop_duplicates()
     for frame, table in ((every, tied), (reverse, tied), (every, tied_reverse)):
-        kin = frame.merge(table, on=kinds)
+        kin = frame.merge(table, on=kinds)[["link", "proto", "lo", "hi"]].drop_duplicates()
         for k, p, a, b in zip(kin["link"], kin["proto"], kin["lo"], kin["hi"], strict=True):
             join((int(p), int(a), int(b)), own[int(k)])
     groups: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
@@ -810,45 +1027,39 @@ def _from_other_logs(
     placed = [p for p, c in clocks.items() if c.trusted]
     if not placed:
         return
+    import pandas as pd
+
     ids = lines["_id"].to_numpy()
     ref = np.isin(source, placed)
+    theirs = pd.DataFrame({"_id": ids[ref], "their_ts": ts[ref]})
+    # Messages seen few times only: a periodic packet's message repeats all through a log.
+    few = theirs.groupby("_id")["_id"].transform("size").to_numpy() <= ESTIMATE_CANDIDATES
+    theirs = theirs[few]
     for path, log in clocks.items():
         if log.trusted:
             continue
-        mine = np.flatnonzero(source == path)
-        theirs = np.flatnonzero(ref)
-        common = np.intersect1d(ids[mine], ids[theirs])
-        if not len(common):
+        rows = np.flatnonzero(source == path)
+        mine = pd.DataFrame({"_id": ids[rows], "row": rows})
+        mine = mine[mine.groupby("_id")["_id"].transform("size").to_numpy() <= ESTIMATE_CANDIDATES]
+        if len(mine) > ESTIMATE_LINES:
+            mine = mine.iloc[np.linspace(0, len(mine) - 1, ESTIMATE_LINES).astype(np.int64)]
+        both = mine.merge(theirs, on="_id")
+        if both.empty:
             continue
-        a = mine[np.isin(ids[mine], common)]
-        b = theirs[np.isin(ids[theirs], common)]
-        by_id: dict[int, list[int]] = {}
-        for row in b.tolist():
-            by_id.setdefault(int(ids[row]), []).append(row)
-        deltas, rows_a = [], []
-        for row in a.tolist():
-            for other in by_id.get(int(ids[row]), ()):
-                deltas.append(ts[other] - base[row])
-                rows_a.append(row)
-        d = np.array(deltas, dtype=np.int64)
-        weights = (
-            1.0
-            / np.bincount(np.searchsorted(np.unique(rows_a), rows_a))[
-                np.searchsorted(np.unique(rows_a), rows_a)
-            ]
-        )
+        d = both["their_ts"].to_numpy() - base[both["row"].to_numpy()]
+        weights = 1.0 / both.groupby("row")["row"].transform("size").to_numpy()
         start, best, runner = _best_window(d, weights, COARSE_NS)
         if best < MIN_PAIRED or runner >= AMBIGUOUS_SHARE * best:
             continue
         inside = d[(d >= start) & (d < start + COARSE_NS)]
         whole = log.rendering in ("syslog", "dmesg-T")
         offset = int(inside.min()) if whole else int(np.median(inside))
-        ts[mine] = base[mine] + offset
-        basis[mine] = "aligned-second" if whole else "aligned"
-        log.offset, log.trusted, log.basis = offset / NS, True, basis[mine[0]]
+        ts[rows] = base[rows] + offset
+        basis[rows] = "aligned-second" if whole else "aligned"
+        log.offset, log.trusted, log.basis = offset / NS, True, basis[rows[0]]
         log.note = f"placed by the messages it shares with {', '.join(placed)}"
         report.notes[:] = [n for n in report.notes if not n.startswith(f"{path}:")]
-        if raw[mine].any():
+        if raw[rows].any():
             report.boot_time_used = offset / NS
 
 
@@ -873,38 +1084,41 @@ def _first_copies(
     )
     if len(files) < 2:
         return keep
-    kept: dict[int, list[int]] = {}
+    import pandas as pd
+
+    kept = pd.DataFrame({"_id": np.zeros(0, np.uint64), "ts": np.zeros(0, np.int64), "twin": 0})
     for path in files:
         rows = np.flatnonzero(source == path)
-        rows = rows[np.argsort(ts[rows], kind="stable")]
-        taken: set[int] = set()
-        gone = 0
-        holder = set()
-        for row in rows.tolist():
-            key = int(ids[row])
-            twin = next(
-                (
-                    k
-                    for k in kept.get(key, ())
-                    if k not in taken and abs(int(ts[k]) - int(ts[row])) <= DUPLICATE_NS
-                ),
-                None,
+        mine = pd.DataFrame({"_id": ids[rows], "ts": ts[rows], "row": rows}).sort_values("ts")
+        gone, twins = 0, []
+        pool, rest = kept.sort_values("ts"), mine
+        while len(pool) and len(rest):
+            # Each line's nearest copy in a better file within the time two renderings of one
+            # message can differ by; a copy goes to one line, the others try the next copy.
+            near = pd.merge_asof(
+                rest, pool, on="ts", by="_id", tolerance=DUPLICATE_NS, direction="nearest"
             )
-            if twin is None:
-                continue
-            taken.add(twin)
-            keep[row] = False
-            gone += 1
-            holder.add(str(source[twin]))
-        for row in rows[keep[rows]].tolist():
-            kept.setdefault(int(ids[row]), []).append(row)
+            near = near[near["twin"].notna()].drop_duplicates("twin")
+            if near.empty:
+                break
+            keep[near["row"].to_numpy()] = False
+            gone += len(near)
+            twins += near["twin"].astype(np.int64).tolist()
+            pool = pool[~pool["twin"].isin(near["twin"])]
+            rest = rest[keep[rest["row"].to_numpy()]]
+        holder = sorted({str(source[k]) for k in twins})
+        left = mine[keep[mine["row"].to_numpy()]]
+        kept = pd.concat(
+            [kept, pd.DataFrame({"_id": left["_id"], "ts": left["ts"], "twin": left["row"]})],
+            ignore_index=True,
+        )
         if gone:
             clocks[path].duplicates = gone
-            clocks[path].duplicate_of = sorted(holder)
+            clocks[path].duplicate_of = holder
             rep = log_reports.get(path)
             if rep is not None:
                 rep.used -= gone
-                rep.skip(f"same kernel message as in {', '.join(sorted(holder))}", gone)
+                rep.skip(f"same kernel message as in {', '.join(holder)}", gone)
     return keep
 
 

@@ -360,12 +360,21 @@ class LogCandidates:
     def __init__(self, logs: pa.Table) -> None:
         near, far = clock.endpoint_keys(logs)
         self.keys = np.unique(np.concatenate([near, far]))
+        #: the flows OUTPUT logged (``clock.sent_keys``), and how many packets each sent on the
+        #: wire as the captures read so far show
+        flows = clock.sent_keys(logs)
+        self.logged_flows = np.unique(flows[flows != clock.NO_KEY])
+        self.sent = np.zeros(len(self.logged_flows), dtype=np.int64)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if not table.num_rows:
             return table
         near, far = clock.endpoint_keys(table)
         hit = _member(near, self.keys) | _member(far, self.keys)
+        if len(self.logged_flows):
+            keys = clock.sent_keys(table)
+            mine = _member(keys, self.logged_flows)
+            np.add.at(self.sent, np.searchsorted(self.logged_flows, keys[mine]), 1)
         return table.filter(pa.array(hit & present(table.column("ip_version"))))
 
 
@@ -390,9 +399,10 @@ def _capture_chunks(
 
 def _spill(
     item: InputFile, host: HostState | None, keep: LogCandidates | None, spill_dir: str
-) -> tuple[str, SourceReport, pa.Table]:
-    """Decode one capture into an Arrow IPC stream file; return it, its report and the rows
-    LOG lines may match. Runs in a worker process under ``--jobs``."""
+) -> tuple[str, SourceReport, pa.Table, np.ndarray | None]:
+    """Decode one capture into an Arrow IPC stream file; return it, its report, the rows LOG
+    lines may match and the packets each logged flow sent in it (``LogCandidates.sent``). Runs
+    in a worker process under ``--jobs``."""
     report = SourceReport(path=item.path, format=item.format)
     path = os.path.join(spill_dir, f"{abs(hash((item.path, item.iface))):x}.arrows")
     candidates = []
@@ -401,7 +411,10 @@ def _spill(
             writer.write_table(chunk)
             if keep is not None:
                 candidates.append(keep(chunk))
-    return path, report, concat(candidates)
+    sent = None
+    if keep is not None:
+        sent, keep.sent = keep.sent, np.zeros_like(keep.sent)
+    return path, report, concat(candidates), sent
 
 
 def _read_spill(path: str) -> Iterator[pa.Table]:
@@ -510,11 +523,15 @@ def _merged(
                 done = list(pool.map(_spill, items, repeat(host), repeat(keep), repeat(spill_dir)))
         else:
             done = [_spill(it, host, keep, spill_dir) for it in items]
-        for report, (_, got, _) in zip(cap_reports, done, strict=True):
+        for report, (_, got, _, _) in zip(cap_reports, done, strict=True):
             report.__dict__.update(got.__dict__)
-        sources = [_read_spill(path) for path, _, _ in done]
+        sources = [_read_spill(path) for path, _, _, _ in done]
         if raw_logs.num_rows:
-            logs = align(concat([c for _, _, c in done]), raw_logs, clock, log_reports)
+            logs = align(concat([c for _, _, c, _ in done]), raw_logs, clock, log_reports)
+            sent = [s for _, _, _, s in done if s is not None]
+            # Each capture of one packet counts it: the capture that saw a flow most holds it.
+            seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
+            clock.sent_share = clock.logged_share(logs, keep.logged_flows, seen)
             sources.append(iter([_sorted(logs)]))
         yield from merge_by_time(sources)
 
