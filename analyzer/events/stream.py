@@ -532,8 +532,15 @@ def _merged(
             # Each capture of one packet counts it: the capture that saw a flow most holds it.
             seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
             clock.sent_share = clock.logged_share(logs, keep.logged_flows, seen)
-            sources.append(iter([_sorted(logs)]))
+            sources.append(_slices(_sorted(logs), MERGE_ROWS))
         yield from merge_by_time(sources)
+
+
+def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
+    """A time-ordered table as a source of the merge, a chunk at a time: given whole, it would
+    stay pending through every round of the merge and be copied in each."""
+    for start in range(0, table.num_rows, rows):
+        yield table.slice(start, rows)
 
 
 def _capture_year(inputs: Inputs) -> int | None:
