@@ -31,6 +31,7 @@ from analyzer.analysis.run import analyze
 from analyzer.api.cli import main
 from analyzer.collect import capture, core, kmsg, logrules, script_text, snapshots
 from analyzer.collect.core import CollectOptions, _plan
+from analyzer.collect.outdir import OutDir
 from analyzer.collect.tools import TOOLS
 from analyzer.errors import CollectError
 from analyzer.sources import kernlog
@@ -284,6 +285,8 @@ SIGNAL_CASES = [
     ("sh", "nft", signal.SIGTERM),
     ("python", "iptables", signal.SIGINT),
     ("sh", "iptables", signal.SIGINT),
+    ("python", "nft", signal.SIGINT),
+    ("sh", "nft", signal.SIGINT),
     ("python", "nft", signal.SIGKILL),
     ("sh", "iptables", signal.SIGKILL),
 ]
@@ -449,19 +452,32 @@ def test_the_log_prefix_names_its_hook_for_analyze(hook):
     assert line.partition("] ")[2].startswith(logrules.run_marker("0a1b2c"))
 
 
-def test_nft_table_and_iptables_rules_are_rate_limited_and_removable_by_name():
-    text = logrules.nft_ruleset("0a1b2c", 50)
-    assert text.startswith("table inet nicpath_0a1b2c {")
+def test_nft_table_and_iptables_rules_are_rate_limited_removable_by_name_and_expire():
+    text = logrules.nft_ruleset("0a1b2c", 50, 120, owner=True)
+    assert text.startswith("table inet nicpath_0a1b2c { flags owner; set alive {")
+    assert text.endswith("}\n") and text.count("\n") == 1  # one line: one transaction
+    assert "elements = { ipv4 timeout 120s, ipv6 timeout 120s }" in text
+    assert text.count("meta nfproto @alive ") == 2
     assert text.count("limit rate 50/second burst 50 packets log prefix") == 2
     assert 'oifname != "lo"' in text and 'iifname != "lo"' in text
-    rules = logrules.iptables_rules("0a1b2c", 50)
+    assert "flags owner" not in logrules.nft_ruleset("0a1b2c", 50, 120, owner=False)
+    assert logrules.expiry(60) == 60 + logrules.EXPIRY_MARGIN
+    assert logrules.expiry(1e9) == logrules.MAX_EXPIRY
+    rules = logrules.iptables_rules("0a1b2c", 50, "2026-11-25T06:11:22")
     assert [(t, c) for t, c, _ in rules] == [
         ("iptables", "OUTPUT"), ("iptables", "INPUT"), ("ip6tables", "OUTPUT"),
         ("ip6tables", "INPUT"),
     ]  # fmt: skip
     for _, _, spec in rules:
         assert spec[spec.index("--limit") + 1] == "50/second"
+        assert spec[spec.index("--datestop") + 1] == "2026-11-25T06:11:22"
         assert "[nicpath-0a1b2c " in spec[spec.index("--log-prefix") + 1]
+    assert all("--datestop" not in spec for _, _, spec in logrules.iptables_rules("0a1b2c", 50))
+    tools = {"nft": "/sbin/nft", "iptables": "/sbin/iptables", "ip6tables": None}
+    undo = logrules.planned_undo("0a1b2c", 50, tools, "2026-11-25T06:11:22")
+    assert undo[0] == ["/sbin/nft", "delete", "table", "inet", "nicpath_0a1b2c"]
+    assert len(undo) == 1 + 2 * 2  # the iptables rules with and without the time match
+    assert all(cmd[:3] == ["/sbin/iptables", "-w", "-D"] for cmd in undo[1:])
 
 
 def test_kmsg_records_render_as_raw_dmesg_and_other_prefixes_are_left_out(tmp_path):
@@ -474,12 +490,13 @@ def test_kmsg_records_render_as_raw_dmesg_and_other_prefixes_are_left_out(tmp_pa
     ours, other = "[1.0] [nicpath-0a1b2c OUTPUT] IN= OUT=e1 ", "[1.0] [FW OUTPUT] IN= OUT=e1 SRC"
     assert kmsg.keep(ours, "[nicpath-0a1b2c ") and not kmsg.keep(other, "[nicpath-0a1b2c ")
     assert kmsg.keep(other, None) and kmsg.keep("[1.0] eth1: link down", "[nicpath-0a1b2c ")
-    log = kmsg.KernelLog(tmp_path / "kern.dmesg", prefix="[nicpath-0a1b2c ", cap=100)
-    log.out = open(log.path, "w")  # noqa: SIM115
-    for line in (ours + "SRC=1", other, "[1.0] eth1: up", ours + "SRC=2", ours + "SRC=3"):
-        log._write(line)
-    log.out.close()
-    assert log.path.read_text().splitlines() == [ours + "SRC=1", "[1.0] eth1: up"]
+    with OutDir.existing(tmp_path) as out:
+        log = kmsg.KernelLog(out, prefix="[nicpath-0a1b2c ", cap=100)
+        log.out = out.lines("kern.dmesg")
+        for line in (ours + "SRC=1", other, "[1.0] eth1: up", ours + "SRC=2", ours + "SRC=3"):
+            log._write(line)
+        log.out.close()
+    assert (tmp_path / "kern.dmesg").read_text().splitlines() == [ours + "SRC=1", "[1.0] eth1: up"]
     assert log.counts == {
         "lines": 2,
         "log_lines": 1,

@@ -14,10 +14,11 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .tools import die_with_parent, error_text, run
+from .outdir import dir_fd
+from .tools import child_setup, error_text, run
 
 SYS_NET = "/sys/class/net"
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
@@ -84,11 +85,12 @@ def chunk_mb(budget: int, cards: int) -> int:
 
 
 def tcpdump_command(
-    tcpdump: str, card: str, path: str, *, snaplen: int, chunk: int, bpf: str | None
+    tcpdump: str, card: str, *, snaplen: int, chunk: int, bpf: str | None
 ) -> list[str]:
     """tcpdump writing one card's packets, each as soon as it is seen (F7: ``--immediate-mode``;
-    without it the last second may be lost on stop), as root so it may open the next chunk."""
-    cmd = [tcpdump, "-i", card, "-w", path, "-C", str(chunk), "-s", str(snaplen)]
+    without it the last second may be lost on stop), as root so it may open the next chunk. The
+    file is a bare name: tcpdump runs inside the bundle directory and writes nowhere else."""
+    cmd = [tcpdump, "-i", card, "-w", f"{card}.pcap", "-C", str(chunk), "-s", str(snaplen)]
     cmd += ["-p", "-n", "-U", "--immediate-mode", "-Z", "root"]
     if bpf:
         cmd.append(bpf)
@@ -108,98 +110,111 @@ def successor(name: str) -> str:
     return f"{card}.pcap{no + 1}"
 
 
-def chunk_files(out: Path, card: str) -> list[str]:
-    """One card's chunks in the order tcpdump wrote them."""
+def chunk_files(out: int | Path, card: str) -> list[str]:
+    """One card's chunks in the order tcpdump wrote them (``out``: the bundle or its fd)."""
     found = []
-    for entry in os.scandir(out):
-        parsed = chunk_number(entry.name)
-        if parsed and parsed[0] == card and entry.is_file():
-            found.append((parsed[1], entry.name))
+    with dir_fd(out) as fd:
+        for entry in os.scandir(fd):
+            parsed = chunk_number(entry.name)
+            if parsed and parsed[0] == card and entry.is_file(follow_symlinks=False):
+                found.append((parsed[1], entry.name))
     return [name for _, name in sorted(found)]
 
 
-def disk_usage(path: Path) -> int:
+def disk_usage(path: int | Path) -> int:
     """Bytes the tree takes on disk, as ``du`` counts them (allocated blocks, directories too)."""
     total = 0
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files, None]:
-            try:
-                st = os.lstat(os.path.join(root, name) if name else root)
-            except OSError:
-                continue
-            total += st.st_blocks * 512
+    with dir_fd(path) as top:
+        for _root, dirs, files, fd in os.fwalk(dir_fd=top):
+            for name in [*dirs, *files, "."]:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_blocks * 512
     return total
 
 
-def oldest_closed_chunk(out: Path) -> Path | None:
+def oldest_closed_chunk(out: int) -> str | None:
     """The closed chunk (its successor exists) whose last packet was written first."""
     closed = []
     names = set(os.listdir(out))
     for name in names:
         if chunk_number(name) and successor(name) in names:
             try:
-                closed.append((os.stat(out / name).st_mtime_ns, name))
+                closed.append((os.stat(name, dir_fd=out, follow_symlinks=False).st_mtime_ns, name))
             except OSError:
                 continue
-    return out / min(closed)[1] if closed else None
+    return min(closed)[1] if closed else None
 
 
-def enforce_budget(out: Path, budget: int) -> list[tuple[str, int]]:
+def enforce_budget(out: int | Path, budget: int) -> list[tuple[str, int]]:
     """Delete oldest closed chunks while the bundle is larger than ``budget`` bytes."""
     dropped = []
-    while disk_usage(out) > budget:
-        victim = oldest_closed_chunk(out)
-        if victim is None:
-            break
-        size = victim.stat().st_size
-        victim.unlink()
-        dropped.append((victim.name, size))
+    with dir_fd(out) as fd:
+        while disk_usage(fd) > budget:
+            victim = oldest_closed_chunk(fd)
+            if victim is None:
+                break
+            size = os.stat(victim, dir_fd=fd, follow_symlinks=False).st_size
+            os.unlink(victim, dir_fd=fd)
+            dropped.append((victim, size))
     return dropped
 
 
 @dataclass
 class CardCapture:
-    """One running tcpdump and what it said."""
+    """One running tcpdump and what it said (its stderr, read through a pipe: collect keeps no
+    file outside the bundle)."""
 
     card: str
     proc: subprocess.Popen | None
-    err_path: Path
     started_at: float
     exit_status: int | None = None
-    dropped: list[str] = field(default_factory=list)
+    said: bytes = b""
 
     @classmethod
     def start(
         cls,
         tcpdump: str,
         card: str,
-        out: Path,
-        work: Path,
+        out_fd: int,
         *,
         snaplen: int,
         chunk: int,
         bpf: str | None,
     ) -> CardCapture:
-        err_path = work / f"tcpdump-{card}.err"
-        cmd = tcpdump_command(
-            tcpdump, card, str(out / f"{card}.pcap"), snaplen=snaplen, chunk=chunk, bpf=bpf
+        cmd = tcpdump_command(tcpdump, card, snaplen=snaplen, chunk=chunk, bpf=bpf)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=child_setup(out_fd),
         )
-        with open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        return cls(card, proc, err_path, time.time())
+        assert proc.stderr is not None
+        os.set_blocking(proc.stderr.fileno(), False)
+        return cls(card, proc, time.time())
+
+    def _read(self) -> None:
+        """What tcpdump wrote on stderr since the last look (never blocks)."""
+        pipe = self.proc.stderr if self.proc else None
+        if pipe is None or pipe.closed:
+            return
+        while True:
+            try:
+                data = os.read(pipe.fileno(), 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                pipe.close()
+                return
+            self.said += data
 
     def stderr(self) -> str:
-        try:
-            return self.err_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        self._read()
+        return self.said.decode("utf-8", "replace")
 
     def listening(self) -> bool:
         return "listening on" in self.stderr()
@@ -214,15 +229,19 @@ class CardCapture:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM: tcpdump writes what it holds and prints its counts; SIGKILL if it hangs."""
-        if self.proc is None or not self.running():
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.exit_status = self.proc.returncode
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.exit_status = self.proc.returncode
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            os.set_blocking(self.proc.stderr.fileno(), True)
+            self._read()
 
     def problem(self) -> str:
         """tcpdump's own words when it stopped with an error (its stderr without the counts)."""

@@ -5,8 +5,15 @@ the host facts and the firewall rulesets as they were, the first ip snapshot, th
 the LOG rules if asked, and the captures; the duration counts from when every capture listens.
 Whatever ends the run (the duration, Ctrl-C, SIGTERM, SIGHUP or an error), the way out is the
 same: the last ip snapshot, captures stopped, LOG rules removed and checked gone, the rest of the
-kernel log, conntrack, the manifest. A watchdog removes the rules even if the collector is
-killed with SIGKILL, and the captures die with it (PR_SET_PDEATHSIG).
+kernel log, conntrack, the manifest. Nothing is left outside ``--out`` however the run ends: the
+processes die with the collector (PR_SET_PDEATHSIG), the LOG table with the nft that owns it, and
+a watchdog started before the first rule removes the rules if the collector is killed (SIGKILL);
+when every process is killed at once, the rules stop logging by themselves (``logrules``).
+
+Every file goes into the bundle directory through a descriptor (``outdir``): a user who can
+rename ``--out`` or plant symlinks cannot redirect a write of root's. A full disk stops the run:
+a write that fails, or less than ``SPACE_RESERVE`` left, ends it the orderly way, keeps what was
+written readable and exits with an error.
 """
 
 from __future__ import annotations
@@ -18,9 +25,7 @@ import secrets
 import selectors
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +36,7 @@ from .. import __version__
 from ..errors import CollectError
 from . import capture, host, logrules, snapshots
 from .kmsg import KernelLog
+from .outdir import LineFile, OutDir, check_out
 from .tools import SKIPPED_WITHOUT, error_text, find_tools, run, version
 
 SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
@@ -44,6 +50,9 @@ SNAPSHOT_GAP = 1.0
 SIDE_SHARE = 10
 DEFAULT_SNAPLEN = 256
 CONNTRACK_MODULE = "/sys/module/nf_conntrack"
+#: Below this much free space on the file system of --out the collection stops, so the last
+#: snapshot and the manifest still fit and the host keeps some room.
+SPACE_RESERVE = capture.MB
 
 Progress = Callable[[str], None]
 
@@ -99,8 +108,7 @@ def _plan(options: CollectOptions, sys_net: str = capture.SYS_NET) -> _Plan:
     if not 1 <= options.log_rate <= logrules.MAX_RATE:
         raise CollectError(f"--log-rate must be 1..{logrules.MAX_RATE} lines a second per rule")
     out = Path(options.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CollectError(f"--out {out}: exists and is not an empty directory (never overwritten)")
+    check_out(out)
     tools = find_tools()
     here = capture.cards_here(tools["ip"], sys_net)
     if options.ifaces:
@@ -121,10 +129,11 @@ def _plan(options: CollectOptions, sys_net: str = capture.SYS_NET) -> _Plan:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     free = shutil.disk_usage(parent).free
-    if free < budget:
+    if free < budget + SPACE_RESERVE:
         raise CollectError(
             f"--max-size {options.max_size_mb:g} MB but only {free / capture.MB:.0f} MB free "
-            f"on the file system of {parent}: give a smaller --max-size or another --out"
+            f"on the file system of {parent} ({SPACE_RESERVE // capture.MB} MB more is kept "
+            "free): give a smaller --max-size or another --out"
         )
     if options.bpf and cards and tools["tcpdump"]:
         res = run([tools["tcpdump"], "-d", "-i", cards[0], "-s", str(options.snaplen), options.bpf])
@@ -153,9 +162,12 @@ class _Run:
         self.plan = plan
         self.tools = plan.tools
         self.progress = progress
-        self.out = Path(options.out)
+        self.path = Path(options.out)
+        self.out: OutDir | None = None
+        self.ip_dir: OutDir | None = None
+        self.changes_log: LineFile | None = None
+        self.space_low: str | None = None
         self.run_id = secrets.token_hex(3)
-        self.work: Path | None = None
         self.warnings: list[str] = []
         self.skipped: list[dict[str, str]] = []
         self.captures: dict[str, capture.CardCapture] = {}
@@ -172,7 +184,7 @@ class _Run:
         self.monitor: snapshots.Monitor | None = None
         self.rules: logrules.LogRules | None = None
         self.rule_problems: list[str] = []
-        self.watchdog: subprocess.Popen | None = None
+        self.watchdog: logrules.Watchdog | None = None
         self.stop_reason: str | None = None
         self.started_at = time.time()
         self.manifest: dict = {}
@@ -196,31 +208,48 @@ class _Run:
         old_handlers = self._catch_signals()
         error: BaseException | None = None
         try:
+            self.out = OutDir.create(self.path)
             self._start()
             self._loop()
+        except CollectError:
+            raise
         except BaseException as exc:
             error = exc
             self.stop_reason = f"error: {exc}"
         finally:
             try:
-                self._finish()
+                if self.out is not None:
+                    self._finish()
             finally:
                 for sig, handler in old_handlers.items():
                     signal.signal(sig, handler)
                 os.umask(old_umask)
-                if self.work is not None:
-                    shutil.rmtree(self.work, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise CollectError(f"collection stopped: {error}") from error
-        if error is not None:
+                for held in (self.changes_log, self.ip_dir, self.out):
+                    if held is not None:
+                        held.close()
+        if error is not None and not isinstance(error, OSError):
             raise error
+        problems = [f"collection stopped: {error}"] if error is not None else []
+        failed = self.out.failed if self.out is not None else []
+        if failed:
+            names = ", ".join(name for name, _ in failed)
+            problems.append(
+                f"the bundle in {self.path} is incomplete: could not write {names} "
+                f"({failed[0][1]}); what it holds is readable"
+            )
+        elif self.space_low:
+            problems.append(f"bundle written to {self.path}, but {self.space_low}")
         if self.rule_problems:
             undo = "; ".join(" ".join(c) for c in self.rules.undo) if self.rules else ""
-            raise CollectError(
-                f"bundle written to {self.out}, but the LOG rules could not be removed "
-                f"({'; '.join(self.rule_problems)}): remove them with: {undo}"
+            problems.append(
+                f"the LOG rules could not be removed ({'; '.join(self.rule_problems)}): "
+                f"remove them with: {undo}"
             )
-        return CollectResult(self.out, self.manifest)
+            if not failed and not error:
+                problems[-1] = f"bundle written to {self.path}, but {problems[-1]}"
+        if problems:
+            raise CollectError("; ".join(problems)) from error
+        return CollectResult(self.path, self.manifest)
 
     def _catch_signals(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
@@ -233,9 +262,8 @@ class _Run:
         return {sig: signal.signal(sig, stop) for sig in SIGNALS}
 
     def _start(self) -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="nicpath-collect-"))
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "ip").mkdir(exist_ok=True)
+        assert self.out is not None
+        self.ip_dir = self.out.subdir("ip")
         self.started_at = time.time()
         self._open_kernel_log()
         self._host_facts()
@@ -252,7 +280,7 @@ class _Run:
         if not self.plan.cards:
             self.warn("no card is up: nothing to capture")
         self.progress(
-            f"collecting into {self.out} for {self.options.duration:g} s "
+            f"collecting into {self.path} for {self.options.duration:g} s "
             f"(cards: {', '.join(self.captures) or 'none'}); Ctrl-C stops"
         )
 
@@ -285,6 +313,10 @@ class _Run:
         ):
             self._change_snapshot()
         self._keep_budget()
+        self._check_disk()
+        if self.rules is not None and not self.rules.held() and "held" not in self.reported_stops:
+            self.reported_stops.add("held")
+            self.warn("the nft -i that owns the LOG table ended: its rules went with it")
         for card, cap in self.captures.items():
             if card not in self.reported_stops and not cap.running():
                 self.reported_stops.add(card)
@@ -292,6 +324,23 @@ class _Run:
                     f"capture on {card} stopped (status {cap.exit_status}): "
                     f"{cap.problem() or 'no message'}"
                 )
+
+    def _check_disk(self) -> None:
+        """Stop the orderly way when a write failed or the file system is (almost) full."""
+        assert self.out is not None
+        if self.stop_reason is not None:
+            return
+        if self.out.failed:
+            name, why = self.out.failed[0]
+            self.stop_reason = f"error: could not write {name}: {why}"
+            self.warn(f"could not write {name} ({why}): collection stopped")
+        elif self.out.space_left() < SPACE_RESERVE:
+            self.space_low = (
+                f"the file system of --out had less than {SPACE_RESERVE // capture.MB} MB free: "
+                "collection stopped early"
+            )
+            self.stop_reason = f"error: {self.space_low}"
+            self.warn(self.space_low)
 
     def _finish(self) -> None:
         steps = [
@@ -311,12 +360,14 @@ class _Run:
                 self.warn(f"{step.__name__.strip('_').replace('_', ' ')}: {exc}")
 
     def _open_kernel_log(self) -> None:
+        assert self.out is not None
         marker = logrules.run_marker(self.run_id) if self.options.log_rules else None
-        log = KernelLog(self.out / "kern.dmesg", prefix=marker, cap=self.plan.budget // SIDE_SHARE)
+        log = KernelLog(self.out, prefix=marker, cap=self.plan.budget // SIDE_SHARE)
         try:
             log.open()
         except OSError as exc:
-            self.skip("kern.dmesg", f"cannot read {log.device}: {exc.strerror or exc}")
+            why = f"cannot read {log.device}: {exc.strerror}" if exc.errno else str(exc)
+            self.skip("kern.dmesg", why)
             return
         self.kmsg = log
 
@@ -338,12 +389,13 @@ class _Run:
             )
 
     def _host_facts(self) -> None:
+        assert self.out is not None
         btime = host.boot_time()
         if btime is None:
             self.skip("btime", "no btime in /proc/stat")
         else:
-            (self.out / "btime").write_text(btime + "\n")
-        (self.out / "sysctl.txt").write_text("".join(f"{x}\n" for x in host.sysctl_lines()))
+            self.out.write("btime", btime + "\n")
+        self.out.write("sysctl.txt", "".join(f"{x}\n" for x in host.sysctl_lines()))
         if self.options.log_rules and host.in_initial_netns() is False:
             flag = Path("/proc/sys/net/netfilter/nf_log_all_netns")
             if flag.exists() and flag.read_text().strip() == "0":
@@ -360,7 +412,8 @@ class _Run:
         if res.returncode != 0:
             self.skip(name, f"{tool} failed: {error_text(res.stderr) or res.returncode}")
             return
-        (self.out / name).write_text(res.stdout)
+        assert self.out is not None
+        self.out.write(name, res.stdout)
 
     def _rulesets(self) -> None:
         """The firewall as it was before any LOG rule of ours (F5, F6)."""
@@ -395,10 +448,15 @@ class _Run:
                 "left out"
             )
             data = data[:cut]
-        (self.out / "conntrack.txt").write_bytes(data)
+        assert self.out is not None
+        self.out.write("conntrack.txt", data)
 
     def _snapshot(self, moment: str) -> None:
-        for problem in snapshots.take(self.tools["ip"], self.out, moment):
+        assert self.ip_dir is not None
+        problems = snapshots.take(self.tools["ip"], self.ip_dir, moment)
+        if problems is None:
+            return
+        for problem in problems:
             self.warn(f"ip/{moment}: {problem}")
         self.moments.append(moment)
 
@@ -415,20 +473,24 @@ class _Run:
         if not events:
             return
         cap = self.plan.budget // SIDE_SHARE
-        with open(self.out / "changes.log", "a", encoding="utf-8") as f:
-            for stamp, text in events:
-                line = f"{stamp:.6f}\t{text}\n"
-                if f.tell() + len(line.encode()) > cap:
-                    self.changes_left_out += 1
-                else:
-                    f.write(line)
+        if self.changes_log is None:
+            assert self.out is not None
+            self.changes_log = self.out.lines("changes.log")
+        log = self.changes_log
+        for stamp, text in events:
+            line = f"{stamp:.6f}\t{text}\n".encode()
+            if log is None or log.size + len(line) > cap:
+                self.changes_left_out += 1
+            elif not log.append(line):
+                break
         self.changes += len(events)
         self.pending_change = time.monotonic()
 
     def _change_snapshot(self) -> None:
         self.pending_change = None
         self.last_snapshot = time.monotonic()
-        if capture.disk_usage(self.out / "ip") > self.plan.budget // SIDE_SHARE:
+        assert self.ip_dir is not None
+        if capture.disk_usage(self.ip_dir.fd) > self.plan.budget // SIDE_SHARE:
             if not self.snapshots_capped:
                 self.snapshots_capped = True
                 self.warn("ip/ reached a tenth of --max-size: no more change snapshots")
@@ -464,7 +526,18 @@ class _Run:
             )
 
     def _insert_rules(self) -> None:
-        rules, warnings = logrules.insert(self.run_id, self.options.log_rate, self.tools)
+        """No rule goes in before the watchdog that removes it runs and holds the commands."""
+        rate, expires = self.options.log_rate, logrules.expiry(self.options.duration)
+        until = logrules.datestop(time.time() + expires)
+        try:
+            self.watchdog = logrules.Watchdog()
+        except OSError as exc:
+            self.warn(f"no LOG rules inserted: the watchdog that removes them cannot start ({exc})")
+            return
+        if not self.watchdog.arm(logrules.planned_undo(self.run_id, rate, self.tools, until)):
+            self.warn("no LOG rules inserted: the watchdog that removes them ended")
+            return
+        rules, warnings = logrules.insert(self.run_id, rate, self.tools, expires)
         for w in warnings:
             self.warn(w)
         if rules is None:
@@ -472,44 +545,24 @@ class _Run:
         self.rules = rules
         marker = logrules.run_marker(self.run_id)
         self.progress(f"LOG rules inserted with {rules.tool}, prefixes {marker}OUTPUT/INPUT]")
-        assert self.work is not None
-        undo = self.work / "undo.sh"
-        undo.write_text(rules.undo_script() + f"rm -rf -- '{self.work}'\n")
-        self.watchdog = subprocess.Popen(
-            [
-                "sh",
-                "-c",
-                'while kill -0 "$1" 2>/dev/null; do sleep 1; done; . "$2"',
-                "nicpath-collect-watchdog",
-                str(os.getpid()),
-                str(undo),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
 
     def _remove_rules(self) -> None:
-        if self.rules is None:
-            return
-        self.rule_problems = self.rules.remove()
-        if self.rule_problems:
-            self.warn("LOG rules not removed: " + "; ".join(self.rule_problems))
-        else:
-            self.progress("LOG rules removed")
+        if self.rules is not None:
+            self.rule_problems = self.rules.remove()
+            if self.rule_problems:
+                self.warn("LOG rules not removed: " + "; ".join(self.rule_problems))
+            else:
+                self.progress("LOG rules removed")
         if self.watchdog is not None:
-            self.watchdog.terminate()
-            self.watchdog.wait()
+            self.watchdog.disarm()
             self.watchdog = None
 
     def _start_capture(self, card: str) -> None:
-        assert self.work is not None
+        assert self.out is not None
         self.captures[card] = capture.CardCapture.start(
             self.tools["tcpdump"],
             card,
-            self.out,
-            self.work,
+            self.out.fd,
             snaplen=self.options.snaplen,
             chunk=self.plan.chunk,
             bpf=self.options.bpf,
@@ -527,7 +580,8 @@ class _Run:
             self.warn(f"tcpdump on {card} did not say it listens within {timeout:g} s")
 
     def _keep_budget(self) -> None:
-        for name, size in capture.enforce_budget(self.out, self.plan.budget):
+        assert self.out is not None
+        for name, size in capture.enforce_budget(self.out.fd, self.plan.budget):
             card = (capture.chunk_number(name) or (name, 0))[0]
             self.dropped.setdefault(card, []).append(name)
             self.warn(f"capture budget: dropped oldest chunk {name} ({size} bytes)")
@@ -543,17 +597,14 @@ class _Run:
                 )
 
     def _write_manifest(self) -> None:
-        files = sorted(
-            str(p.relative_to(self.out))
-            for p in self.out.rglob("*")
-            if p.is_file() and p.name != "manifest.json"
-        )
+        assert self.out is not None
+        files = [name for name in self.out.files() if name != "manifest.json"]
         captures = []
         for card, cap in self.captures.items():
             captures.append(
                 {
                     "iface": card,
-                    "files": capture.chunk_files(self.out, card),
+                    "files": capture.chunk_files(self.out.fd, card),
                     "dropped_files": self.dropped.get(card, []),
                     **cap.stats(),
                     "exit_status": cap.exit_status,
@@ -604,4 +655,4 @@ class _Run:
             "skipped": self.skipped,
             "warnings": self.warnings,
         }
-        (self.out / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
+        self.out.write("manifest.json", json.dumps(self.manifest, indent=2) + "\n")

@@ -14,7 +14,8 @@ import errno
 import os
 import re
 import time
-from pathlib import Path
+
+from .outdir import LineFile, OutDir
 
 KMSG = "/dev/kmsg"
 #: What makes a message a netfilter LOG line: ``<prefix>IN=<dev> OUT=<dev>`` (F6).
@@ -58,13 +59,17 @@ def keep(line: str, prefix: str | None) -> bool:
 class KernelLog:
     """Reads ``/dev/kmsg`` from the moment it is opened into ``kern.dmesg``, up to a size cap."""
 
-    def __init__(self, path: Path, *, prefix: str | None, cap: int, device: str = KMSG) -> None:
-        self.path = path
+    def __init__(
+        self, out: OutDir, *, prefix: str | None, cap: int, name: str = "kern.dmesg",
+        device: str = KMSG,
+    ) -> None:  # fmt: skip
+        self.where = out
+        self.name = name
         self.prefix = prefix
         self.cap = cap
         self.device = device
         self.fd: int | None = None
-        self.out = None
+        self.out: LineFile | None = None
         self.written = 0
         self.counts = {
             "lines": 0,
@@ -83,8 +88,11 @@ class KernelLog:
         except OSError:
             os.close(fd)
             raise
+        self.out = self.where.lines(self.name)
+        if self.out is None:
+            os.close(fd)
+            raise OSError(f"{self.name} cannot be made in the bundle")
         self.fd = fd
-        self.out = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def fileno(self) -> int:
         assert self.fd is not None
@@ -127,7 +135,8 @@ class KernelLog:
             self.counts["over_size_limit"] += 1
             return
         assert self.out is not None
-        self.out.write(line + "\n")
+        if not self.out.append((line + "\n").encode("utf-8")):
+            return
         self.written += size
         self.counts["lines"] += 1
         if LOG_MESSAGE.search(line.partition("] ")[2]):

@@ -14,9 +14,9 @@ import os
 import re
 import subprocess
 import time
-from pathlib import Path
 
-from .tools import die_with_parent, error_text, run
+from .outdir import OutDir
+from .tools import child_setup, error_text, run
 
 #: Part name -> ``ip`` arguments; ``route6``/``rule6`` because ``ip route`` lists IPv4 only.
 PARTS = {
@@ -32,22 +32,29 @@ MONITOR_OBJECTS = ("link", "address", "route", "rule")
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\]\s?(.*)$")
 
 
-def take(ip: str, root: Path, moment: str) -> list[str]:
-    """Write ``root/ip/<moment>/``; returns the parts that could not be taken, with why."""
-    where = root / "ip" / moment
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "taken_at").write_text(f"{time.time():.6f}\n")
-    problems = []
-    for part, args in PARTS.items():
-        res = run([ip, "-j", *args])
-        if res.returncode == 0 and res.stdout.lstrip().startswith("["):
-            (where / f"{part}.json").write_text(res.stdout)
-            continue
-        res = run([ip, *args])
-        if res.returncode == 0:
-            (where / f"{part}.txt").write_text(res.stdout)
-        else:
-            problems.append(f"ip {' '.join(args)}: {error_text(res.stderr) or 'failed'}")
+def take(ip: str, ip_dir: OutDir, moment: str) -> list[str] | None:
+    """Write ``ip/<moment>/`` into ``ip_dir``; returns the parts that could not be taken, with
+    why, or None when nothing of it could be written (the moment is then left out whole)."""
+    try:
+        where = ip_dir.subdir(moment)
+    except OSError as exc:
+        ip_dir.fail(f"{moment}/", exc)
+        return None
+    with where:
+        written = where.write("taken_at", f"{time.time():.6f}\n")
+        problems = []
+        for part, args in PARTS.items():
+            res = run([ip, "-j", *args])
+            if res.returncode == 0 and res.stdout.lstrip().startswith("["):
+                written = where.write(f"{part}.json", res.stdout) or written
+                continue
+            res = run([ip, *args])
+            if res.returncode == 0:
+                written = where.write(f"{part}.txt", res.stdout) or written
+            else:
+                problems.append(f"ip {' '.join(args)}: {error_text(res.stderr) or 'failed'}")
+        if not written and ip_dir.remove_if_empty(moment):
+            return None
     return problems
 
 
@@ -81,7 +88,7 @@ class Monitor:
                 stderr=subprocess.DEVNULL,
                 env={**os.environ, "TZ": "UTC"},
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=child_setup(),
             )
             time.sleep(0.05)
             if self.proc.poll() is None:

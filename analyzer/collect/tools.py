@@ -4,10 +4,12 @@ with a time limit so a hung tool cannot hold the collection (or the host) past i
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 #: Every external program collect may use, and the argument that prints its version.
 TOOLS = {
@@ -67,11 +69,26 @@ def version(name: str, path: str | None) -> str | None:
     return first_line(res.stdout) or first_line(res.stderr) or None
 
 
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the collector dies, even by SIGKILL, so no
-    capture outlives it (Linux prctl PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def child_setup(cwd_fd: int | None = None) -> Callable[[], None]:
+    """What a child runs before exec: get SIGTERM when the collector dies, even by SIGKILL, so
+    nothing it started outlives it (Linux prctl PR_SET_PDEATHSIG); exit at once if it already
+    died while the child was being made; with ``cwd_fd``, work in that directory (tcpdump
+    writes bare names into the bundle, whatever its path has become)."""
+    libc, parent = _libc(), os.getpid()
+
+    def setup() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+        if cwd_fd is not None:
+            os.fchdir(cwd_fd)
+
+    return setup
 
 
 def error_text(text: str, limit: int = 300) -> str:
