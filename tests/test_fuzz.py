@@ -4,6 +4,7 @@ rows or the documented InputError: never another exception or a hang."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -87,6 +88,22 @@ def test_kernel_logs(tmp_path_factory, data):
         return
     assert report.records == report.used + sum(report.skipped.values())
     assert table.num_rows == report.used
+
+
+@FUZZ
+@given(st.sampled_from(["pcap", "pcapng", "log"]), st.data())
+def test_gzip_inputs(tmp_path_factory, seed, data):
+    """Gzip streams flipped, cut or repeated: read as far as their data goes, or an
+    InputError (corrupt data), never zlib.error or EOFError."""
+    packed = gzip.compress(SEEDS[seed])
+    path = tmp_path_factory.mktemp("fuzz") / f"x.{seed}.gz"
+    path.write_bytes(data.draw(mangled(packed)))
+    read_any(path)
+    with contextlib.suppress(InputError):
+        report = kernlog.SourceReport(path=str(path), format="kernlog")
+        rows = sum(chunk.num_rows for chunk in kernlog.iter_read(path, report, chunk_lines=7))
+        assert rows == report.used
+        assert report.records == report.used + sum(report.skipped.values())
 
 
 @FUZZ

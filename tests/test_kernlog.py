@@ -208,3 +208,196 @@ def test_source_quoting_the_log_format_is_not_a_kernel_log(tmp_path):
     )
     assert not kernlog.looks_like_kernlog(quoted.read_bytes())
     assert kernlog.looks_like_kernlog(SEED_OUT.encode())
+
+
+# --- issue 25: forged prefixes, router lines, extreme times, streaming ---------------------
+
+REAL = (
+    "IN= OUT=eth1 SRC=10.0.0.1 DST=10.0.0.2 LEN=40 TOS=0x00 PREC=0x00 TTL=64 ID=7 DF "
+    "PROTO=TCP SPT=40000 DPT=80 WINDOW=512 RES=0x00 ACK URGP=0 "
+)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "IN=evil0 OUT=evil1 ",
+        "IN=evil0 OUT=evil1 SRC=6.6.6.6 DST=7.7.7.7 LEN=1 ",
+        "x IN=evil0 OUT= MAC=00:00 SRC=6.6.6.6 [FILTER-OUTPUT] ",
+        "IN=",  # glued to the kernel's IN=: "IN=IN= OUT=eth1 ..."
+        "IN=a OUT=",  # glued: "IN=a OUT=IN= OUT=eth1 ..."
+        "[a] IN=eth9 OUT=eth8 PHYSIN=x ",
+        "OUT=evil1 IN=evil0 ",
+    ],
+)
+def test_a_prefix_cannot_supply_the_interfaces_of_its_line(prefix):
+    """The kernel writes `<prefix>IN=`: the fields are those after the last IN= OUT= pair
+    followed by what the kernel writes next, so a prefix holding such a pair is only prefix."""
+    (r,), report = parse(f"[ 1.000000] {prefix}{REAL}")
+    assert (r["in_iface"], r["out_iface"], r["iface"]) == ("", "eth1", "eth1")
+    assert addr_text(r["src"]) == "10.0.0.1" and r["ip_id"] == 7
+    assert r["log_prefix"] == prefix and report.used == 1
+
+
+def test_log_fields_take_the_last_pair_the_kernel_field_order_allows():
+    assert kernlog.log_fields("IN=a OUT=b foo IN=c OUT=d SRC=1.2.3.4 DST=1.2.3.5") == (
+        "IN=a OUT=b foo ",
+        "c",
+        "d",
+        "SRC=1.2.3.4 DST=1.2.3.5",
+    )
+    # nothing after the pair that the kernel writes: not a LOG line
+    assert kernlog.log_fields("IN=a OUT=b hello") is None
+    # bridged packets: PHYSIN= holds IN= but no pair
+    got = kernlog.log_fields("p IN=br0 OUT= PHYSIN=veth1 MAC=ff:ff SRC=1.1.1.1 DST=1.1.1.2")
+    assert got[:3] == ("p ", "br0", "")
+
+
+@pytest.mark.parametrize(
+    "line,tag",
+    [
+        (f"Jun 28 04:35:30 router [RULE-1] {REAL}", None),
+        (f"Jun 28 04:35:30 router ulogd[812]: [RULE-1] {REAL}", "ulogd"),
+        (f"2026-06-28T04:35:30.250000+0000 router [RULE-1] {REAL}", None),
+        (f"Jun 28 04:35:30 ubnt kernel: [WAN_LOCAL-default-D]{REAL}", "kernel"),
+    ],
+)
+def test_router_lines_under_another_tag_or_none_are_read_with_their_date(line, tag):
+    (r,), report = parse(line, year=2026)
+    assert r["ts"].year == 2026 and (r["ts"].month, r["ts"].day) == (6, 28)
+    assert report.detail["renderings"] in ({"syslog": 1}, {"journal": 1})
+    assert (r["out_iface"], addr_text(r["dst"])) == ("eth1", "10.0.0.2")
+    if tag == "ulogd":
+        assert report.detail["other_tags"] == {"ulogd": 1}
+        assert any("other tags than kernel (ulogd 1)" in w for w in report.warnings)
+    else:
+        assert "other_tags" not in report.detail
+
+
+@pytest.mark.parametrize(
+    "body,expect",
+    [
+        (
+            "IN= OUT=eth2 SRC=10.0.0.1 DST=10.0.0.2 LEN=84 TOS=0x00 PREC=0x00 TTL=64 ID=29731 DF "
+            "PROTO=ICMP TYPE=0 CODE=0 ID=4660 SEQ=3 UID=0 GID=0 MARK=0x1 ",
+            (29731, 0, 4660, 3, 1),
+        ),
+        (
+            "IN=eth1 OUT= MAC=02:00:00:00:00:02:02:00:00:00:00:01:86:dd "
+            "SRC=fd00:0070:0000:0000:0000:0000:0000:0015 "
+            "DST=fd00:0070:0000:0000:0000:0000:0000:0016 "
+            "LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=1 PROTO=ICMPv6 TYPE=128 CODE=0 ID=55 SEQ=9 ",
+            (None, 128, 55, 9, None),
+        ),
+    ],
+)
+def test_icmp_echo_lines_with_their_second_id_are_read(body, expect):
+    (r,), report = parse(f"[ 2.0] [FILTER-OUTPUT icmp] {body}")
+    assert (r["ip_id"], r["icmp_type"], r["icmp_id"], r["icmp_seq"], r["mark"]) == expect
+    assert report.used == 1 and not report.skipped
+
+
+def test_a_quoted_packet_is_read_one_level_deep_whatever_the_nesting():
+    from tests.test_hostile_inputs import deep_icmp_line
+
+    (r,), _ = parse(deep_icmp_line(2000))
+    assert (r["icmp_type"], r["inner_proto"], addr_text(r["inner_src"])) == (3, 1, "10.0.0.2")
+    assert r["inner_sport"] is None
+
+
+@pytest.mark.parametrize(
+    "stamp,reason",
+    [
+        ("1500-01-01T00:00:00.000000+0000 host kernel: ", "time outside 1677-2262"),
+        ("2263-01-01T00:00:00.000000+0000 host kernel: ", "time outside 1677-2262"),
+        ("9999-12-31T23:59:59.999999+0000 host kernel: ", "time outside 1677-2262"),
+        ("[Wed Jan  1 00:00:00 3000] ", "time outside 1677-2262"),
+        ("[99999999999999.000000] ", "time outside 1677-2262"),
+        ("2026-13-01T00:00:00.000000+0000 host kernel: ", "time stamp is no valid date"),
+        ("[Mon Feb 30 00:00:00 2026] ", "time stamp is no valid date"),
+        ("Foo 30 00:00:00 host kernel: ", "time stamp is no valid date"),
+    ],
+)
+def test_a_log_line_out_of_the_nanosecond_range_is_skipped_with_its_reason(stamp, reason):
+    rows, report = parse(f"{stamp}{SEED_OUT}", f"[ 1.0] {SEED_OUT}", year=2026)
+    assert [r["record"] for r in rows] == [2]
+    assert report.skipped == {reason: 1}
+
+
+@pytest.mark.parametrize("boot", [float("nan"), float("inf"), 1e300, -1e12])
+def test_a_boot_time_no_clock_holds_is_ignored_with_a_warning(boot):
+    (r,), report = parse(f"[ 8716.650862] {SEED_OUT}", boot_time=boot)
+    assert r["ts"].value == 8716_650862000 and r["ts_basis"] == "boot"
+    assert any("is no time between 1677 and 2262" in w for w in report.warnings)
+
+
+def test_iter_read_streams_the_rows_read_gives(tmp_path):
+    """Chunks of at most `chunk_lines` lines, the report filled as they come, and together
+    the same rows and counts as `read` (plain and gzip, CRLF line ends)."""
+    lines = []
+    for k in range(1000):
+        lines.append(f"Nov 24 21:50:{k % 60:02d} host kernel: {SEED_OUT}")
+        if k % 7 == 0:
+            lines.append("Nov 24 21:50:00 host kernel: eth1: link up")
+    text = "\r\n".join(lines) + "\r\n"
+    plain = tmp_path / "kern.log"
+    plain.write_text(text)
+    packed = tmp_path / "kern.log.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    whole, whole_report = kernlog.read(plain, year=2026)
+    assert whole.num_rows == 1000 and whole_report.records == len(lines)
+    for path in (plain, packed):
+        report = kernlog.SourceReport(path=str(path), format="kernlog")
+        seen = []
+        for chunk in kernlog.iter_read(path, report, year=2026, chunk_lines=100):
+            seen.append((chunk.num_rows, report.records))
+            assert chunk.num_rows <= 100
+        assert seen[0][1] == 100 and len(seen) == -(-len(lines) // 100)
+        assert report.used == 1000 and report.records == whole_report.records
+        assert report.skipped == whole_report.skipped
+    chunks = list(
+        kernlog.iter_read(plain, kernlog.SourceReport("x", "kernlog"), chunk_lines=64, year=2026)
+    )
+    assert kernlog.concat(chunks).drop_columns(["source"]).equals(whole.drop_columns(["source"]))
+
+
+def test_a_cut_gzip_log_is_read_to_where_its_data_ends(tmp_path):
+    text = "".join(f"[ {k}.000000] {SEED_OUT}\n" for k in range(3000))
+    whole = gzip.compress(text.encode())
+    path = tmp_path / "kern.dmesg.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    table, report = kernlog.read(path)
+    assert 0 < table.num_rows < 3000
+    assert any("gzip stream is cut short" in w for w in report.warnings)
+    assert report.records == report.used + sum(report.skipped.values())
+
+
+def test_corrupt_gzip_log_is_an_input_error_naming_the_file(tmp_path):
+    path = tmp_path / "kern.log.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00\xff" * 100)
+    with pytest.raises(InputError, match=r"kern\.log\.gz: corrupt gzip data"):
+        kernlog.read(path)
+
+
+def test_a_line_longer_than_64k_is_cut_and_the_next_lines_keep_their_numbers(tmp_path):
+    path = tmp_path / "kern.dmesg"
+    path.write_text("[ 1.0] " + "x" * 300_000 + "\n" + f"[ 2.0] {SEED_OUT}\n")
+    table, report = kernlog.read(path)
+    assert table.column("record").to_pylist() == [2]
+    assert report.records == 2 and report.detail["long_lines"] == 1
+
+
+def test_martian_lines_with_times_that_are_no_date_keep_no_time(tmp_path):
+    from analyzer.sources import martians
+
+    martian = "IPv4: martian source 10.0.0.1 from 10.0.0.9, on dev eth1"
+    lines = [
+        f"2026-13-45T00:00:00+0000 host kernel: {martian}",
+        f"[Mon Feb 30 00:00:00 2026] {martian}",
+        f"[99999999999999.000000] {martian}",
+        f"[ 5.000000] {martian}",
+    ]
+    got = martians.parse_lines(lines, source="x", boot_time=1e300)
+    assert [m.ts for m in got] == [None, None, None, None]
+    got = martians.parse_lines(lines, source="x", boot_time=1000.0)
+    assert [m.ts for m in got] == [None, None, None, 1005 * 10**9]

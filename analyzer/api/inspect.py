@@ -1,26 +1,100 @@
-"""``nicpath inspect``: what a bundle holds, read for real, before any analysis."""
+"""``nicpath inspect``: what a bundle holds, read for real, before any analysis.
+
+The event stream is read chunk by chunk and only counted (rows, interfaces, hooks, directions
+per input file), never gathered: memory stays flat whatever the capture size, as for ``events``
+(gathering the table took 675 MiB for 10^6 packets).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events.stream import gather_events
+from ..errors import InputError
+from ..events.stream import EventsResult, stream_events
 from ..kernel.netstate import load
+from ..schema import empty_events
+
+#: The range of a nanosecond time (int64): 1677-09-21 to 2262-04-11.
+NS_MIN, NS_MAX = -(1 << 63), (1 << 63) - 1
+#: Columns whose values ``inspect`` lists per input file.
+COUNTED = ("iface", "in_iface", "out_iface", "hook", "direction")
 
 
 def _iso(ns: int | None) -> str | None:
-    if ns is None:
+    if ns is None or not NS_MIN <= ns <= NS_MAX:
         return None
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat(timespec="microseconds")
 
 
-def _distinct(table: pa.Table, column: str) -> list:
-    values = pc.unique(table.column(column).combine_chunks()).to_pylist()
-    return sorted(v for v in values if v is not None)
+def _seconds_iso(seconds: float | None) -> str | None:
+    """Epoch seconds (a snapshot's ``taken_at``, ``btime``, a change) as ISO text; None when
+    they are no date (nan, inf, before year 1 or after 9999)."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).isoformat(timespec="microseconds")
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+class _Counts:
+    """Per input file and column: how many rows hold each value, added up chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Counter] = {}
+
+    def add(self, chunk: pa.Table) -> None:
+        sources = pc.unique(chunk.column("source").combine_chunks().dictionary_decode())
+        for source in sources.to_pylist():
+            rows = chunk
+            if len(sources) > 1:
+                rows = chunk.filter(pc.equal(chunk.column("source"), source))
+            for column in COUNTED:
+                values = rows.column(column).combine_chunks().dictionary_decode()
+                into = self.values.setdefault((source, column), Counter())
+                for item in pc.value_counts(values).to_pylist():
+                    into[item["values"]] += item["counts"]
+
+    def distinct(self, source: str, column: str) -> list:
+        return sorted(v for v in self.values.get((source, column), ()) if v is not None)
+
+    def counted(self, source: str, column: str) -> dict[str, int]:
+        got = self.values.get((source, column), Counter())
+        return dict(sorted((v or "-", n) for v, n in got.items()))
+
+
+def _read(paths: list[str] | tuple[str, ...]) -> tuple[EventsResult, _Counts]:
+    """The inputs read as ``events`` streams them, counted, not kept: the result holds the
+    first row only (the kernel state reader takes the year of syslog lines from it). A stream
+    of no row (an idle card's capture) is listed, not an error: there is nothing to analyze,
+    but there is something to inspect."""
+    stream = stream_events(paths)
+    counts = _Counts()
+    first = None
+    try:
+        for chunk in stream.chunks:
+            if not chunk.num_rows:
+                continue
+            if first is None:
+                first = chunk.slice(0, 1)
+            counts.add(chunk)
+    except InputError as exc:
+        if first is not None or "nothing to analyze" not in exc.message:
+            raise
+    result = EventsResult(
+        events=first if first is not None else empty_events(),
+        reports=stream.reports,
+        clock=stream.clock,
+        host=stream.host,
+        inputs=stream.inputs,
+    )
+    return result, counts
 
 
 def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -28,7 +102,7 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
     Raises InputError when a path does not exist or holds nothing readable.
     """
-    result = gather_events(paths)
+    result, counts = _read(paths)
     state = load(result)
     host = result.host
     snapshots = []
@@ -70,22 +144,21 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
             for r in (moment.rulesets if moment else ())
         ]
         entry["sysctl"] = moment.sysctls.path if moment and moment.sysctls else None
-    events = result.events
     files = []
     for report in result.reports:
         entry = report.to_dict()
-        rows = events.filter(pc.equal(events.column("source"), report.path))
+        path = report.path
         if report.format == "pcapng":
             entry["interfaces"] = [i["name"] for i in report.detail.get("interfaces", [])]
         elif report.format == "kernlog":
             entry["interfaces"] = sorted(
-                {v for c in ("in_iface", "out_iface") for v in _distinct(rows, c) if v}
+                {v for c in ("in_iface", "out_iface") for v in counts.distinct(path, c) if v}
             )
-            entry["hooks"] = dict(zip(*_value_counts(rows, "hook"), strict=True))
+            entry["hooks"] = counts.counted(path, "hook")
         else:
-            entry["interfaces"] = _distinct(rows, "iface")
+            entry["interfaces"] = counts.distinct(path, "iface")
         if report.format != "kernlog":
-            entry["directions"] = dict(zip(*_value_counts(rows, "direction"), strict=True))
+            entry["directions"] = counts.counted(path, "direction")
         files.append(entry)
     for entry in files:
         entry["first"] = _iso(entry.pop("first_ns"))
@@ -102,14 +175,6 @@ def inspect_paths(paths: list[str] | tuple[str, ...]) -> dict[str, Any]:
         "ignored": [{"path": p, "reason": r} for p, r in result.inputs.ignored],
         "unreadable": [{"path": p, "reason": r} for p, r in result.inputs.unreadable],
     }
-
-
-def _value_counts(table: pa.Table, column: str) -> tuple[list, list]:
-    if not table.num_rows:
-        return [], []
-    counts = pc.value_counts(table.column(column).combine_chunks().dictionary_decode())
-    pairs = sorted((v["values"].as_py() or "-", v["counts"].as_py()) for v in counts)
-    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -144,7 +209,7 @@ def render_text(report: dict[str, Any]) -> str:
         for w in f["warnings"]:
             lines.append(f"    warning: {w}")
     for s in report["ip_snapshots"]:
-        when = _iso(int(s["taken_at"] * 1e9)) if s["taken_at"] else "time unknown"
+        when = _seconds_iso(s["taken_at"]) or "time unknown"
         lines.append(
             f"{s['path']}: ip snapshot '{s['moment']}' taken {when}: "
             f"{len(s['interfaces'])} links, {s['routes']} routes, {s['rules']} rules"
@@ -176,11 +241,10 @@ def render_text(report: dict[str, Any]) -> str:
     if report.get("martian_lines"):
         lines.append(f"martian lines in the kernel logs: {report['martian_lines']}")
     if report["boot_time"] is not None:
-        lines.append(
-            f"boot time: {report['boot_time']:.0f} ({_iso(int(report['boot_time'] * 1e9))})"
-        )
+        boot = report["boot_time"]
+        lines.append(f"boot time: {boot:.0f} ({_seconds_iso(boot) or 'no date'})")
     for c in report["changes"]:
-        lines.append(f"change at {_iso(int(c['at'] * 1e9))}: {c['command']}")
+        lines.append(f"change at {_seconds_iso(c['at']) or c['at']}: {c['command']}")
     for i in report["ignored"]:
         lines.append(f"ignored {i['path']}: {i['reason']}")
     for i in report["unreadable"]:

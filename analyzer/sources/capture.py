@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
+import io
 import os
+import zlib
 from typing import BinaryIO
 
 import numpy as np
@@ -29,6 +30,77 @@ BLOCK_BYTES = 4 << 20
 CHUNK_ROWS = 1 << 15
 #: A record longer than this is corrupt, whatever the snap length says (pcap max is 256 KiB).
 MAX_RECORD = 1 << 24
+#: Compressed bytes handed to zlib at a time.
+GZIP_INPUT_BYTES = 1 << 18
+
+
+class GzipStream(io.RawIOBase):
+    """A gzip file decompressed as it is read, member after member (``cat a.gz b.gz``).
+
+    ``gzip.GzipFile`` raises EOFError on a stream cut short, losing what the last read had
+    decompressed, and lets ``zlib.error`` out on corrupt data. Here a cut stream simply ends
+    where its data ends (``truncated`` says so: a capture is then read to its last whole
+    record, as a cut pcap is) and corrupt data is an InputError naming the file. zlib checks
+    each member's CRC and length; zero bytes after the last member (tape padding) are ignored.
+    """
+
+    def __init__(self, raw: BinaryIO, path: str) -> None:
+        super().__init__()
+        self.raw, self.path = raw, path
+        self.zlib = zlib.decompressobj(wbits=31)
+        self.pending = b""  # compressed input not yet given to zlib
+        self.consumed = 0  # compressed bytes given to zlib, for error messages
+        self.started = False  # the current member has begun
+        self.truncated = False
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        want = len(buffer)
+        while want and not self.done:
+            if not self.pending:
+                self.pending = self.raw.read(GZIP_INPUT_BYTES)
+            if not self.pending:  # the file ended: what zlib still holds, then the end
+                out = self._inflate(want) if self.started else b""
+                if not out:
+                    self.truncated, self.done = self.started, True
+                    break
+            elif not self.started and not self.pending.strip(b"\0"):
+                self.consumed += len(self.pending)  # zero padding after the last member
+                self.pending = b""
+                continue
+            else:
+                out = self._inflate(want)
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+        return 0
+
+    def _inflate(self, want: int) -> bytes:
+        """Up to ``want`` bytes decompressed from the pending input; at the end of a member
+        the input after it is kept for the next one."""
+        data = self.pending
+        try:
+            out = self.zlib.decompress(data, want)
+        except zlib.error as exc:
+            raise InputError(
+                self.path, f"corrupt gzip data near compressed byte {self.consumed}: {exc}"
+            ) from None
+        self.started = True
+        if self.zlib.eof:  # what follows the member (zlib keeps it in both attributes)
+            self.pending = self.zlib.unused_data
+            self.zlib = zlib.decompressobj(wbits=31)
+            self.started = False
+        else:
+            self.pending = self.zlib.unconsumed_tail
+        self.consumed += len(data) - len(self.pending)
+        return out
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
@@ -42,27 +114,45 @@ def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
     head = f.read(2)
     f.seek(0)
     if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return io.BufferedReader(GzipStream(f, str(path)), BLOCK_BYTES)  # type: ignore[return-value]
     return f
 
 
+def gzip_cut(f: BinaryIO) -> bool:
+    """True when ``f`` (from ``open_maybe_gzip``) is a gzip stream that ended mid-member."""
+    raw = getattr(f, "raw", None)
+    return isinstance(raw, GzipStream) and raw.truncated
+
+
+def cut_warning(path: str, f: BinaryIO) -> list[str]:
+    """The warning a reader adds when its gzip input was cut short (empty otherwise)."""
+    if not gzip_cut(f):
+        return []
+    return [f"{path}: the gzip stream is cut short: read up to where its data ends"]
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
-    """A whole (small) file, decompressed if gzip; InputError naming it when unreadable."""
+    """A whole (small) file, decompressed if gzip; InputError naming it when unreadable or when
+    its gzip stream is cut short (a file read whole must be whole)."""
     with open_maybe_gzip(path) as f:
-        return read_block(f, str(path), -1)
+        data = read_block(f, str(path), -1)
+        if gzip_cut(f):
+            raise InputError(path, "the gzip stream is cut short", offset=len(data))
+        return data
 
 
-#: What reading a capture (maybe gzip) raises when the file itself is bad or unreadable.
-READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile)
+#: What reading a file (maybe gzip) raises when the file itself is bad or unreadable.
+READ_ERRORS = (OSError, EOFError)
 
 
 def read_head(path: str | os.PathLike, size: int = 65536) -> bytes:
-    """The first bytes of a file, decompressed if gzip; b'' when unreadable as gzip."""
+    """The first bytes of a file, decompressed if gzip (as far as a cut stream goes); an
+    InputError names a file that cannot be read or whose gzip data is corrupt."""
     with open_maybe_gzip(path) as f:
-        try:
-            return f.read(size)
-        except READ_ERRORS:
-            return b""
+        head = read_block(f, str(path), size)
+        if not head and gzip_cut(f):
+            raise InputError(path, "the gzip stream is cut short before any data", offset=0)
+        return head
 
 
 def read_block(f: BinaryIO, path: str, size: int = BLOCK_BYTES) -> bytes:

@@ -5,7 +5,12 @@ hand the whole block to ``decode``: every header field is then gathered for all 
 with numpy, bounds-checked against each packet's captured length. No per-packet Python objects.
 
 Link types (tcpdump.org/linktypes.html): 1 Ethernet, 113 LINUX_SLL, 276 LINUX_SLL2, 101/12/14 raw
-IP, 228 raw IPv4, 229 raw IPv6. VLAN tags (0x8100, 0x88a8) are walked through, the outer id kept.
+IP, 228 raw IPv4, 229 raw IPv6. VLAN tags (0x8100, 0x88a8) are walked through, the outer id kept;
+then what WAN uplinks carry down to IP: PPPoE sessions (0x8864, PPP protocol 0x0021/0x0057) and
+MPLS label stacks (0x8847/0x8848, to the bottom of the stack, then IP by its version nibble); an
+802.3 length (below 0x0600) is not an EtherType: an LLC/SNAP header gives the type, else it is
+null. Each of these is gathered only for the frames that have it, as VLAN tags are: a PPPoE
+uplink decodes at the speed of plain Ethernet.
 """
 
 from __future__ import annotations
@@ -36,14 +41,20 @@ SUPPORTED_LINKTYPES = frozenset(LINKTYPE_NAMES)
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
-IPV6_EXT_HEADERS = (
-    0,
-    43,
-    60,
-    135,
-    139,
-    140,
-)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6
+ETH_PPPOE_SESSION = 0x8864
+ETH_MPLS = (0x8847, 0x8848)  # unicast, multicast
+#: PPP protocol numbers of IPv4 and IPv6.
+PPP_IP = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
+#: An Ethernet type field below this is the 802.3 frame's length: an LLC header follows.
+ETH_MIN_TYPE = 0x0600
+#: The LINUX_SLL/SLL2 protocol of an 802.2 LLC frame (``ETH_P_802_2``).
+SLL_LLC = 0x0004
+#: Labels of an MPLS stack walked before giving up on its bottom.
+MPLS_MAX_LABELS = 8
+#: IPv6 extension headers the kernel walks (``ipv6_ext_hdr``: hop-by-hop, routing, destination
+#: options; fragment and AH are handled apart): LOG reports the header after them as PROTO=.
+#: Mobility (135), HIP (139) and shim6 (140) are not walked: LOG reports PROTO=135, and so do we.
+IPV6_EXT_HEADERS = (0, 43, 60)
 #: ICMP types whose header carries an id and sequence (echo, timestamp, information).
 ICMP_ECHO = {1: (0, 8, 13, 14, 15, 16), 58: (128, 129)}
 
@@ -159,11 +170,15 @@ def _decode_ip(
     nh = np.where(ok6, m[:, 6], 0).astype(np.int64)
 
     # Walk IPv6 extension headers a bounded number of times, only the packets that have one.
+    # A header the capture cut leaves what follows it unknown (proto, ports, fragment fields
+    # it did not reach: null), never the addresses and lengths of the fixed header before it.
     off6 = l3 + 40
     frag6_off = np.zeros(n, dtype=np.int64)
     frag6_id = np.zeros(n, dtype=np.uint64)
     frag6_m = np.zeros(n, dtype=bool)
-    has_frag6 = np.zeros(n, dtype=bool)
+    has_frag6_id = np.zeros(n, dtype=bool)
+    cut = np.zeros(n, dtype=bool)  # the walk stopped at a header the capture cut
+    frag_cut = np.zeros(n, dtype=bool)  # a fragment header the capture cut
     idx = np.flatnonzero(ok6 & _isin(nh, _EXT_OR_FRAG))
     for _ in range(8):
         if not idx.size:
@@ -179,38 +194,42 @@ def _decode_ip(
             (e[:, 1].astype(np.int64) + 1) * 8,
             np.where(fr, 8, (e[:, 1].astype(np.int64) + 2) * 4),
         )
-        fr_ok = fr & (left >= 4)
+        fr_ok = fr & (left >= 8)  # all 8 bytes, or none of its fields (as tshark reads it)
         got = idx[fr_ok]
         fo = _be16(e, 2)[fr_ok]
         frag6_off[got] = fo >> 3
         frag6_m[got] = (fo & 1).astype(bool)
-        frag6_id[got] = np.where(left[fr_ok] >= 8, _be32(e, 4)[fr_ok], 0)
-        has_frag6[got] = True
-        moved = left >= 2
-        ok6[idx[~moved]] = False  # a cut extension header ends the IPv6 decode
+        frag6_id[got] = _be32(e, 4)[fr_ok]
+        has_frag6_id[got] = True
+        frag_cut[idx[fr & ~fr_ok]] = True
+        moved = (left >= 2) & (fr_ok | ~fr)
+        cut[idx[~moved]] = True
         idx = idx[moved]
         nh[idx] = e[moved, 0]
         off6[idx] += hlen[moved]
         idx = idx[_isin(nh[idx], _EXT_OR_FRAG)]
+    cut[idx] = True  # more headers than walked: what follows is not known
 
     ip_ok = ok4 | ok6
+    known = ok4 | (ok6 & ~cut)
     r["ip_version"] = (np.where(ok4, 4, 6), ip_ok)
     r["src"] = (_addresses(m, 12, ok4, 8, ok6), ip_ok)
     r["dst"] = (_addresses(m, 16, ok4, 24, ok6), ip_ok)
     r["ip_len"] = (np.where(ok4, _be16(m, 2), _be16(m, 4) + 40), ip_ok)
-    r["ip_id"] = (np.where(ok4, _be16(m, 4), frag6_id), ok4 | (ok6 & has_frag6))
+    r["ip_id"] = (np.where(ok4, _be16(m, 4), frag6_id), ok4 | (ok6 & has_frag6_id))
     r["flow_label"] = (vtcfl & 0xFFFFF, ok6)
     r["tos"] = (np.where(ok4, m[:, 1], (vtcfl >> 20) & 0xFF), ip_ok)
     r["ttl"] = (np.where(ok4, m[:, 8], m[:, 7]), ip_ok)
     r["dont_fragment"] = ((frag4 & 0x4000) != 0, ok4)
-    r["more_fragments"] = (np.where(ok4, (frag4 & 0x2000) != 0, frag6_m), ip_ok)
+    frag_known = ok4 | (ok6 & ~frag_cut)
+    r["more_fragments"] = (np.where(ok4, (frag4 & 0x2000) != 0, frag6_m), frag_known)
     frag_offset = np.where(ok4, frag4 & 0x1FFF, frag6_off)
-    r["frag_offset"] = (frag_offset, ip_ok)
+    r["frag_offset"] = (frag_offset, frag_known)
     proto = np.where(ok4, m[:, 9].astype(np.int64), nh)
-    r["proto"] = (proto, ip_ok)
+    r["proto"] = (proto, known)
     l4 = np.where(ok4, l3 + ihl, off6)
     # Only the first fragment (offset 0) carries a transport header.
-    l4_ok = ip_ok & (frag_offset == 0)
+    l4_ok = known & frag_known & (frag_offset == 0)
     return r, proto, l4, l4_ok
 
 
@@ -274,17 +293,23 @@ def _decode_icmp(
 
 
 def _decode_arp(g: _Gather, l3: np.ndarray, end: np.ndarray, arp: np.ndarray, cols: dict) -> None:
-    """ARP over Ethernet/IPv4: sender and target protocol addresses go to src/dst."""
+    """ARP: the operation of any ARP header, and for IPv4 (protocol 0x0800, 4-byte addresses)
+    the sender and target protocol addresses as src/dst, whatever the hardware type and its
+    address length (Ethernet, InfiniBand, FireWire, ...): they sit after one and two hardware
+    addresses."""
     idx = np.flatnonzero(arp)
-    m = g.rows(l3[idx], 28)
-    a_ok = (end[idx] - l3[idx] >= 28) & (_be32(m, 0) == 0x00010800) & (_be16(m, 4) == 0x0604)
-    cols["arp_op"] = _scatter(l3.shape[0], idx, _be16(m, 6), a_ok)
-    idx, m = idx[a_ok], m[a_ok]
+    at = l3[idx]
+    left = end[idx] - at
+    m = g.rows(at, 8)
+    hlen = m[:, 4].astype(np.int64)
+    cols["arp_op"] = _scatter(l3.shape[0], idx, _be16(m, 6), left >= 8)
+    a_ok = (_be16(m, 2) == ETH_IPV4) & (m[:, 5] == 4) & (left >= 8 + 2 * hlen + 8)
+    idx, at, hlen = idx[a_ok], at[a_ok], hlen[a_ok]
     mapped = np.zeros((idx.shape[0], 16), dtype=np.uint8)
     mapped[:, 10:12] = 0xFF
-    for name, at in (("src", 14), ("dst", 24)):
+    for name, where in (("src", at + 8 + hlen), ("dst", at + 8 + 2 * hlen + 4)):
         values, valid = cols[name]
-        mapped[:, 12:] = m[:, at : at + 4]
+        mapped[:, 12:] = g.rows(where, 4)
         values[idx] = mapped
         valid = valid.copy()  # the IP columns share one validity array
         valid[idx] = True
@@ -360,20 +385,100 @@ def decode(
             etype[idx] = _be16(tag, 2)[fits]
             l3[idx] += 4
             idx = idx[_isin(etype[idx], VLAN_TPIDS)]
+    net = np.where(et_ok, etype, 0)  # what starts at l3, as an EtherType (0: nothing known)
+    if linktype not in RAW_LINKTYPES and linktype not in (LINKTYPE_IPV4, LINKTYPE_IPV6):
+        no_type = et_ok & (etype < ETH_MIN_TYPE)  # a length (or an SLL code): no EtherType
+        if no_type.any():
+            llc = no_type if linktype == LINKTYPE_ETHERNET else no_type & (etype == SLL_LLC)
+            et_ok = et_ok & ~no_type
+            net[no_type] = 0
+            _llc_snap(g, np.flatnonzero(llc), l3, end, etype, et_ok, net)
+        _pppoe(g, np.flatnonzero(net == ETH_PPPOE_SESSION), l3, end, net)
+        _mpls(g, np.flatnonzero(_isin(net, ETH_MPLS)), l3, end, net)
     cols["ethertype"] = (etype, et_ok)
     cols["vlan"] = (vlan, has_vlan)
 
-    is4 = et_ok & (etype == ETH_IPV4)
-    is6 = et_ok & (etype == ETH_IPV6)
+    is4 = net == ETH_IPV4
+    is6 = net == ETH_IPV6
     ip, proto, l4, l4_ok = _decode_ip(g, l3, end, is4 | is6, is4, is6)
     cols.update(ip)
     _decode_l4(g, proto, l4, end, l4_ok, cols)
     icmp = l4_ok & (((proto == 1) & (ip["ip_version"][0] == 4)) | (proto == 58))
     _decode_icmp(g, proto, l4, end, icmp, cols)
-    arp = et_ok & (etype == ETH_ARP)
+    arp = net == ETH_ARP
     if arp.any():
         _decode_arp(g, l3, end, arp, cols)
     return _to_arrow(cols)
+
+
+def _llc_snap(
+    g: _Gather,
+    idx: np.ndarray,
+    l3: np.ndarray,
+    end: np.ndarray,
+    etype: np.ndarray,
+    et_ok: np.ndarray,
+    net: np.ndarray,
+) -> None:
+    """802.2 LLC frames: with a SNAP header (AA AA 03, OUI 000000 or 0000F8) the EtherType it
+    carries is the frame's and its payload is read; without one the frame has no EtherType."""
+    at = l3[idx]
+    m = g.rows(at, 8)
+    snap = (
+        (end[idx] - at >= 8)
+        & (m[:, 0] == 0xAA)
+        & (m[:, 1] == 0xAA)
+        & (m[:, 2] == 0x03)
+        & (m[:, 3] == 0)
+        & (m[:, 4] == 0)
+        & ((m[:, 5] == 0) | (m[:, 5] == 0xF8))
+    )
+    kind = _be16(m, 6).astype(np.int64)
+    net[idx] = np.where(snap, kind, 0)
+    etype[idx[snap]] = kind[snap]
+    et_ok[idx[snap]] = True
+    l3[idx[snap]] += 8
+
+
+def _pppoe(g: _Gather, idx: np.ndarray, l3: np.ndarray, end: np.ndarray, net: np.ndarray) -> None:
+    """PPPoE session frames (RFC 2516: version and type 1, code 0), then the PPP protocol: two
+    bytes, or one when compressed (an odd first byte); IPv4 and IPv6 are read, other PPP
+    protocols (LCP, IPCP, ...) have no IP."""
+    if not idx.size:
+        return
+    at = l3[idx]
+    m = g.rows(at, 8)
+    left = end[idx] - at
+    short = (m[:, 6] & 1).astype(bool)  # protocol field compression
+    proto = np.where(short, m[:, 6].astype(np.int64), _be16(m, 6).astype(np.int64))
+    ok = (m[:, 0] == 0x11) & (m[:, 1] == 0) & (left >= np.where(short, 7, 8))
+    kind = np.zeros(idx.shape[0], dtype=np.int64)
+    for ppp, eth in PPP_IP.items():
+        kind[ok & (proto == ppp)] = eth
+    net[idx] = kind
+    l3[idx] += np.where(short, 7, 8)
+
+
+def _mpls(g: _Gather, idx: np.ndarray, l3: np.ndarray, end: np.ndarray, net: np.ndarray) -> None:
+    """MPLS label stacks: 4 bytes a label down to the one with the bottom-of-stack bit, then
+    IPv4 or IPv6 by the version nibble (what tshark does; anything else, a pseudowire, has no
+    IP here)."""
+    net[idx] = 0
+    for _ in range(MPLS_MAX_LABELS):
+        if not idx.size:
+            return
+        at = l3[idx]
+        fits = end[idx] - at >= 4
+        idx, at = idx[fits], at[fits]
+        bottom = (g.rows(at, 4)[:, 2] & 1).astype(bool)
+        l3[idx] += 4
+        done = idx[bottom]
+        version = g.rows(l3[done], 1)[:, 0] >> 4
+        inside = end[done] - l3[done] >= 1
+        net[done] = np.where(
+            inside & (version == 4), ETH_IPV4, np.where(inside & (version == 6), ETH_IPV6, 0)
+        )
+        idx = idx[~bottom]
 
 
 _TYPES = {

@@ -7,26 +7,41 @@ transport fields, an ICMP error's quoted packet in brackets, then ``UID= GID= MA
 (a UDP line has two ``LEN=``, an ICMP echo two ``ID=``), so fields are read in order with a small
 state machine: what comes after ``PROTO=`` belongs to the transport header.
 
+The prefix is the rule's text and may itself hold ``IN=x OUT=y`` (nft allows 128 characters):
+the fields are those after the last ``IN=<dev> OUT=<dev>`` that is followed by what the kernel
+writes next (``PHYSIN=``, ``PHYSOUT=``, ``MAC=``, ``MACSRC=``, ``SRC=``, ``ARP``, ``TRUNCATED`` or
+the end of the line): nothing the kernel writes after the prefix holds such a pair, so a prefix
+cannot supply the interfaces of its line.
+
 Renderings, detected per line and possibly mixed: raw dmesg (seconds since boot), ``dmesg -T``,
-rsyslog (no year, whole seconds), journald short-iso. The hook is not in the line: it comes from
-the prefix (``DEFAULT_HOOK_PREFIXES``, extended by ``--hook-prefix``).
+rsyslog (no year, whole seconds), journald short-iso. The tag of a syslog or journal line is not
+checked: ``logger -t kernel`` writes a line no text can tell from the kernel's, and router firmware
+and ulogd write the same LOG body under their own tag (or none), so any line with a full LOG body
+is read, and lines under another tag than ``kernel`` are counted in the report (docs/bundle.md:
+which renderings a local user can forge). The hook is not in the line: it comes from the prefix
+(``DEFAULT_HOOK_PREFIXES``, extended by ``--hook-prefix``).
+
+A file is read a block of lines at a time (gzip decompressed as it is read) and turned into
+event-table columns a chunk of lines at a time (``iter_read``), so memory holds the rows, not the
+text and a Python object per line.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
 from ..errors import InputError
 from ..schema import EVENT_SCHEMA, addr_bytes, conform
 from .base import SourceReport
-from .capture import read_bytes, record_span
+from .capture import concat, cut_warning, open_maybe_gzip, read_block, record_span
 
 #: A table word (optional, filter when absent) then a hook word, each a whole word.
 DEFAULT_HOOK_PREFIXES = {
@@ -44,15 +59,29 @@ HOOK_DIRECTION = {
 
 DMESG = re.compile(r"^\[\s*(\d+)\.(\d{1,9})\]\s?(.*)$")
 DMESG_T = re.compile(r"^\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d \d{4})\]\s?(.*)$")
+#: journald short-iso: time, host, then a tag (``kernel:``, ``prog[pid]:``) or none.
 ISO = re.compile(
     r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?\s+(\S+)\s+"
-    r"([^:\s\[]+)(?:\[\d+\])?:\s?(.*)$"
+    r"(?:([^:\s\[]+)(?:\[\d+\])?:\s?)?(.*)$"
 )
+#: rsyslog: month, day, time, host, then a tag or none (a router's ``host [RULE-1] IN=...``).
 SYSLOG = re.compile(
     r"^([A-Z][a-z]{2})\s+(\d{1,2}) (\d\d):(\d\d):(\d\d)\s+(\S+)\s+"
-    r"([^:\s\[]+)(?:\[\d+\])?:\s?(.*)$"
+    r"(?:([^:\s\[]+)(?:\[\d+\])?:\s?)?(.*)$"
 )
-LOG_LINE = re.compile(r"^(?P<prefix>.*?)IN=(?P<in>\S*) OUT=(?P<out>\S*)(?: (?P<rest>.*))?$")
+#: Every ``IN=<dev> OUT=<dev>`` followed by what the kernel writes next (overlapping: a prefix
+#: may end in ``IN=``); the last one found starts the fields.
+LOG_FIELDS = re.compile(
+    r"(?=IN=(?P<in>\S*) OUT=(?P<out>\S*)(?: |$)"
+    r"(?:$|PHYSIN=|PHYSOUT=|MAC=|MACSRC=|SRC=|ARP |TRUNCATED))"
+)
+#: The range of a nanosecond time (int64): 1677-09-21 to 2262-04-11.
+NS_MIN, NS_MAX = -(1 << 63), (1 << 63) - 1
+#: Lines of a block read at once, and how many lines a chunk of rows holds at most.
+READ_BYTES = 1 << 20
+CHUNK_LINES = 1 << 14
+#: A line longer than this is cut (kernel lines are at most 1 KiB): bounded memory.
+MAX_LINE = 1 << 16
 MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 TCP_FLAGS = {
     "FIN": 0x1,
@@ -138,11 +167,27 @@ def looks_like_kernlog(head: bytes) -> bool:
         if DMESG.match(line) or DMESG_T.match(line):
             return True
         m = SYSLOG.match(line) or ISO.match(line)
-        if m and ("kernel" in m.groups() or LOG_LINE.match(m.groups()[-1])):
+        if m and (m.groups()[-2] == "kernel" or log_fields(m.groups()[-1])):
             return True
-        if LOG_LINE.match(line) and BARE_ADDRESSES.search(line):
+        if log_fields(line) and BARE_ADDRESSES.search(line):
             return True
     return False
+
+
+def log_fields(message: str) -> tuple[str, str, str, str] | None:
+    """(prefix, IN= device, OUT= device, the fields after them) of a LOG message, or None.
+
+    >>> log_fields("IN=x OUT=y [FILTER-OUTPUT] IN= OUT=eth1 SRC=10.0.0.1 DST=10.0.0.2")
+    ('IN=x OUT=y [FILTER-OUTPUT] ', '', 'eth1', 'SRC=10.0.0.1 DST=10.0.0.2')
+    """
+    if "IN=" not in message:
+        return None
+    last = None
+    for last in LOG_FIELDS.finditer(message):  # noqa: B007 - the last one is wanted
+        pass
+    if last is None:
+        return None
+    return message[: last.start()], last["in"], last["out"], message[last.end("out") :].strip()
 
 
 #: A bare LOG line (no timestamp) counts only with real addresses: source code or docs that
@@ -196,8 +241,11 @@ def _int(value: str, base: int = 10) -> int:
         raise BadLine(f"bad number {value!r}") from None
 
 
-def _packet(tokens: list[str]) -> dict:
-    """Fields of one logged packet (the quoted one of an ICMP error too)."""
+def _packet(tokens: list[str], *, quoted: bool = False) -> dict:
+    """Fields of one logged packet, or (``quoted``) of the packet an ICMP error quotes. The
+    kernel quotes one level only (``nf_log_syslog.c`` dumps the quoted packet without its own
+    quote), so brackets inside a quoted packet are not read: a line nesting 2,000 of them is
+    read like one that nests one."""
     row: dict = {}
     l4 = False
     proto = None
@@ -206,8 +254,8 @@ def _packet(tokens: list[str]) -> dict:
         tok = tokens[i]
         i += 1
         if tok.startswith("[") and tok.endswith("]"):
-            if proto in (1, 58) and "inner_src" not in row:
-                inner = _packet(_tokens(tok[1:-1]))
+            if not quoted and proto in (1, 58) and "inner_src" not in row:
+                inner = _packet(_tokens(tok[1:-1]), quoted=True)
                 for k in ("src", "dst", "proto", "sport", "dport"):
                     if k in inner:
                         row[f"inner_{k}"] = inner[k]
@@ -228,10 +276,10 @@ def _packet(tokens: list[str]) -> dict:
                 row["tcp_flags"] = row.get("tcp_flags", 0) | TCP_FLAGS[key]
             continue
         if key == "SRC":
-            row["src"] = addr_bytes(value)
+            row["src"] = _address(value)
             row["ip_version"] = 6 if ":" in value else 4
         elif key == "DST":
-            row["dst"] = addr_bytes(value)
+            row["dst"] = _address(value)
         elif key == "LEN" and not l4:
             row["ip_len"] = _int(value)
         elif key in ("TOS", "TC") and not l4:
@@ -296,6 +344,19 @@ def _packet(tokens: list[str]) -> dict:
     return _in_range(row)
 
 
+#: Addresses seen recently, as column bytes: a log names few hosts, many times.
+_ADDRESSES: dict[str, bytes] = {}
+
+
+def _address(text: str) -> bytes:
+    value = _ADDRESSES.get(text)
+    if value is None:
+        if len(_ADDRESSES) >= 1 << 16:
+            _ADDRESSES.clear()
+        value = _ADDRESSES[text] = addr_bytes(text)
+    return value
+
+
 class _Hooks:
     def __init__(self, user: dict[str, str] | None) -> None:
         self.user = sorted((user or {}).items(), key=lambda kv: -len(kv[0]))
@@ -308,11 +369,15 @@ class _Hooks:
                 m = HOOK_RE.search(prefix)
                 if m:
                     hook = f"{(m.group(1) or 'filter').lower()}/{m.group(2).upper()}"
+            if len(self.memo) >= 1 << 16:
+                self.memo.clear()
             self.memo[prefix] = hook
         return self.memo[prefix]
 
 
 def _wall(y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str = "", tz: str = "") -> int:
+    """Nanoseconds since the epoch of a wall-clock time (UTC unless ``tz``); ValueError for a
+    date that does not exist."""
     stamp = dt.datetime(y, mo, d, h, mi, s, tzinfo=dt.UTC)
     ns = int(stamp.timestamp()) * 1_000_000_000 + int((frac[1:] + "000000000")[:9] if frac else 0)
     if tz and tz != "Z":
@@ -322,87 +387,152 @@ def _wall(y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str = "", tz: 
     return ns
 
 
-def parse_lines(
-    lines: Iterable[str],
-    *,
-    source: str,
-    boot_time: float | None = None,
-    year: int | None = None,
-    hook_prefixes: dict[str, str] | None = None,
-) -> tuple[pa.Table, SourceReport]:
-    """Parse kernel log lines into event rows; every line is used or counted as skipped."""
-    report = SourceReport(path=source, format="kernlog")
-    renderings: Counter[str] = Counter()
-    unknown: Counter[str] = Counter()
-    unparsable: list[int] = []
-    hooks = _Hooks(hook_prefixes)
-    year = year or dt.datetime.now(dt.UTC).year
-    cols: dict[str, list] = {c: [] for c in COLUMNS}
-    no_boot_warned = False
-    for no, line in enumerate(lines, 1):
-        report.records += 1
-        line = line.rstrip("\r\n")
+def in_ns_range(ns: int) -> bool:
+    """True when a nanosecond time fits the event table's ``ts`` (1677-09-21 to 2262-04-11)."""
+    return NS_MIN <= ns <= NS_MAX
+
+
+def line_time(line: str, year: int) -> tuple[str, str, str | None, int | None, int | None]:
+    """(rendering, message, tag, wall-clock ns, uptime ns) of a log line; ValueError (or
+    KeyError: a month name) when its stamp is no valid date. A line of no known rendering is
+    'bare', without a time."""
+    if m := DMESG.match(line):
+        uptime = int(m.group(1)) * 1_000_000_000 + int((m.group(2) + "000000000")[:9])
+        return "dmesg", m.group(3), None, None, uptime
+    if m := ISO.match(line):
+        d, t = m.group(1).replace(" ", "T").split("T")
+        y, mo, dd = map(int, d.split("-"))
+        h, mi, s = map(int, t.split(":"))
+        wall = _wall(y, mo, dd, h, mi, s, m.group(2) or "", m.group(3) or "")
+        return "journal", m.group(6), m.group(5), wall, None
+    if m := SYSLOG.match(line):
+        wall = _wall(year, MONTHS[m.group(1)], *(int(m.group(k)) for k in (2, 3, 4, 5)))
+        return "syslog", m.group(8), m.group(7), wall, None
+    if m := DMESG_T.match(line):
+        stamp = dt.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+        wall = _wall(stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+        return "dmesg-T", m.group(2), None, wall, None
+    return "bare", line, None, None, None
+
+
+#: Skip reasons of lines that hold a LOG body but cannot be rows.
+BAD_STAMP = "time stamp is no valid date"
+OUT_OF_RANGE = "time outside 1677-2262"
+
+
+class _Parser:
+    """LOG lines to event rows, a chunk of lines at a time; the report is filled as it goes."""
+
+    def __init__(
+        self,
+        report: SourceReport,
+        *,
+        boot_time: float | None,
+        year: int | None,
+        hook_prefixes: dict[str, str] | None,
+    ) -> None:
+        self.report = report
+        self.source = report.path
+        self.renderings: Counter[str] = Counter()
+        self.unknown: Counter[str] = Counter()
+        self.tags: Counter[str] = Counter()
+        self.unparsable: list[int] = []
+        self.hooks = _Hooks(hook_prefixes)
+        self.year = year or dt.datetime.now(dt.UTC).year
+        self.boot_ns = self._boot_ns(boot_time)
+        self.no_boot_warned = False
+        self.text_lines = 0  # lines that are not blank
+
+    def _boot_ns(self, boot_time: float | None) -> int | None:
+        """The boot time in ns, or None (with a warning) when it is no time ``ts`` can hold."""
+        if boot_time is None:
+            return None
+        if math.isfinite(ns := boot_time * 1e9) and in_ns_range(round(ns)):
+            return round(ns)
+        self.report.warnings.append(
+            f"{self.source}: boot time {boot_time!r} is no time between 1677 and 2262: "
+            "raw dmesg lines are placed as without a boot time"
+        )
+        self.no_boot_warned = True
+        return None
+
+    def chunk(self, lines: Iterable[tuple[int, str]]) -> pa.Table:
+        """Event rows of numbered lines; every line is used or counted as skipped."""
+        report = self.report
+        cols: dict[str, list] = {c: [] for c in COLUMNS}
+        used = 0
+        for no, raw in lines:
+            report.records += 1
+            row = self._row(no, raw.rstrip("\r\n"))
+            if row is None:
+                continue
+            for c in COLUMNS:
+                cols[c].append(row.get(c))
+            used += 1
+        report.used += used
+        self._detail()
+        columns: dict = dict(cols)
+        columns["ts"] = pa.array(cols["ts"], pa.int64()).cast(EVENT_SCHEMA.field("ts").type)
+        for name in ("src", "dst", "inner_src", "inner_dst"):
+            columns[name] = pa.array(cols[name], pa.binary(16))
+        for name in ("eth_src", "eth_dst"):
+            columns[name] = pa.array(cols[name], pa.binary(6))
+        columns["source"] = [self.source] * used
+        table = conform(columns, used)
+        record_span(report, table)
+        return table
+
+    def _row(self, no: int, line: str) -> dict | None:
+        report = self.report
         if not line.strip():
             report.skip("empty line")
-            continue
-        uptime = wall = None
-        msg = line
-        tag = "kernel"
+            return None
+        self.text_lines += 1
         try:
-            if m := DMESG.match(line):
-                uptime = int(m.group(1)) * 1_000_000_000 + int((m.group(2) + "000000000")[:9])
-                msg, rendering = m.group(3), "dmesg"
-            elif m := ISO.match(line):
-                d, t = m.group(1).replace(" ", "T").split("T")
-                y, mo, dd = map(int, d.split("-"))
-                h, mi, s = map(int, t.split(":"))
-                wall = _wall(y, mo, dd, h, mi, s, m.group(2) or "", m.group(3) or "")
-                tag, msg, rendering = m.group(5), m.group(6), "journal"
-            elif m := SYSLOG.match(line):
-                wall = _wall(
-                    year,
-                    MONTHS[m.group(1)],
-                    int(m.group(2)),
-                    int(m.group(3)),
-                    int(m.group(4)),
-                    int(m.group(5)),
-                )
-                tag, msg, rendering = m.group(7), m.group(8), "syslog"
-            elif m := DMESG_T.match(line):
-                stamp = dt.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
-                wall = _wall(
-                    stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second
-                )
-                msg, rendering = m.group(2), "dmesg-T"
-            else:
-                rendering = "bare"
-        except (ValueError, KeyError):
-            report.skip("not a LOG line")
-            continue
-        if tag != "kernel":
-            report.skip("not a LOG line")
-            continue
+            rendering, msg, tag, wall, uptime = line_time(line, self.year)
+            bad_stamp = False
+        except (ValueError, KeyError, OverflowError):
+            rendering, msg, tag, wall, uptime = "bare", line, None, None, None
+            bad_stamp = True
         if wall is not None and (m := DMESG.match(msg)):  # rsyslog keeps the dmesg stamp
             msg = m.group(3)
-        log = LOG_LINE.match(msg)
-        if not log or not log.group("rest"):
+        found = log_fields(msg)
+        if found is None or not found[3]:
             report.skip("not a LOG line")
-            continue
+            return None
+        if bad_stamp:  # a LOG body under a stamp that is no date: not a time to guess
+            report.skip(BAD_STAMP)
+            return None
+        prefix, in_dev, out_dev, rest = found
         try:
-            pkt = _packet(_tokens(log.group("rest")))
+            pkt = _packet(_tokens(rest))
             if "src" not in pkt and "eth_src" not in pkt and "ethertype" not in pkt:
                 raise BadLine("no SRC= or MAC")
         except (BadLine, ValueError):
             report.skip("unparsable LOG line")
-            if len(unparsable) < 20:
-                unparsable.append(no)
-            continue
-        renderings[rendering] += 1
-        prefix = log.group("prefix")
-        hook = hooks(prefix)
-        in_dev, out_dev = log.group("in"), log.group("out")
+            if len(self.unparsable) < 20:
+                self.unparsable.append(no)
+            return None
+        if uptime is not None:
+            if self.boot_ns is None and not self.no_boot_warned:
+                report.warnings.append(
+                    f"{self.source}: raw dmesg times are seconds since boot; no boot time given"
+                )
+                self.no_boot_warned = True
+            ts, basis = uptime + (self.boot_ns or 0), "boot"
+        elif wall is not None:
+            ts, basis = wall, "wallclock"
+        else:
+            ts, basis = 0, "wallclock"
+        if not in_ns_range(ts) or (uptime is not None and not in_ns_range(uptime)):
+            report.skip(OUT_OF_RANGE)
+            return None
+        self.renderings[rendering] += 1
+        if tag is not None:
+            self.tags[tag] += 1
+        hook = self.hooks(prefix)
         if hook is None:
-            unknown[prefix] += 1
+            self.unknown[prefix] += 1
             hook_name = "unknown"
             direction = (
                 "out" if out_dev and not in_dev else "in" if in_dev and not out_dev else "unknown"
@@ -410,19 +540,7 @@ def parse_lines(
         else:
             hook_name = hook
             direction = HOOK_DIRECTION.get(hook.split("/")[-1].upper(), "unknown")
-        if uptime is not None:
-            if boot_time is None and not no_boot_warned:
-                report.warnings.append(
-                    f"{source}: raw dmesg times are seconds since boot; no boot time given"
-                )
-                no_boot_warned = True
-            ts = uptime + round((boot_time or 0) * 1e9)
-            basis = "boot"
-        elif wall is not None:
-            ts, basis = wall, "wallclock"
-        else:
-            ts, basis = 0, "wallclock"
-        row = {
+        return {
             "ts": ts,
             "uptime_ns": uptime,
             "ts_basis": basis,
@@ -436,25 +554,127 @@ def parse_lines(
             "log_prefix": prefix,
             **pkt,
         }
-        for c in COLUMNS:
-            cols[c].append(row.get(c))
-        report.used += 1
-    report.detail["renderings"] = dict(renderings)
-    if unknown:
-        report.detail["unknown_prefixes"] = dict(unknown)
-    if unparsable:
-        report.detail["unparsable_lines"] = unparsable
-    n = report.used
-    columns: dict = {c: cols[c] for c in COLUMNS}
-    columns["ts"] = pa.array(cols["ts"], pa.int64()).cast(EVENT_SCHEMA.field("ts").type)
-    for name in ("src", "dst", "inner_src", "inner_dst"):
-        columns[name] = pa.array(cols[name], pa.binary(16))
-    for name in ("eth_src", "eth_dst"):
-        columns[name] = pa.array(cols[name], pa.binary(6))
-    columns["source"] = [source] * n
-    table = conform(columns, n)
+
+    def _detail(self) -> None:
+        detail = self.report.detail
+        detail["renderings"] = dict(self.renderings)
+        if self.unknown:
+            detail["unknown_prefixes"] = dict(self.unknown)
+        if self.unparsable:
+            detail["unparsable_lines"] = list(self.unparsable)
+        other = {t: n for t, n in self.tags.items() if t != "kernel"}
+        if other:
+            detail["other_tags"] = other
+
+    def finish(self) -> None:
+        """Warnings that need the whole file: LOG lines under other tags than ``kernel``."""
+        other = self.report.detail.get("other_tags")
+        if other:
+            tags = ", ".join(f"{t} {n}" for t, n in sorted(other.items()))
+            self.report.warnings.append(
+                f"{self.source}: LOG lines under other tags than kernel ({tags}): read as LOG "
+                "lines; a syslog or journal text cannot prove who wrote a line"
+            )
+
+
+def _numbered(lines: Iterable[str], first: int = 1) -> Iterator[list[tuple[int, str]]]:
+    """Lines numbered from ``first``, in lists of at most ``CHUNK_LINES``."""
+    block: list[tuple[int, str]] = []
+    for no, line in enumerate(lines, first):
+        block.append((no, line))
+        if len(block) >= CHUNK_LINES:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def parse_lines(
+    lines: Iterable[str],
+    *,
+    source: str,
+    boot_time: float | None = None,
+    year: int | None = None,
+    hook_prefixes: dict[str, str] | None = None,
+) -> tuple[pa.Table, SourceReport]:
+    """Parse kernel log lines into event rows; every line is used or counted as skipped."""
+    report = SourceReport(path=source, format="kernlog")
+    parser = _Parser(report, boot_time=boot_time, year=year, hook_prefixes=hook_prefixes)
+    tables = [parser.chunk(block) for block in _numbered(lines)]
+    parser._detail()
+    parser.finish()
+    table = concat(tables)
     record_span(report, table)
     return table, report
+
+
+def iter_lines(path: str | os.PathLike, report: SourceReport | None = None) -> Iterator[str]:
+    """The lines of a text file (plain or gzip), read a block at a time: split at ``\\n``,
+    decoded as UTF-8 (bad bytes replaced), a line longer than ``MAX_LINE`` bytes cut there.
+    A gzip stream cut short ends the lines where its data ends, with a warning in ``report``."""
+    spath = str(path)
+    with open_maybe_gzip(spath) as f:
+        carry = b""
+        skipping = False  # inside a line longer than MAX_LINE: drop until its end
+        while block := read_block(f, spath, READ_BYTES):
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if not skipping and len(data) > MAX_LINE:
+                    yield _cut_line(data, report, spath)
+                    skipping, data = True, b""
+                carry = b"" if skipping else data
+                continue
+            parts = data[:cut].split(b"\n")
+            if skipping:
+                parts.pop(0)
+                skipping = False
+            for part in parts:
+                yield (
+                    part.decode("utf-8", "replace")
+                    if len(part) <= MAX_LINE
+                    else _cut_line(part, report, spath)
+                )
+            carry = data[cut + 1 :]
+        if carry and not skipping:
+            yield carry.decode("utf-8", "replace")
+        if report is not None:
+            report.warnings.extend(cut_warning(spath, f))
+
+
+def _cut_line(data: bytes, report: SourceReport | None, path: str) -> str:
+    if report is not None and not report.detail.get("long_lines"):
+        report.warnings.append(f"{path}: a line longer than {MAX_LINE} bytes: read its start")
+    if report is not None:
+        report.detail["long_lines"] = report.detail.get("long_lines", 0) + 1
+    return data[:MAX_LINE].decode("utf-8", "replace")
+
+
+def iter_read(
+    path: str | os.PathLike,
+    report: SourceReport,
+    *,
+    boot_time: float | None = None,
+    year: int | None = None,
+    hook_prefixes: dict[str, str] | None = None,
+    chunk_lines: int | None = None,
+) -> Iterator[pa.Table]:
+    """Yield a kernel log file (plain or gzip) as event-table chunks of the LOG lines of at most
+    ``chunk_lines`` lines (``CHUNK_LINES`` when None), filling ``report`` as it goes: memory
+    holds one block of text and one chunk of rows. InputError for a file without a line."""
+    parser = _Parser(report, boot_time=boot_time, year=year, hook_prefixes=hook_prefixes)
+    size = chunk_lines or CHUNK_LINES
+    block: list[tuple[int, str]] = []
+    for no, line in enumerate(iter_lines(path, report), 1):
+        block.append((no, line))
+        if len(block) >= size:
+            yield parser.chunk(block)
+            block = []
+    if block or not report.records:
+        yield parser.chunk(block)
+    parser.finish()
+    if not parser.text_lines:
+        raise InputError(path, "empty file: no lines")
 
 
 def read(
@@ -464,12 +684,8 @@ def read(
     year: int | None = None,
     hook_prefixes: dict[str, str] | None = None,
 ) -> tuple[pa.Table, SourceReport]:
-    """Read a kernel log file (plain or gzip) into event rows."""
-    spath = str(path)
-    raw = read_bytes(spath)
-    text = raw.decode("utf-8", "replace")
-    if not text.strip():
-        raise InputError(spath, "empty file: no lines")
-    return parse_lines(
-        text.splitlines(), source=spath, boot_time=boot_time, year=year, hook_prefixes=hook_prefixes
-    )
+    """Read a kernel log file (plain or gzip) into event rows: ``iter_read`` gathered."""
+    report = SourceReport(path=str(path), format="kernlog")
+    chunks = iter_read(path, report, boot_time=boot_time, year=year, hook_prefixes=hook_prefixes)
+    table = concat(list(chunks))
+    return table, report

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .capture import read_bytes
-from .kernlog import DMESG, DMESG_T, ISO, MONTHS, SYSLOG, _wall
+from .kernlog import in_ns_range, iter_lines, line_time
 
 MARTIAN = re.compile(
     r"martian (?P<kind>source|destination) (?P<dst>\S+) from (?P<src>\S+), (?:on )?dev (?P<dev>\S+)"
@@ -39,35 +40,39 @@ class Martian:
     text: str
 
 
+def _when(line: str, boot_time: float | None, year: int) -> int | None:
+    """A martian line's time in ns, or None: raw dmesg without a boot time, a stamp that is no
+    date, or a time outside what a nanosecond clock holds (1677-2262)."""
+    try:
+        _rendering, _msg, _tag, wall, uptime = line_time(line, year)
+    except (ValueError, KeyError, OverflowError):
+        return None
+    if uptime is not None:
+        if boot_time is None or not math.isfinite(boot_ns := boot_time * 1e9):
+            return None
+        ts = uptime + round(boot_ns)
+    else:
+        ts = wall
+    return ts if ts is not None and in_ns_range(ts) else None
+
+
 def parse_lines(
-    lines: list[str], *, source: str, boot_time: float | None = None, year: int | None = None
+    lines: Iterable[str], *, source: str, boot_time: float | None = None, year: int | None = None
 ) -> list[Martian]:
     """Martian lines of a kernel log; raw dmesg stamps need ``boot_time`` to be placed."""
     year = year or dt.datetime.now(dt.UTC).year
     out = []
     for no, line in enumerate(lines, 1):
+        if "martian" not in line:
+            continue
         m = MARTIAN.search(line)
         if not m:
             continue
-        ts = None
-        if d := DMESG.match(line):
-            if boot_time is not None:
-                uptime = int(d.group(1)) * 1_000_000_000 + int((d.group(2) + "000000000")[:9])
-                ts = uptime + round(boot_time * 1e9)
-        elif i := ISO.match(line):
-            day, clock = i.group(1).replace(" ", "T").split("T")
-            y, mo, dd = map(int, day.split("-"))
-            h, mi, s = map(int, clock.split(":"))
-            ts = _wall(y, mo, dd, h, mi, s, i.group(2) or "", i.group(3) or "")
-        elif s := SYSLOG.match(line):
-            ts = _wall(year, MONTHS[s.group(1)], *(int(s.group(k)) for k in (2, 3, 4, 5)))
-        elif t := DMESG_T.match(line):
-            stamp = dt.datetime.strptime(t.group(1), "%a %b %d %H:%M:%S %Y")
-            ts = _wall(stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
         try:
             src, dst = str(ipaddress.ip_address(m["src"])), str(ipaddress.ip_address(m["dst"]))
         except ValueError:
             continue  # not an address: some other message that happens to say "martian"
+        ts = _when(line, boot_time, year)
         out.append(Martian(ts, m["kind"], src, dst, m["dev"], source, no, line[m.start() :]))
     return out
 
@@ -75,9 +80,6 @@ def parse_lines(
 def read(
     path: str | os.PathLike, *, boot_time: float | None = None, year: int | None = None
 ) -> list[Martian]:
-    """Martian lines of a kernel log file (plain or gzip)."""
+    """Martian lines of a kernel log file (plain or gzip), read a block of lines at a time."""
     spath = str(path)
-    raw = read_bytes(spath)
-    return parse_lines(
-        raw.decode("utf-8", "replace").splitlines(), source=spath, boot_time=boot_time, year=year
-    )
+    return parse_lines(iter_lines(spath), source=spath, boot_time=boot_time, year=year)

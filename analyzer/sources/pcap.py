@@ -25,6 +25,7 @@ from .capture import (
     Blocks,
     assemble,
     concat,
+    cut_warning,
     direction_from_pkttype,
     open_maybe_gzip,
     read_block,
@@ -59,9 +60,26 @@ def _header(path: str, raw: bytes) -> tuple[str, int, int, int]:
     if len(raw) < HEADER_LEN:
         raise InputError(path, "truncated pcap global header", offset=len(raw))
     endian, ns_per_unit = MAGICS[raw[:4]]
-    _major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack(endian + "HHiIII", raw[4:24])
-    linktype &= 0x0FFFFFFF  # upper bits carry the FCS length flags
-    return endian, ns_per_unit, snaplen, linktype
+    _major, _minor, _zone, _sigfigs, snaplen, field = struct.unpack(endian + "HHiIII", raw[4:24])
+    return endian, ns_per_unit, snaplen, field
+
+
+#: The link-type field's upper bits (libpcap's LT_FCS_LENGTH_PRESENT, LT_FCS_LENGTH): the frames
+#: end with a frame check sequence of that many 16-bit words.
+FCS_PRESENT = 0x04000000
+
+
+def link_type(field: int) -> tuple[int, int | None]:
+    """The link type and the FCS length in bytes (None: not given) of the header's field, as
+    libpcap reads it (``LT_LINKTYPE(x) = x & 0xFFFF``).
+
+    >>> link_type(0x04000001)
+    (1, 0)
+    >>> link_type(0x24000001)
+    (1, 4)
+    """
+    fcs = (field >> 28) * 2 if field & FCS_PRESENT else None
+    return field & 0xFFFF, fcs
 
 
 #: A capture file name's suffix: ``.pcap``, tcpdump -C's rotated ``.pcap1``, ``.pcap2``, ... and
@@ -97,7 +115,8 @@ def iter_chunks(
     chunk_rows = chunk_rows or CHUNK_ROWS
     with open_maybe_gzip(path) as f:
         raw = read_block(f, spath, HEADER_LEN)
-        endian, ns_per_unit, snaplen, linktype = _header(spath, raw)
+        endian, ns_per_unit, snaplen, field = _header(spath, raw)
+        linktype, fcs = link_type(field)
         report.detail.update(
             linktype=linktype,
             linktype_name=LINKTYPE_NAMES.get(linktype, str(linktype)),
@@ -105,6 +124,8 @@ def iter_chunks(
             ts_resolution="ns" if ns_per_unit == 1 else "us",
             byte_order="little" if endian == "<" else "big",
         )
+        if fcs is not None:
+            report.detail["fcs_bytes"] = fcs
         if linktype not in SUPPORTED_LINKTYPES:
             raise InputError(spath, f"unsupported link type {linktype}", offset=20)
         if iface is None and linktype not in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
@@ -167,6 +188,7 @@ def iter_chunks(
             )
             report.skip("truncated record at end of file")
             report.records += 1
+        report.warnings.extend(cut_warning(spath, f))
 
 
 #: Records walked one by one before a block is walked in lanes: they give the record sizes

@@ -4,7 +4,14 @@ nicpath reads the blocks itself because dpkt's reader keeps only the first Inter
 Block (formats.md): here every Enhanced Packet Block keeps its interface (name from ``if_name``),
 its own timestamp resolution (``if_tsresol``, offset ``if_tsoffset``) and its direction
 (``epb_flags`` bits 0-1: 1 inbound, 2 outbound). Interface ids restart at each Section Header
-Block. Simple Packet Blocks belong to the first interface of their section.
+Block. Simple Packet Blocks belong to the first interface of their section; they carry no time,
+and the event table's ``ts`` cannot be null, so their packets are counted as skipped, with a
+warning. The packets of an interface whose link type nicpath does not decode are counted as
+skipped too, and the other interfaces read (tshark reads every interface of a file).
+
+Timestamps are converted with integer arithmetic (``if_tsresol`` 10^-n or 2^-n, ``if_tsoffset``
+seconds): a time a nanosecond ``ts`` cannot hold (before 1677-09-21 or after 2262-04-11) is a
+packet skipped with its reason, never a wrapped or rounded value.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from .capture import (
     UNKNOWN,
     assemble,
     concat,
+    cut_warning,
     direction_from_pkttype,
     open_maybe_gzip,
     read_after,
@@ -60,17 +68,67 @@ class Interface:
     tsresol: int = 6  # raw if_tsresol byte; default 10^-6
     tsoffset: int = 0
 
-    def ts_to_ns(self, units: np.ndarray) -> np.ndarray:
-        if self.tsresol & 0x80:
-            per_second = 1 << (self.tsresol & 0x7F)
-            ns = (units.astype(np.float64) * (1e9 / per_second)).astype(np.int64)
-        else:
-            exp = self.tsresol
-            if exp <= 9:
-                ns = units.astype(np.int64) * (10 ** (9 - exp))
-            else:
-                ns = units.astype(np.int64) // (10 ** (exp - 9))
-        return ns + self.tsoffset * 1_000_000_000
+    def ts_to_ns(self, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nanoseconds since the epoch of timestamps in this interface's units (uint64), and
+        which of them a nanosecond time holds; exact, in integer arithmetic (float64 lost up to
+        116 ns of a 2^-n resolution)."""
+        ns, ok = units_to_ns(units.astype(np.uint64, copy=False), self.tsresol)
+        return add_offset(ns, ok, self.tsoffset * NS)
+
+
+NS = 1_000_000_000
+U64_MAX = (1 << 64) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def units_to_ns(units: np.ndarray, tsresol: int) -> tuple[np.ndarray, np.ndarray]:
+    """``units`` (uint64) of 10^-n or 2^-n seconds (the ``if_tsresol`` byte) as nanoseconds
+    rounded down, and which rows fit in 64 bits."""
+    if not tsresol & 0x80:
+        exp = tsresol
+        if exp <= 9:
+            scale = 10 ** (9 - exp)
+            ok = units <= np.uint64(U64_MAX // scale)
+            return units * np.uint64(scale), ok
+        divisor = 10 ** (exp - 9)
+        if divisor > U64_MAX:
+            return np.zeros_like(units), np.ones(units.shape, dtype=bool)
+        return units // np.uint64(divisor), np.ones(units.shape, dtype=bool)
+    bits = tsresol & 0x7F
+    if bits >= 64:
+        seconds, rest = np.zeros_like(units), units
+    else:
+        seconds = units >> np.uint64(bits)
+        rest = units & np.uint64((1 << bits) - 1)
+    ok = seconds <= np.uint64((U64_MAX - NS + 1) // NS)
+    return seconds * np.uint64(NS) + _fraction_ns(rest, bits), ok
+
+
+def _fraction_ns(rest: np.ndarray, bits: int) -> np.ndarray:
+    """floor(rest * 10^9 / 2^bits) for rest < 2^bits, without overflowing 64 bits: the product
+    is split into its high and low 32-bit halves when it would not fit."""
+    if bits <= 34:  # rest * 10^9 < 2^34 * 10^9 < 2^64
+        return (rest * np.uint64(NS)) >> np.uint64(bits)
+    high = (rest >> np.uint64(32)) * np.uint64(NS)
+    low = (rest & np.uint64(0xFFFFFFFF)) * np.uint64(NS)
+    whole = high + (low >> np.uint64(32))
+    shift = bits - 32
+    return whole >> np.uint64(shift) if shift < 64 else np.zeros_like(rest)
+
+
+def add_offset(ns: np.ndarray, ok: np.ndarray, offset_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ns`` (uint64) plus an offset as int64 nanoseconds, and which rows stay in range."""
+    high = I64_MAX - offset_ns
+    low = I64_MIN - offset_ns
+    if high < 0:
+        ok = np.zeros(ns.shape, dtype=bool)
+    else:
+        ok = ok & (ns <= np.uint64(min(high, U64_MAX)))
+        if low > 0:
+            ok &= ns >= np.uint64(min(low, U64_MAX))
+    wrapped = (offset_ns + (1 << 63)) % (1 << 64) - (1 << 63)  # exact where the sum is in range
+    out = ns.view(np.int64) + np.int64(wrapped)
+    return np.where(ok, out, 0), ok
 
 
 def _options(data: bytes, pos: int, end: int, endian: str) -> Iterator[tuple[int, bytes]]:
@@ -100,8 +158,9 @@ def _interface(data: bytes, pos: int, end: int, endian: str, index: int) -> Inte
 
 
 #: Per packet block: data start, captured and original length, global interface index,
-#: timestamp units, epb_flags (-1: none), file offset.
-PACKET_FIELDS = ("start", "cap", "orig", "iface", "ts", "flags", "offset")
+#: timestamp units (as int64 bits), epb_flags (-1: none), file offset, whether it has a time
+#: (a Simple Packet Block has none).
+PACKET_FIELDS = ("start", "cap", "orig", "iface", "ts", "flags", "offset", "timed")
 
 
 class _Packets:
@@ -244,7 +303,8 @@ class _Walker:
                         flags[k] = struct.unpack(endian + "I", val)[0]
         section = np.asarray(self.section, dtype=np.int64)
         ts = (words[:, 3] << 32) | words[:, 4]
-        out.add_many(pos + 28, cap, orig, section[if_id], ts, flags, base + pos)
+        timed = np.ones(len(pos), dtype=np.int64)
+        out.add_many(pos + 28, cap, orig, section[if_id], ts, flags, base + pos, timed)
 
     def _byte_order(self, data: bytes, pos: int, base: int) -> None:
         magic = data[pos + 8 : pos + 12]
@@ -312,7 +372,10 @@ class _Walker:
                 for code, value in _options(data, opt_pos, end - 4, endian):
                     if code == OPT_EPB_FLAGS and len(value) == 4:
                         flags = struct.unpack(endian + "I", value)[0]
-        out.add(dstart, cap, orig, self.section[if_id], (ts_hi << 32) | ts_lo, flags, base + pos)
+        units = (ts_hi << 32) | ts_lo
+        units -= (units >> 63) << 64  # the same 64 bits as int64
+        timed = int(btype != SPB)
+        out.add(dstart, cap, orig, self.section[if_id], units, flags, base + pos, timed)
 
 
 def iter_chunks(
@@ -337,11 +400,11 @@ def iter_chunks(
                 pos, packets = walker.walk(data, pos, base, record_no)
                 if not packets.count:
                     break
-                yield _chunk(data, walker.interfaces, spath, record_no, packets)
-                count = packets.count
-                record_no += count
-                report.records += count
-                report.used += count
+                table = _chunk(data, walker.interfaces, record_no, packets, report)
+                record_no += packets.count
+                report.records += packets.count
+                report.used += table.num_rows
+                yield table
             carry = data[pos:]
             base += pos
             if at_end:
@@ -353,51 +416,89 @@ def iter_chunks(
             )
             report.skip("truncated block at end of file")
             report.records += 1
-    unsupported = {i.linktype for i in walker.interfaces} - SUPPORTED_LINKTYPES
+        report.warnings.extend(cut_warning(spath, f))
+    unsupported = [i for i in walker.interfaces if i.linktype not in SUPPORTED_LINKTYPES]
     if unsupported:
+        named = ", ".join(f"{_iface_text(i)} ({i.linktype})" for i in unsupported)
         report.warnings.append(
-            f"{spath}: interfaces with unsupported link types {sorted(unsupported)}"
+            f"{spath}: interfaces of a link type nicpath does not decode: {named}; "
+            "their packets are counted as skipped"
+        )
+    untimed = report.skipped.get(NO_TIME, 0)
+    if untimed:
+        report.warnings.append(
+            f"{spath}: {untimed} Simple Packet Blocks carry no time: counted as skipped"
+        )
+    late = report.skipped.get(OUT_OF_RANGE, 0)
+    if late:
+        report.warnings.append(
+            f"{spath}: {late} packets have a time outside 1677-2262 (if_tsresol/if_tsoffset): "
+            "counted as skipped"
         )
 
 
+#: Skip reasons of packets the event table cannot hold.
+NO_TIME = "Simple Packet Block: no timestamp"
+OUT_OF_RANGE = "time outside 1677-2262"
+
+
+def _iface_text(iface: Interface) -> str:
+    return f"interface {iface.index} ({iface.name})" if iface.name else f"interface {iface.index}"
+
+
 def _chunk(
-    data: bytes, interfaces: list[Interface], spath: str, record_no: int, packets: _Packets
+    data: bytes, interfaces: list[Interface], record_no: int, packets: _Packets, report
 ) -> pa.Table:
+    """The event rows of a chunk's packets: decoded per link type, each interface's times
+    converted with its own resolution and offset; the packets that cannot be rows (no time, a
+    time out of range, a link type not decoded) are counted as skipped by reason."""
+    spath = report.path
     buf = np.frombuffer(data, dtype=np.uint8)
     cols = packets.columns()
     start, cap, ifx, flags, offs = (cols[c] for c in ("start", "cap", "iface", "flags", "offset"))
     orig = cols["orig"].astype(np.uint32)
-    units = cols["ts"].astype(np.uint64)
+    units = cols["ts"].view(np.uint64)
+    ts_all = np.zeros(len(ifx), dtype=np.int64)
+    keep = cols["timed"].astype(bool)
+    if not keep.all():
+        report.skip(NO_TIME, int((~keep).sum()))
+    for i in np.unique(ifx).tolist():
+        m = ifx == i
+        iface = interfaces[i]
+        if iface.linktype not in SUPPORTED_LINKTYPES:
+            report.skip(
+                f"link type {iface.linktype} not decoded ({_iface_text(iface)})",
+                int((m & keep).sum()),
+            )
+            keep &= ~m
+            continue
+        ts_all[m], fits = iface.ts_to_ns(units[m])
+        late = m & keep
+        late[m] &= ~fits
+        if late.any():
+            report.skip(OUT_OF_RANGE, int(late.sum()))
+            keep &= ~late
+    names = list(dict.fromkeys(i.name for i in interfaces if i.name is not None)) or [""]
+    code = np.array([names.index(i.name) if i.name is not None else 0 for i in interfaces])
+    named = np.array([i.name is not None for i in interfaces])
     parts = []
     order = []
-    for linktype in sorted({interfaces[i].linktype for i in np.unique(ifx).tolist()}):
+    for linktype in sorted({interfaces[i].linktype for i in np.unique(ifx[keep]).tolist()}):
         group_ifaces = [i.index for i in interfaces if i.linktype == linktype]
-        sel = np.nonzero(np.isin(ifx, group_ifaces))[0]
-        if linktype not in SUPPORTED_LINKTYPES:
-            raise InputError(
-                spath,
-                f"unsupported link type {linktype}",
-                record=record_no + int(sel[0]),
-                offset=int(offs[sel[0]]),
-            )
+        sel = np.flatnonzero(keep & np.isin(ifx, group_ifaces))
         decoded = decode(buf, start[sel], cap[sel], linktype)
         decoded["wire_len"] = arrow_column(orig[sel], pa.uint32())
-        ts_ns = np.zeros(sel.shape[0], dtype=np.int64)
-        for i in np.unique(ifx[sel]):
-            m = ifx[sel] == i
-            ts_ns[m] = interfaces[i].ts_to_ns(units[sel][m])
-        named = np.array([i.name is not None for i in interfaces])
-        iface = labels(ifx[sel], [i.name or "" for i in interfaces], named[ifx[sel]])
+        iface = labels(code[ifx[sel]], names, named[ifx[sel]])
         f = flags[sel]
         # epb_flags bits 0-1: 1 inbound, 2 outbound; else (or no flags) unknown
-        code = np.where(f >= 0, f & 3, 0)
-        direction = np.select([code == 1, code == 2], [IN, OUT], UNKNOWN)
+        bits = np.where(f >= 0, f & 3, 0)
+        direction = np.select([bits == 1, bits == 2], [IN, OUT], UNKNOWN)
         if "pkttype" in decoded:
             by_type = direction_from_pkttype(decoded["pkttype"])
             direction = np.where(direction == UNKNOWN, by_type, direction)
         table = assemble(
             decoded,
-            ts_ns=ts_ns,
+            ts_ns=ts_all[sel],
             source=spath,
             records=record_no + sel,
             offsets=offs[sel],
