@@ -2,18 +2,27 @@
 
 The dataset is partitioned by bundle, hive style (``DATASET/findings/bundle=<name>/part-0.parquet``
 and likewise for each table), so pandas, pyarrow, DuckDB, Spark and Trino add a ``bundle`` column
-to every row from the path. Each bundle is analyzed by ``analyze()`` in its own worker (local
-processes, or a Dask distributed cluster), which writes that bundle's partitions of ``events``,
-``flows`` and ``findings`` into a staging directory and renames them into place: a rerun
-replaces a bundle's partitions, never adds to them. ``bundles`` holds one row per bundle, from
-its latest run: status (``ok``/``failed``), error, counts and what each input held. A bundle that
-fails leaves no partitions of the three tables (so no stale result passes for a current one) and
-does not stop the others. Layout and columns: docs/batch.md.
+to every row from the path; a name never reads as a number or a date (``bundle_name``), and
+characters a path cannot hold are %-escaped, which every engine decodes (``partition_value``).
+
+Each bundle is analyzed by ``analyze()`` in its own worker (local processes, or a Dask
+distributed cluster), which writes its ``events``, ``flows`` and ``findings`` into a staging
+directory of its own. This process then commits them with the bundle's ``bundles`` row (one
+row per bundle, from its latest run: status ``ok``/``failed``, error, counts, what each input
+held): a journal written in the staging directory is the commit point, after which the row is
+first marked failed, each partition file is replaced by a rename, and the row comes last. A run
+that is killed thus leaves every bundle whole (old or new), or marked failed while its files
+change; the next run on the dataset finishes what a journal commits and removes the staging
+directories without one. A rerun replaces a bundle's partitions, never adds to them; a bundle
+that fails leaves no partitions of the three tables (so no stale result passes for a current
+one) and does not stop the others. Layout and columns: docs/batch.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -43,6 +52,16 @@ PARTITION_KEY = "bundle"
 PART_FILE = "part-0.parquet"
 #: Staging area for partitions being written; readers skip names starting with "_".
 STAGING = "_staging"
+#: A staging directory's journal: the bundle and the tables it replaces. Written last, it is
+#: what makes the directory's files a result to move into place rather than debris.
+JOURNAL = "commit.json"
+#: Held (flock) for the whole run: one batch at a time writes a dataset.
+LOCK = "_nicpath-batch.lock"
+#: A bundle's ``bundles`` row while its partitions are being replaced.
+INTERRUPTED = (
+    "interrupted while its partitions were being replaced; the next nicpath batch on this "
+    "dataset completes the replacement"
+)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -69,6 +88,10 @@ class BundleResult:
     bundle: str
     path: str
     error: str | None = None
+    #: the traceback, with ``debug``
+    trace: str | None = None
+    #: the staging directory holding the bundle's tables, until they are committed
+    staged: str | None = None
     events: int = 0
     flows: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -132,11 +155,30 @@ def _is_bundle(path: str) -> bool:
     return False
 
 
+#: Names every engine would read as a number rather than text (Spark parses these as doubles).
+_NUMBER_WORDS = frozenset({"nan", "inf", "infinity"})
+
+
 def bundle_name(relative: str) -> str:
-    """A bundle's partition value: its path under the directory given, ``/`` as ``.``, other
-    characters that are not letters, digits or ``._-+@,`` as ``_`` (safe in every engine)."""
-    name = ".".join(Path(relative).parts)
-    return re.sub(r"[^\w.+@,-]", "_", name)
+    """A bundle's name, its partition value: its path under the directory given, ``/`` as
+    ``.``, other characters that are not letters, digits or ``._-+@,`` as ``_``; a name that
+    does not start with an ASCII letter (``007``, ``2024-05-01``) or is ``nan``/``inf`` gets a
+    leading ``_``, so pyarrow, pandas, DuckDB and Spark all read the key as a string: ``007``
+    and ``7`` as integers would be one bundle, ``2024-05-01`` a date."""
+    name = re.sub(r"[^\w.+@,-]", "_", ".".join(Path(relative).parts))
+    if not re.match(r"[A-Za-z]", name) or name.lower() in _NUMBER_WORDS:
+        name = "_" + name
+    return name
+
+
+def partition_value(name: str) -> str:
+    """``name`` as a hive partition directory writes it: a character other than letters,
+    digits and ``._-+@,`` (``/``, ``=``, ``%``, controls) as ``%XX`` of its UTF-8, which
+    pyarrow, DuckDB and Spark decode back to the name when they read the key."""
+    return "".join(
+        c if re.fullmatch(r"[\w.+@,-]", c) else "".join(f"%{b:02X}" for b in c.encode())
+        for c in name
+    )
 
 
 def find_bundles(dirs: Iterable[str], *, skip: str | None = None) -> list[tuple[str, str]]:
@@ -185,51 +227,25 @@ def _walk(root: str, skip_real: str | None) -> Iterator[tuple[str, str]]:
 
 
 def partition_dir(dataset: str, table: str, bundle: str) -> str:
-    return os.path.join(dataset, table, f"{PARTITION_KEY}={bundle}")
+    return os.path.join(dataset, table, f"{PARTITION_KEY}={partition_value(bundle)}")
 
 
-def write_partitions(dataset: str, bundle: str, tables: dict[str, pa.Table | str]) -> None:
-    """Write one bundle's partition of each table, replacing what a previous run wrote.
-
-    Each table (or Parquet file already written, given by its path) is put in full under
-    ``DATASET/_staging/`` and then renamed into place, so a reader never sees a half-written
-    file and a rerun never leaves two partitions of a bundle.
-    """
-    from ..events.parquet import write_parquet
-
-    staging = os.path.join(dataset, STAGING, f"{bundle}-{uuid.uuid4().hex}")
-    try:
-        for name, table in tables.items():
-            os.makedirs(os.path.join(staging, name))
-            if isinstance(table, str):
-                os.replace(table, os.path.join(staging, name, PART_FILE))
-            else:
-                write_parquet(table, os.path.join(staging, name, PART_FILE))
-        for name in tables:
-            final = partition_dir(dataset, name, bundle)
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            if os.path.exists(final):
-                os.rename(final, os.path.join(staging, f"replaced-{name}"))
-            os.rename(os.path.join(staging, name), final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def remove_partitions(dataset: str, bundle: str, tables: Iterable[str] = TABLES) -> None:
-    """Drop a bundle's partitions (a failed rerun must not leave the old results standing)."""
-    for name in tables:
-        shutil.rmtree(partition_dir(dataset, name, bundle), ignore_errors=True)
-
-
-def _error_text(exc: BaseException, debug: bool) -> str:
+def _error_text(exc: BaseException, debug: bool) -> tuple[str, str | None]:
+    """The one-line error, and with ``debug`` the traceback."""
     text = str(exc) if isinstance(exc, NicpathError) else f"{type(exc).__name__}: {exc}"
-    if debug:
-        text += "\n" + "".join(traceback.format_exception(exc)).rstrip()
-    return text
+    trace = "".join(traceback.format_exception(exc)).rstrip() if debug else None
+    return text, trace
+
+
+def _new_stage(dataset: str) -> str:
+    stage = os.path.join(dataset, STAGING, uuid.uuid4().hex)
+    os.makedirs(stage)
+    return stage
 
 
 def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -> BundleResult:
-    """Analyze one bundle and write its partitions; any error is returned, not raised.
+    """Analyze one bundle into a staging directory of the dataset (``result.staged``, which
+    ``commit_bundle`` moves into place); any error is returned, not raised.
 
     This is what each worker (local process or Dask worker) runs: ``path`` and ``dataset``
     must be reachable from the worker.
@@ -237,47 +253,129 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     import pyarrow.parquet as pq
 
     from ..analysis.run import analyze
+    from ..events.parquet import write_parquet
     from ..outputs.report import findings_table, flows_table
 
     started, wall = time.monotonic(), time.time()
     result = BundleResult(bundle=name, path=path, analyzed_at=wall)
-    events = os.path.join(dataset, STAGING, f"{name}-events-{uuid.uuid4().hex}.parquet")
+    stage = None
     try:
-        os.makedirs(os.path.dirname(events), exist_ok=True)
-        # The event table streams into its partition file (without the nicpath.host metadata: a
+        stage = _new_stage(dataset)
+        events = os.path.join(stage, "events.parquet")
+        # The event table streams into its staged file (without the nicpath.host metadata: a
         # dataset read takes the schema, and its metadata, of one file, which would pass one
         # host's snapshots off for all); flows are analyzed by parts when the bundle is big.
         analysis = analyze([path], events_parquet=events)
         result.events = pq.ParquetFile(events).metadata.num_rows
-        write_partitions(
-            dataset,
-            name,
-            {
-                "events": events,
-                "flows": flows_table(analysis),
-                "findings": findings_table(analysis),
-            },
-        )
+        write_parquet(flows_table(analysis), os.path.join(stage, "flows.parquet"))
+        write_parquet(findings_table(analysis), os.path.join(stage, "findings.parquet"))
         result.flows = len(analysis.tables.flows)
         result.findings = [{"bundle": name, **f.to_dict()} for f in analysis.findings]
         result.inputs = analysis.events.counts()
         result.detectors = dict(analysis.detectors)
+        result.staged = stage
     except Exception as exc:  # one bundle's failure must not stop the batch
-        result.error = _error_text(exc, debug)
-        remove_partitions(dataset, name)
-    finally:
-        if os.path.exists(events):
-            os.unlink(events)
+        result.error, result.trace = _error_text(exc, debug)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     result.seconds = time.monotonic() - started
     return result
 
 
+def commit_bundle(dataset: str, result: BundleResult) -> None:
+    """Put a bundle's staged tables (none when it failed) and its ``bundles`` row in place of
+    what an earlier run left, as one step: the journal is the commit point, and a run killed
+    after it is finished by the next (``recover_staging``)."""
+    from ..events.parquet import replaced, write_parquet
+
+    stage = result.staged or _new_stage(dataset)
+    write_parquet(manifest_table(result), os.path.join(stage, f"{MANIFEST}.parquet"))
+    journal = {"bundle": result.bundle, "tables": list(TABLES) if result.ok else []}
+    with replaced(os.path.join(stage, JOURNAL)) as tmp, open(tmp, "w") as out:
+        json.dump(journal, out)
+    _apply(dataset, stage)
+
+
+def _apply(dataset: str, stage: str) -> None:
+    """Carry out a staging directory's journal; done again after an interruption, it does
+    what is left. Readers see each partition file replaced whole (a rename), and the bundle's
+    row failed (``INTERRUPTED``) until the last one is."""
+    import pyarrow.parquet as pq
+
+    from ..events.parquet import write_parquet
+
+    with open(os.path.join(stage, JOURNAL)) as f:
+        journal = json.load(f)
+    name, tables = journal["bundle"], journal["tables"]
+    row = os.path.join(stage, f"{MANIFEST}.parquet")
+    if os.path.exists(row):
+        guard = pq.read_table(row)
+        for column, value in (("status", "failed"), ("error", INTERRUPTED)):
+            at = guard.schema.get_field_index(column)
+            guard = guard.set_column(at, column, pa.array([value], pa.string()))
+        # Written in the staging directory and renamed: a kill leaves no debris in the dataset.
+        write_parquet(guard, os.path.join(stage, "interrupted.parquet"))
+        _put(os.path.join(stage, "interrupted.parquet"), partition_dir(dataset, MANIFEST, name))
+        for table in TABLES:
+            staged = os.path.join(stage, f"{table}.parquet")
+            if table not in tables:
+                shutil.rmtree(partition_dir(dataset, table, name), ignore_errors=True)
+            elif os.path.exists(staged):
+                _put(staged, partition_dir(dataset, table, name))
+        _put(row, partition_dir(dataset, MANIFEST, name))
+    shutil.rmtree(stage)
+
+
+def _put(staged: str, partition: str) -> None:
+    """Replace a partition's file by a rename: a reader sees the old file or the new one."""
+    os.makedirs(partition, exist_ok=True)
+    os.replace(staged, os.path.join(partition, PART_FILE))
+
+
+def recover_staging(dataset: str) -> None:
+    """Finish the commits an interrupted run left (a journal in their staging directory) and
+    remove every other staging directory: results of workers that died or were stopped."""
+    staging = os.path.join(dataset, STAGING)
+    if not os.path.isdir(staging):
+        return
+    for entry in os.scandir(staging):
+        if entry.is_dir(follow_symlinks=False):
+            if os.path.exists(os.path.join(entry.path, JOURNAL)):
+                _apply(dataset, entry.path)
+            else:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+    with contextlib.suppress(OSError):
+        os.rmdir(staging)
+
+
+@contextlib.contextmanager
+def _locked(dataset: str) -> Iterator[None]:
+    """Hold the dataset's lock: a second batch on the same dataset is refused, since each
+    cleans the staging area the other would be writing."""
+    fd = os.open(os.path.join(dataset, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NicpathError(
+                f"{dataset}: another nicpath batch is writing this dataset (run one at a time)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def manifest_table(result: BundleResult) -> pa.Table:
     """The bundle's row of the ``bundles`` table."""
+    error = result.error
+    if error is not None and result.trace:
+        error += "\n" + result.trace
     row = {
         "path": result.path,
         "status": "ok" if result.ok else "failed",
-        "error": result.error,
+        "error": error,
         "events": result.events,
         "flows": result.flows,
         "findings": len(result.findings),
@@ -318,14 +416,20 @@ def run_batch(
         raise InputError(dataset, "--out must be a directory (the dataset), this is a file")
     bundles = [(n, os.path.abspath(p)) for n, p in find_bundles(dirs, skip=dataset)]
     os.makedirs(dataset, exist_ok=True)
-    if on_start:
-        on_start(len(bundles))
     results = []
-    for result in _results(bundles, dataset, jobs, scheduler, debug):
-        write_partitions(dataset, result.bundle, {MANIFEST: manifest_table(result)})
-        results.append(result)
-        if on_result:
-            on_result(result, len(results), len(bundles))
+    with _locked(dataset):
+        recover_staging(dataset)
+        if on_start:
+            on_start(len(bundles))
+        try:
+            with contextlib.closing(_results(bundles, dataset, jobs, scheduler, debug)) as done:
+                for result in done:
+                    commit_bundle(dataset, result)
+                    results.append(result)
+                    if on_result:
+                        on_result(result, len(results), len(bundles))
+        finally:
+            recover_staging(dataset)
     return BatchResult(dataset, sorted(results, key=lambda r: r.bundle))
 
 
@@ -348,17 +452,17 @@ def _results(
             for name, path in bundles
         }
         for fut in as_completed(futures):
-            yield _collect(fut, *futures[fut], dataset)
+            yield _collect(fut, *futures[fut])
     finally:  # on Ctrl-C, bundles not yet started are dropped, not run
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _collect(fut: Future, name: str, path: str, dataset: str) -> BundleResult:
-    """The future's result, or a failed result when the worker itself died."""
+def _collect(fut: Future, name: str, path: str) -> BundleResult:
+    """The future's result, or a failed result when the worker itself died (what it staged is
+    removed with the staging area at the end of the run)."""
     try:
         return fut.result()
     except Exception as exc:
-        remove_partitions(dataset, name)
         return BundleResult(
             bundle=name,
             path=path,
@@ -389,14 +493,15 @@ def _on_dask(
             fut = client.submit(analyze_bundle, name, path, dataset, debug=debug, key=key)
             futures[fut] = (name, path)
         for fut in dask_completed(futures):
-            yield _collect(fut, *futures[fut], dataset)
+            yield _collect(fut, *futures[fut])
     finally:
         if own:
             client.close()
 
 
 def summary_lines(result: BatchResult) -> list[str]:
-    """One line per bundle (status, counts, finding kinds or the error), then totals."""
+    """One line per bundle (status, counts, finding kinds or the error; with ``debug`` the
+    traceback's lines after it), then totals."""
     width = max([len("bundle")] + [len(b.bundle) for b in result.bundles])
     lines = [f"{'bundle':<{width}}  status  {'events':>8} {'flows':>6} {'findings':>8}"]
     for b in result.bundles:
@@ -407,6 +512,7 @@ def summary_lines(result: BatchResult) -> list[str]:
             )
         else:
             lines.append(f"{b.bundle:<{width}}  FAILED  {b.error}")
+            lines += b.trace.split("\n") if b.trace else []
     n_ok = len(result.bundles) - len(result.failed)
     with_findings = sum(1 for b in result.bundles if b.findings)
     lines.append(
@@ -417,13 +523,15 @@ def summary_lines(result: BatchResult) -> list[str]:
     return lines
 
 
-def progress_line(result: BundleResult, done: int, total: int) -> str:
-    """The log line for one finished bundle."""
+def progress_line(result: BundleResult, done: int, total: int) -> list[str]:
+    """The log line for one finished bundle (with ``debug``, a failure's traceback lines
+    follow it)."""
     where = f"[{done}/{total}] {result.bundle}"
     if not result.ok:
-        return f"{where}: FAILED: {result.error}"
+        trace = result.trace.split("\n") if result.trace else []
+        return [f"{where}: FAILED: {result.error}", *trace]
     kinds = f" ({', '.join(result.kinds())})" if result.findings else ""
-    return f"{where}: {_count(len(result.findings), 'finding')}{kinds}, {result.seconds:.1f} s"
+    return [f"{where}: {_count(len(result.findings), 'finding')}{kinds}, {result.seconds:.1f} s"]
 
 
 def _count(n: int, noun: str) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 
 import click
 
 from .. import __version__
 from ..errors import NicpathError
+from ..outputs.escape import terminal_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 #: ``--jobs`` when not given is the core count up to this: each worker holds a part of the
@@ -25,6 +27,47 @@ def default_jobs() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(cores, MAX_DEFAULT_JOBS))
+
+
+def echo_lines(lines: Iterable[str], *, err: bool = False) -> None:
+    """Print text lines: every line any command prints goes through here, each made
+    ``terminal_text`` (card names, file names and LOG prefixes come from the inputs, and a
+    terminal would obey the control sequences in them)."""
+    click.echo("\n".join(map(terminal_text, lines)), err=err)
+
+
+def echo_text(text: str, *, err: bool = False) -> None:
+    """A block of text whose line breaks are nicpath's own, printed as ``echo_lines``."""
+    echo_lines(text.split("\n"), err=err)
+
+
+def check_output_file(path: str, option: str) -> None:
+    """Refuse, before any input is read, a file to write that cannot be: a directory, or one
+    in a directory that does not exist (nothing is created for it)."""
+    if os.path.isdir(path):
+        raise NicpathError(f"{path}: is a directory ({option} takes a file name)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise NicpathError(f"{path}: no such directory {parent} ({option} does not create one)")
+    if not os.access(parent, os.W_OK):
+        raise NicpathError(f"{path}: cannot write in {parent} (permission denied)")
+
+
+def check_output_dir(path: str, option: str, files: Iterable[str]) -> None:
+    """Refuse, before any input is read, a directory to write ``files`` into that cannot be:
+    an existing file, or one of ``files`` already a directory."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NicpathError(f"{path}: is a file ({option} takes a directory)")
+    for name in files:
+        if os.path.isdir(os.path.join(path, name)):
+            raise NicpathError(
+                f"{os.path.join(path, name)}: is a directory ({option} writes a file there)"
+            )
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise NicpathError(f"{path}: cannot write in {existing}")
 
 
 def format_option(help_text: str, default: str | None = "text"):
@@ -56,7 +99,7 @@ class NicpathGroup(click.Group):
         except NicpathError as exc:
             if ctx.meta.get("nicpath.debug"):
                 raise
-            click.echo(f"nicpath: error: {exc}", err=True)
+            echo_lines([f"nicpath: error: {exc}"], err=True)
             ctx.exit(EXIT_INPUT)
 
 
@@ -88,6 +131,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 @format_option("Output format.")
 def inspect(paths: tuple[str, ...], fmt: str) -> None:
     """List what a bundle (or files) holds: format, link type, counts, time span, interfaces."""
+    from ..outputs.escape import terminal_data
     from .inspect import inspect_paths, render_text
 
     report = inspect_paths(paths)
@@ -95,7 +139,9 @@ def inspect(paths: tuple[str, ...], fmt: str) -> None:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        click.echo(render_text(report))
+        # render_text joins its lines: its texts are escaped first, so a newline in a name
+        # cannot start a line of its own, then its lines as every command's are.
+        echo_text(render_text(terminal_data(report)))
 
 
 def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
@@ -192,11 +238,14 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
     from ..outputs.records import counts_lines, event_lines, write_jsonl
     from ..schema import EVENT_SCHEMA
 
+    if parquet:
+        check_output_file(parquet, "--parquet")
     stream = stream_events(
         paths, **_read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     )
     if fmt is None:
         fmt = "none" if parquet else "text"
+    # Closed on an error too: the file then holds the rows read before it, whole.
     sink = ParquetStream(parquet, EVENT_SCHEMA) if parquet else None
     try:
         for chunk in stream.chunks:
@@ -205,12 +254,11 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
             if fmt == "json":
                 write_jsonl(chunk, sys.stdout)
             elif fmt == "text":
-                click.echo("\n".join(event_lines(chunk)))
+                echo_lines(event_lines(chunk))
     finally:
         if sink:
             sink.close()
-    summary = counts_lines(stream.counts(), stream.clock.to_dict())
-    click.echo("\n".join(summary), err=fmt == "json")
+    echo_lines(counts_lines(stream.counts(), stream.clock.to_dict()), err=fmt == "json")
 
 
 @main.command()
@@ -237,16 +285,26 @@ def analyze(
     Exit code 0: no findings; 1: findings; 2: bad input.
     """
     from ..analysis.run import analyze as run
-    from ..outputs.report import text_report, write_json, write_parquet_dir
+    from ..events.parquet import temporary_name
+    from ..outputs.report import PARQUET_FILES, text_report, write_json, write_parquet_dir
 
     options = _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
+    if html_file:
+        check_output_file(html_file, "--html")
     events_parquet = None
     if parquet_dir:
+        check_output_dir(parquet_dir, "--parquet", PARQUET_FILES)
         os.makedirs(parquet_dir, exist_ok=True)
-        events_parquet = os.path.join(parquet_dir, "events.parquet")
-    analysis = run(paths, events_parquet=events_parquet, **options)
-    if parquet_dir:
-        write_parquet_dir(analysis, parquet_dir, events=False)
+        # Streamed under a temporary name, moved in with flows and findings once all are
+        # written: a failure leaves the previous run's three files.
+        events_parquet = temporary_name(os.path.join(parquet_dir, "events.parquet"))
+    try:
+        analysis = run(paths, events_parquet=events_parquet, **options)
+        if parquet_dir:
+            write_parquet_dir(analysis, parquet_dir, events_file=events_parquet)
+    finally:
+        if events_parquet and os.path.exists(events_parquet):
+            os.unlink(events_parquet)
     if html_file:
         from ..outputs.html import write_html
 
@@ -254,7 +312,7 @@ def analyze(
     if fmt == "json":
         write_json(analysis, sys.stdout)
     else:
-        click.echo("\n".join(text_report(analysis)))
+        echo_lines(text_report(analysis))
     ctx.exit(EXIT_FINDINGS if analysis.findings else EXIT_OK)
 
 
@@ -275,8 +333,8 @@ def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_s
     else:
         from ..detectors.base import flow_text
 
-        click.echo(f"flow {flow_id}: {flow_text(analysis.context.flow_info[flow_id])}")
-        click.echo("\n".join(timeline_lines(rows)))
+        echo_lines([f"flow {flow_id}: {flow_text(analysis.context.flow_info[flow_id])}"])
+        echo_lines(timeline_lines(rows))
 
 
 @main.command()
@@ -332,7 +390,7 @@ def route(ctx, ip_dir, to, src, iif, oif, mark, proto, sport, dport, tos, uid, a
         json.dump(answer.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        click.echo(answer.text())
+        echo_text(answer.text())
     ctx.exit(EXIT_OK if answer.ok else EXIT_FINDINGS)
 
 
@@ -353,7 +411,8 @@ def plot(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec,
     from ..outputs.plot import flow_chart, output_format, save_chart
     from ..outputs.timeline import select_flow
 
-    output_format(output)  # a wrong suffix fails before the inputs are read
+    output_format(output)  # a wrong suffix or place fails before the inputs are read
+    check_output_file(output, "-o")
     analysis = _analysis(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
     save_chart(flow_chart(analysis, select_flow(analysis, flow_spec)), output)
 
@@ -413,17 +472,19 @@ def collect(out, ifaces, duration, max_size_mb, snaplen, bpf, log_rules, log_rat
     from ..collect import collect as run_collect
 
     if print_script:
-        click.echo(script_text(), nl=False)
+        click.echo(script_text(), nl=False)  # nicpath's own script, byte for byte
         return
     if not out:
         raise click.UsageError("--out DIR is required")
     options = CollectOptions(
         out, tuple(ifaces), duration, max_size_mb, snaplen, bpf, log_rules, log_rate
     )
-    result = run_collect(options, lambda line: click.echo(f"nicpath collect: {line}", err=True))
-    click.echo(
-        f"bundle written to {result.out} ({len(result.manifest['files'])} files, "
-        f"{len(result.warnings)} warnings); read it with: nicpath analyze {result.out}"
+    result = run_collect(options, lambda line: echo_lines([f"nicpath collect: {line}"], err=True))
+    echo_lines(
+        [
+            f"bundle written to {result.out} ({len(result.manifest['files'])} files, "
+            f"{len(result.warnings)} warnings); read it with: nicpath analyze {result.out}"
+        ]
     )
 
 
@@ -471,13 +532,14 @@ class BatchProgress:
             for finding in result.findings:
                 sys.stdout.write(json.dumps(finding, default=str, separators=(",", ":")) + "\n")
             sys.stdout.flush()
-        line = progress_line(result, done, total)
+        first, *trace = progress_line(result, done, total)
+        lines = [f"nicpath batch: {first}", *trace]
         if self.bar is not None:
             if not result.ok:
-                self.bar.write(f"nicpath batch: {line}", file=sys.stderr)
+                self.bar.write("\n".join(map(terminal_text, lines)), file=sys.stderr)
             self.bar.update(1)
         else:
-            click.echo(f"nicpath batch: {line}", err=True)
+            echo_lines(lines, err=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -536,5 +598,5 @@ def batch(ctx, dirs, out, jobs, fail_on, fmt, scheduler) -> None:
     finally:
         progress.close()
     if fmt == "text":
-        click.echo("\n".join(summary_lines(result)))
+        echo_lines(summary_lines(result))
     ctx.exit(result.exit_code(kinds))

@@ -1,11 +1,20 @@
 """Parquet files of the event table and of the tables derived from it: one set of encodings
 (zstd, dictionaries and statistics where queries use them, deltas for growing columns), and a
-writer that streams row groups from a background thread."""
+writer that streams row groups from a background thread.
+
+Every file is written under a temporary name beside its own and renamed onto it once closed,
+so a reader (or a run that stops half-way) finds the previous file or the new one, whole,
+never a file without its footer.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
+import uuid
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,9 +22,31 @@ import pyarrow.parquet as pq
 from ..schema import EVENT_SCHEMA
 
 
-def write_parquet(table: pa.Table, path: str) -> None:
+def temporary_name(path: str | os.PathLike) -> str:
+    """A name beside ``path`` for writing it: the same directory, so the final rename is
+    atomic; a leading dot, so dataset readers (pyarrow, DuckDB globs, Spark) pass it over."""
+    head, tail = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+@contextlib.contextmanager
+def replaced(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary name to write ``path`` under: renamed onto ``path`` when the block ends,
+    removed when it raises (``path`` keeps what it held)."""
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    os.replace(tmp, path)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:
     """The table as Parquet, schema metadata included (addresses stay 16-byte binary)."""
-    pq.write_table(table, path, compression=PARQUET_COMPRESSION)
+    with replaced(path) as tmp:
+        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
 
 
 #: zstd at its default level: as fast to write here as snappy or none, files a third smaller.
@@ -40,11 +71,18 @@ class ParquetStream:
     """Writes an event stream to one Parquet file in row groups of ``ROW_GROUP_ROWS``, in a
     background thread: Parquet encoding releases the GIL, so it overlaps with decoding the next
     block, and a capture of any size is written in flat memory (at most ``depth`` row groups
-    queued)."""
+    queued).
 
-    def __init__(self, path: str, schema: pa.Schema, *, depth: int = 2) -> None:
+    The file is written under a temporary name and renamed onto ``path`` by ``close``, also
+    when the stream stopped on an error: ``path`` then holds the rows written so far, a valid
+    file. Should the writing itself fail, the temporary file goes and ``path`` is left as it
+    was."""
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, depth: int = 2) -> None:
+        self.path = os.fspath(path)
+        self.tmp = temporary_name(self.path)
         self.writer = pq.ParquetWriter(
-            path,
+            self.tmp,
             schema,
             compression=PARQUET_COMPRESSION,
             use_dictionary=[n for n in schema.names if n in DICTIONARY_COLUMNS],
@@ -80,12 +118,20 @@ class ParquetStream:
         self.gathered, self.gathered_rows = [], 0
 
     def close(self) -> None:
-        self._send()
-        self.queue.put(None)
-        self.thread.join()
-        self.writer.close()
-        if self.error is not None:
-            raise self.error
+        """Write what is gathered, close the file and rename it onto ``path``."""
+        try:
+            if self.error is None:
+                self._send()
+            self.queue.put(None)
+            self.thread.join()
+            self.writer.close()
+            if self.error is not None:
+                raise self.error
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+            raise
+        os.replace(self.tmp, self.path)
 
     def __enter__(self) -> ParquetStream:
         return self

@@ -3,13 +3,15 @@
 The page holds what the text report holds (what each input held and what was skipped, which
 detectors ran, every finding with its evidence) and, for each flow with findings, its picture
 (``analyzer.plot``), interactive. Vega-Embed's JavaScript is inlined once and the charts'
-data sit in their specs, so the file opens from disk without a network.
+data sit in their specs, so the file opens from disk without a network. Every text from the
+inputs (card, file and hook names, summaries) is escaped for where it sits: by Jinja in the
+HTML (its control characters first written as the terminal writes them), by ``script_json``
+in the specs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from typing import Any
 
@@ -17,8 +19,10 @@ from .. import __version__
 from ..analysis.result import Analysis
 from ..detectors.base import flow_text
 from ..errors import NicpathError
+from ..events.parquet import replaced
 from ..render import ts_text
-from .plot import flow_chart
+from .escape import script_json, terminal_text
+from .plot import EMBED_OPTIONS, flow_chart, vega_embed_bundle
 from .records import counts_lines
 
 PAGE = """<!DOCTYPE html>
@@ -92,23 +96,6 @@ const embedOptions = {{ embed_options }};
 </html>
 """
 
-#: Only what works offline: export to PNG/SVG, no links to the online editor.
-EMBED_OPTIONS = {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
-
-
-def _script_json(value: Any) -> str:
-    """JSON safe inside a <script> element."""
-    return json.dumps(value, default=str).replace("</", "<\\/")
-
-
-def _vega_embed_bundle() -> str:
-    """Vega, Vega-Lite and Vega-Embed as one script, from vl-convert (no download)."""
-    import altair as alt
-    import vl_convert
-
-    vl_version = "_".join(alt.SCHEMA_VERSION.split(".")[:2])
-    return vl_convert.javascript_bundle(vl_version=vl_version).replace("</script", "<\\/script")
-
 
 def _finding_view(f) -> dict[str, Any]:
     return {
@@ -125,6 +112,14 @@ def _finding_view(f) -> dict[str, Any]:
     }
 
 
+def _shown(value: Any) -> Any:
+    """A text as the page shows it: as the terminal would (escapes for control characters);
+    Markup (the scripts and specs, escaped for <script> already) as it is."""
+    if isinstance(value, str) and not hasattr(value, "__html__"):
+        return terminal_text(value)
+    return value
+
+
 def html_report(analysis: Analysis, *, title: str | None = None) -> str:
     """The page as text (see the module docstring)."""
     try:
@@ -139,7 +134,7 @@ def html_report(analysis: Analysis, *, title: str | None = None) -> str:
             {
                 "flow_id": flow_id,
                 "flow": flow_text(analysis.context.flow_info[flow_id]),
-                "spec": _script_json(flow_chart(analysis, flow_id).to_dict()),
+                "spec": script_json(flow_chart(analysis, flow_id).to_dict()),
                 "findings": [f for f in findings if f["flow_id"] == flow_id],
             }
         )
@@ -150,7 +145,10 @@ def html_report(analysis: Analysis, *, title: str | None = None) -> str:
         if line.startswith("clock:")
     ]
     n_flows = len(analysis.tables.flows)
-    env = jinja2.Environment(autoescape=True)
+    # Every text shown goes through terminal_text (a control character in a card name shows as
+    # \033, as in the terminal and the pictures), then Jinja's HTML escaping; the scripts and
+    # specs are Markup, escaped for their <script> already.
+    env = jinja2.Environment(autoescape=True, finalize=_shown)
     return env.from_string(PAGE).render(
         title=title or ", ".join(sorted({os.path.dirname(c["path"]) or c["path"] for c in counts})),
         version=__version__,
@@ -163,12 +161,14 @@ def html_report(analysis: Analysis, *, title: str | None = None) -> str:
         findings=findings,
         n_flows=n_flows,
         charts=[{**c, "spec": Markup(c["spec"])} for c in charts],
-        script=Markup(_vega_embed_bundle()) if charts else "",
-        embed_options=Markup(_script_json(EMBED_OPTIONS)),
+        script=Markup(vega_embed_bundle()) if charts else "",
+        embed_options=Markup(script_json(EMBED_OPTIONS)),
     )
 
 
 def write_html(analysis: Analysis, path: str | os.PathLike) -> None:
-    """Write ``html_report`` to ``path`` (UTF-8)."""
-    with open(path, "w", encoding="utf-8") as out:
-        out.write(html_report(analysis))
+    """Write ``html_report`` to ``path`` (UTF-8), whole or not at all: under a temporary name,
+    then renamed."""
+    page = html_report(analysis)
+    with replaced(os.fspath(path)) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(page)

@@ -9,7 +9,10 @@ own, from its first to its last packet.
 
 The chart is a Vega-Lite spec built with Altair: one spec gives both the static PNG or SVG
 (rendered by vl-convert, no browser needed) and the interactive HTML (Vega-Embed with the
-JavaScript inlined, so the file opens without a network; tooltips, zoom and pan on time).
+JavaScript inlined, so the file opens without a network; tooltips, zoom and pan on time). The
+HTML page is nicpath's own, not Altair's ``save``: the spec holds card and file names from the
+inputs, and Altair writes it into the page's script unescaped (a card named ``</script>...``
+would be markup), where ``script_json`` escapes it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import pandas as pd
 from ..analysis.result import Analysis
 from ..detectors.base import flow_text
 from ..errors import NicpathError
+from ..events.parquet import replaced
 from ..render import endpoint, tcp_flags_text, ts_text
+from .escape import script_json, terminal_text
 from .timeline import timeline_rows
 
 #: Mark colour per direction (ColorBrewer Dark2: distinct in print and for colour-blind eyes).
@@ -63,7 +68,10 @@ def _lane_key(card: str, hook: str | None) -> tuple:
 
 
 def lane_name(card: str, hook: str | None) -> str:
-    return f"{card} {hook}" if hook else f"{card} capture"
+    """The lane's label. Card and hook names come from the inputs: shown as the terminal shows
+    them (``terminal_text``), since a control character in a label aborts vl-convert's
+    renderer (it panics building the SVG) and would be invisible in the browser."""
+    return terminal_text(f"{card} {hook}" if hook else f"{card} capture")
 
 
 def flow_marks(analysis: Analysis, flow_id: int) -> tuple[pd.DataFrame, list[str], int]:
@@ -95,7 +103,8 @@ def flow_marks(analysis: Analysis, flow_id: int) -> tuple[pd.DataFrame, list[str
             "direction": rows["direction"].astype(object).fillna("unknown").to_numpy(),
             "packet": [what.get(int(p), "") for p in rows["packet_id"]],
             "evidence": [
-                f"{s}#{int(r)}" for s, r in zip(rows["source"], rows["record"], strict=True)
+                terminal_text(f"{s}#{int(r)}")
+                for s, r in zip(rows["source"], rows["record"], strict=True)
             ],
         }
     )
@@ -116,7 +125,7 @@ def flow_chart(analysis: Analysis, flow_id: int):
         {
             "t": (int(r.ts) - start) / 1e9,
             "time": ts_text(int(r.ts)),
-            "label": f"{r.previous_card} → {r.card}",
+            "label": terminal_text(f"{r.previous_card} → {r.card}"),
         }
         for r in changes.itertuples(index=False)
     ]
@@ -126,13 +135,13 @@ def flow_chart(analysis: Analysis, flow_id: int):
             continue
         finding_rows.append(
             {
-                "lane": f"finding: {f.kind} ({' → '.join(f.ifaces)})",
+                "lane": terminal_text(f"finding: {f.kind} ({' → '.join(f.ifaces)})"),
                 "t": f.first_ts - start / 1e9,
                 "t2": f.last_ts - start / 1e9,
                 "time": ts_text(round(f.first_ts * 1e9)),
                 "kind": f.kind,
                 "packets": f.packets,
-                "summary": f.summary,
+                "summary": terminal_text(f.summary),
             }
         )
     finding_lanes = list(dict.fromkeys(r["lane"] for r in finding_rows))
@@ -227,12 +236,76 @@ def output_format(path: str | os.PathLike) -> str:
     return suffix
 
 
+#: Only what works offline: export to PNG/SVG, no links to the online editor.
+EMBED_OPTIONS = {
+    "mode": "vega-lite",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{ title }}</title>
+<style>
+  body { font-family: sans-serif; margin: 1em; }
+  #chart.vega-embed { width: 100%; display: flex; }
+  #chart.vega-embed details, #chart.vega-embed details summary { position: relative; }
+</style>
+<script>{{ script }}</script>
+</head>
+<body>
+<div id="chart"></div>
+<script>
+vegaEmbed("#chart", {{ spec }}, {{ embed_options }})
+  .catch(err => { document.getElementById("chart").textContent = String(err); });
+</script>
+</body>
+</html>
+"""
+
+
+def vega_embed_bundle() -> str:
+    """Vega, Vega-Lite and Vega-Embed as one script, from vl-convert (no download)."""
+    alt = _altair()
+    import vl_convert
+
+    vl_version = "_".join(alt.SCHEMA_VERSION.split(".")[:2])
+    return vl_convert.javascript_bundle(vl_version=vl_version).replace("</script", "<\\/script")
+
+
+def chart_page(chart: Any) -> str:
+    """The chart as one self-contained interactive page: every text of the spec escaped for
+    the <script> it sits in, the title for HTML."""
+    try:
+        import jinja2
+        from markupsafe import Markup
+    except ImportError:
+        raise NicpathError("pictures need the plot extra: pip install 'nicpath[plot]'") from None
+    spec = chart.to_dict()
+    title = spec.get("title", {})
+    text = title.get("text", "") if isinstance(title, dict) else str(title)
+    return (
+        jinja2.Environment(autoescape=True)
+        .from_string(PAGE)
+        .render(
+            title=text or "nicpath",
+            script=Markup(vega_embed_bundle()),
+            spec=Markup(script_json(spec)),
+            embed_options=Markup(script_json(EMBED_OPTIONS)),
+        )
+    )
+
+
 def save_chart(chart: Any, path: str | os.PathLike) -> None:
-    """Write the chart as ``.html`` (self-contained, interactive), ``.png`` or ``.svg``."""
+    """Write the chart as ``.html`` (self-contained, interactive), ``.png`` or ``.svg``; the
+    file appears whole or not at all (written under a temporary name, then renamed)."""
     suffix = output_format(path)
-    if suffix == ".html":
-        chart.save(os.fspath(path), format="html", inline=True)
-    elif suffix == ".png":
-        chart.save(os.fspath(path), format="png", scale_factor=2)
-    else:
-        chart.save(os.fspath(path), format="svg")
+    with replaced(os.fspath(path)) as tmp:
+        if suffix == ".html":
+            with open(tmp, "w", encoding="utf-8") as out:
+                out.write(chart_page(chart))
+        elif suffix == ".png":
+            chart.save(tmp, format="png", scale_factor=2)
+        else:
+            chart.save(tmp, format="svg")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ..analysis.result import NO_NAT, Analysis
 from ..detectors.base import flow_text
-from ..events.parquet import write_parquet
+from ..events.parquet import temporary_name, write_parquet
 from ..render import proto_name
 from ..schema import addr_text, words_to_bytes
 from .records import counts_lines
@@ -101,14 +102,37 @@ def flows_table(analysis: Analysis, block: int = 65536) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def write_parquet_dir(analysis: Analysis, directory: str, *, events: bool = True) -> None:
-    """``events.parquet``, ``flows.parquet``, ``findings.parquet`` (schemas in docs/outputs.md);
-    ``events=False`` when ``analyze(events_parquet=...)`` wrote the event table as it streamed."""
+#: The files of ``nicpath analyze --parquet DIR``.
+PARQUET_FILES = ("events.parquet", "flows.parquet", "findings.parquet")
+
+
+def write_parquet_dir(
+    analysis: Analysis, directory: str, *, events_file: str | None = None
+) -> None:
+    """``events.parquet``, ``flows.parquet``, ``findings.parquet`` (schemas in docs/findings.md).
+
+    ``events_file``: the event table already written (``analyze(events_parquet=...)`` streams
+    it), moved in with the others; else the analysis' table is written. All three are written
+    under temporary names first and renamed into place together at the end, so a failure
+    leaves the previous run's files, never new events beside old flows.
+    """
     os.makedirs(directory, exist_ok=True)
-    if events:
-        write_parquet(analysis.events.events, os.path.join(directory, "events.parquet"))
-    pq.write_table(flows_table(analysis), os.path.join(directory, "flows.parquet"))
-    pq.write_table(findings_table(analysis), os.path.join(directory, "findings.parquet"))
+    staged: dict[str, str] = {}
+    try:
+        if events_file is None:
+            events_file = temporary_name(os.path.join(directory, "events.parquet"))
+            write_parquet(analysis.events.events, events_file)
+        staged["events.parquet"] = events_file
+        for name, table in (("flows.parquet", flows_table), ("findings.parquet", findings_table)):
+            staged[name] = temporary_name(os.path.join(directory, name))
+            pq.write_table(table(analysis), staged[name])
+    except BaseException:
+        for tmp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    for name in PARQUET_FILES:
+        os.replace(staged[name], os.path.join(directory, name))
 
 
 def write_json(analysis: Analysis, out: TextIO) -> None:
