@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from analyzer.errors import InputError
@@ -401,3 +403,90 @@ def test_martian_lines_with_times_that_are_no_date_keep_no_time(tmp_path):
     assert [m.ts for m in got] == [None, None, None, None]
     got = martians.parse_lines(lines, source="x", boot_time=1000.0)
     assert [m.ts for m in got] == [None, None, None, 1005 * 10**9]
+
+
+# --- the block reader (logfast) against the line-by-line reader ----------------------------
+
+SAMPLE_LOGS = sorted(
+    str(p) for p in (Path(__file__).parent.parent / "samples").glob("*/kern.*") if p.is_file()
+)
+ODD_BODIES = [
+    SEED_OUT,
+    SEED_IN,
+    SEED_OUT.replace("ACK PSH", "SYN") + "UID=0 GID=0 MARK=0x2a ",
+    SEED_OUT.replace("TTL=64", "TTL=300"),
+    SEED_OUT.replace("SPT=42244", "SPT=70000"),
+    SEED_OUT.replace("DF ", "DF MF "),
+    SEED_OUT.replace("ID=5783 DF", "ID=5783 DF FRAG:12"),
+    SEED_OUT.replace("DF ", "DF OPT (0101080A) "),
+    SEED_IN.replace("MAC=e6:44", "PHYSIN=veth0 MAC=e6:44"),
+    SEED_OUT.replace("172.16.70.15", "300.1.1.1"),
+    "[FILTER-OUTPUT u] IN= OUT=eth1 SRC=10.0.0.1 DST=10.0.0.2 LEN=33 TOS=0x00 PREC=0x00 TTL=64 "
+    "ID=9 PROTO=UDP SPT=5353 DPT=53 LEN=13 ",
+    "[FILTER-OUTPUT u] IN= OUT=eth1 SRC=10.0.0.1 DST=10.0.0.2 LEN=33 TOS=0x00 PREC=0x00 TTL=64 "
+    "ID=9 PROTO=UDPLITE SPT=5353 DPT=53 LEN=13 ",
+    "[FILTER-OUTPUT i] IN= OUT=eth1 SRC=10.0.0.1 DST=10.0.0.2 LEN=84 TOS=0x00 PREC=0x00 TTL=64 "
+    "ID=1 DF PROTO=ICMP TYPE=8 CODE=0 ID=77 SEQ=3 ",
+    "[FILTER-INPUT i] IN=eth1 OUT= SRC=10.0.0.9 DST=10.0.0.1 LEN=112 TOS=0x00 PREC=0xC0 TTL=64 "
+    "ID=5 PROTO=ICMP TYPE=3 CODE=3 [SRC=10.0.0.1 DST=10.0.0.2 LEN=84 TOS=0x00 PREC=0x00 TTL=64 "
+    "ID=1 DF PROTO=UDP SPT=1 DPT=2 LEN=64 ] ",
+    "[FILTER-OUTPUT 6] IN= OUT=eth1 SRC=fd00:0000:0000:0000:0000:0000:0000:0001 "
+    "DST=fd00:0000:0000:0000:0000:0000:0000:0002 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL=12345 "
+    "PROTO=TCP SPT=1 DPT=2 SEQ=1 ACK=0 WINDOW=64800 RES=0x00 SYN URGP=0 ",
+    "[FILTER-OUTPUT 6] IN= OUT=eth1 SRC=fd00:0000:0000:0000:0000:0000:0000:0001 "
+    "DST=fd00:0000:0000:0000:0000:0000:0000:0002 LEN=64 TC=0 HOPLIMIT=64 FLOWLBL=0 "
+    "PROTO=ICMPv6 TYPE=128 CODE=0 ID=5 SEQ=1 ",
+    "[FILTER-OUTPUT 6] IN= OUT=eth1 SRC=fd00:0000:0000:0000:0000:0000:0000:0001 "
+    "DST=fd00:0000:0000:0000:0000:0000:0000:0002 LEN=64 TC=0 HOPLIMIT=64 FLOWLBL=0 "
+    "PROTO=ICMPv6 TYPE=135 CODE=0 ",
+    "x=y IN= OUT=eth1 " + SEED_OUT.split("OUT=enp0s3 ", 1)[1],
+    "IN=IN= OUT=eth1 " + SEED_OUT.split("OUT=enp0s3 ", 1)[1],
+]
+STAMPS = [
+    "[ 8716.650862] ",
+    "[99999999999999.000000] ",
+    "Nov 24 21:50:01 host kernel: ",
+    "Nov 24 21:50:01 host ulogd[3]: ",
+    "Nov 24 21:50:01 host ",
+    "Feb 30 21:50:01 host kernel: ",
+    "2026-11-24T21:50:01.123456+0100 host kernel: ",
+    "2026-11-24 21:50:01 host kernel: ",
+    "2026-02-29T21:50:01Z host kernel: ",
+    "2263-01-01T00:00:00.000000+0000 host kernel: ",
+    "[Tue Nov 24 21:50:01 2026] ",
+    "[Mon Feb 30 00:00:00 2026] ",
+    "Nov 24 21:50:01 host kernel: [ 8716.650862] ",
+]
+
+
+def _both_readers(lines, monkeypatch, **kw):
+    """Rows and report of the block reader, and of the line-by-line reader alone."""
+    fast, fast_report = kernlog.parse_lines(lines, source="t.log", **kw)
+    with monkeypatch.context() as m:
+        m.setattr(kernlog.logfast, "parse", lambda *_: kernlog.logfast._empty())
+        slow, slow_report = kernlog.parse_lines(lines, source="t.log", **kw)
+    return (fast.to_pylist(), fast_report), (slow.to_pylist(), slow_report)
+
+
+def _same_reports(a, b):
+    assert (a.records, a.used, a.skipped, a.warnings) == (b.records, b.used, b.skipped, b.warnings)
+    assert a.detail == b.detail and (a.first_ns, a.last_ns) == (b.first_ns, b.last_ns)
+
+
+@pytest.mark.parametrize("path", SAMPLE_LOGS, ids=lambda p: "/".join(Path(p).parts[-2:]))
+def test_the_block_reader_gives_every_sample_line_the_row_of_the_line_reader(path, monkeypatch):
+    lines = Path(path).read_text().splitlines()
+    (fast, fr), (slow, sr) = _both_readers(lines, monkeypatch, boot_time=1e9, year=2026)
+    assert fast == slow
+    _same_reports(fr, sr)
+    taken = kernlog.logfast.parse(pa.array(lines), 2026).rows
+    assert len(taken) >= 0.5 * len(slow) > 0  # the block reader did read most (not PHYSIN=)
+
+
+def test_odd_lines_and_every_cut_of_them_read_the_same_by_both_readers(monkeypatch):
+    lines = [stamp + body for stamp in STAMPS for body in ODD_BODIES]
+    lines += [line[:k] for line in lines[:: len(ODD_BODIES) + 1] for k in range(len(line))]
+    for boot in (None, 1e9, 9.2e9):
+        (fast, fr), (slow, sr) = _both_readers(lines, monkeypatch, boot_time=boot, year=2026)
+        assert fast == slow
+        _same_reports(fr, sr)

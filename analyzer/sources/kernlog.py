@@ -36,10 +36,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import InputError
 from ..schema import EVENT_SCHEMA, addr_bytes, conform
+from . import logfast
 from .base import SourceReport
 from .capture import concat, cut_warning, open_maybe_gzip, read_block, record_span
 
@@ -420,6 +423,16 @@ BAD_STAMP = "time stamp is no valid date"
 OUT_OF_RANGE = "time outside 1677-2262"
 
 
+def _counts(values: pa.Array, codes: bool = False) -> tuple[list, np.ndarray]:
+    """The distinct values of a string array and their counts, or (``codes``) each row's
+    position among them."""
+    if codes:
+        encoded = values.dictionary_encode()
+        return encoded.dictionary.to_pylist(), np.asarray(encoded.indices)
+    found = pc.value_counts(values)
+    return found.field("values").to_pylist(), np.asarray(found.field("counts"))
+
+
 class _Parser:
     """LOG lines to event rows, a chunk of lines at a time; the report is filled as it goes."""
 
@@ -457,19 +470,25 @@ class _Parser:
         return None
 
     def chunk(self, lines: Iterable[tuple[int, str]]) -> pa.Table:
-        """Event rows of numbered lines; every line is used or counted as skipped."""
+        """Event rows of numbered lines; every line is used or counted as skipped. The common
+        shapes are read a block at a time (``logfast``), the rest line by line."""
         report = self.report
+        numbered = [(no, raw.rstrip("\r\n")) for no, raw in lines]
+        fast = logfast.parse(pa.array([line for _, line in numbered], pa.string()), self.year)
+        fast_rows, taken = self._fast(fast, np.array([no for no, _ in numbered], np.int64))
         cols: dict[str, list] = {c: [] for c in COLUMNS}
         used = 0
-        for no, raw in lines:
+        for k, (no, line) in enumerate(numbered):
             report.records += 1
-            row = self._row(no, raw.rstrip("\r\n"))
+            if taken[k]:
+                continue
+            row = self._row(no, line)
             if row is None:
                 continue
             for c in COLUMNS:
                 cols[c].append(row.get(c))
             used += 1
-        report.used += used
+        report.used += used + fast_rows.num_rows
         self._detail()
         columns: dict = dict(cols)
         columns["ts"] = pa.array(cols["ts"], pa.int64()).cast(EVENT_SCHEMA.field("ts").type)
@@ -479,8 +498,71 @@ class _Parser:
             columns[name] = pa.array(cols[name], pa.binary(6))
         columns["source"] = [self.source] * used
         table = conform(columns, used)
+        if fast_rows.num_rows:
+            table = concat([table, fast_rows]).sort_by("record")
         record_span(report, table)
         return table
+
+    def _fast(self, fast: logfast.Parsed, numbers: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The rows of the lines ``logfast`` read, and which lines of the block those are; what
+        ``_row`` would give them (a line whose time ``ts`` cannot hold is left to ``_row``)."""
+        taken = np.zeros(len(numbers), dtype=bool)
+        raw = fast.uptime >= 0
+        boot = self.boot_ns or 0
+        fits = ~raw | (fast.uptime <= NS_MAX - max(boot, 0))
+        keep = np.flatnonzero(fits)
+        n = len(keep)
+        if not n:
+            return conform({}, 0), taken
+        taken[fast.rows[keep]] = True
+        at = pa.array(keep)
+        raw = raw[keep]
+        if raw.any() and self.boot_ns is None and not self.no_boot_warned:
+            self.report.warnings.append(
+                f"{self.source}: raw dmesg times are seconds since boot; no boot time given"
+            )
+            self.no_boot_warned = True
+        self.text_lines += n
+        self.renderings.update(fast.rendering[k] for k in keep.tolist())
+        tags = fast.tag.take(at)  # an expression's group that matched nothing is empty
+        for tag, count in zip(*_counts(tags.filter(pc.not_equal(tags, ""))), strict=True):
+            self.tags[tag] += int(count)
+        prefix = fast.prefix.take(at)
+        in_dev, out_dev = fast.in_iface.take(at), fast.out_iface.take(at)
+        names, index = _counts(prefix, codes=True)
+        hooks = [self.hooks(name) for name in names]
+        counts = np.bincount(index, minlength=len(names))
+        for name, hook, count in zip(names, hooks, counts, strict=True):
+            if hook is None:
+                self.unknown[name] += int(count)
+        known = np.array([h is not None for h in hooks], dtype=bool)[index]
+        hook = np.array([h or "unknown" for h in hooks], dtype=object)[index]
+        by_hook = np.array(
+            [HOOK_DIRECTION.get(h.split("/")[-1].upper(), "unknown") if h else "" for h in hooks],
+            dtype=object,
+        )[index]
+        has_in = np.asarray(pc.not_equal(in_dev, ""))
+        has_out = np.asarray(pc.not_equal(out_dev, ""))
+        by_devs = np.where(has_out & ~has_in, "out", np.where(has_in & ~has_out, "in", "unknown"))
+        direction = np.where(known, by_hook, by_devs)
+        uptime = fast.uptime[keep]
+        columns: dict = {name: values.take(at) for name, values in fast.fields.items()}
+        columns |= {
+            "ts": np.where(raw, uptime + boot, fast.wall[keep]),
+            "uptime_ns": pa.array(uptime, mask=~raw),
+            "ts_basis": np.where(raw, "boot", "wallclock"),
+            "record": numbers[fast.rows[keep]],
+            "point": hook,
+            "hook": hook,
+            "iface": pc.if_else(pa.array(direction != "in"), out_dev, in_dev),
+            "direction": direction,
+            "in_iface": in_dev,
+            "out_iface": out_dev,
+            "log_prefix": prefix,
+            "source": pa.array([self.source]).take(pa.array(np.zeros(n, np.int64))),
+        }
+        columns["ts"] = pa.array(columns["ts"]).cast(EVENT_SCHEMA.field("ts").type)
+        return conform(columns, n), taken
 
     def _row(self, no: int, line: str) -> dict | None:
         report = self.report
