@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:  # pandas is imported when logs are aligned: `nicpath events` starts faster
     import pandas as pd
@@ -60,6 +61,10 @@ MATCH_KEYS = (
     "icmp_seq",
 )
 KEY_COLUMNS = ["src_hi", "src_lo", "dst_hi", "dst_lo", *MATCH_KEYS]
+#: What a NAT rewrites: a line and a packet of one content with another tuple are twins.
+TUPLE_COLUMNS = ["src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"]
+#: ``direction`` as a code; 0 (not known) pairs with either way.
+WAYS = ("unknown", "in", "out")
 NS = 1_000_000_000
 #: The coarse search window: a whole-second stamp puts its packet anywhere in one second.
 COARSE_NS = NS
@@ -249,11 +254,8 @@ def _numbers(table: pa.Table, name: str) -> np.ndarray:
     return integers(table.column(name), -1)
 
 
-def _keyed(table: pa.Table) -> pd.DataFrame:
-    """Packet-identity columns as plain int64 (addresses as two words; null as -1), with the
-    card each row names and its time."""
-    import pandas as pd
-
+def _key_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    """Packet-identity columns as plain int64 (addresses as two words; null as -1)."""
     from ..schema import addr_words
 
     cols: dict[str, np.ndarray] = {}
@@ -262,54 +264,132 @@ def _keyed(table: pa.Table) -> pd.DataFrame:
         cols[f"{name}_hi"], cols[f"{name}_lo"] = w[:, 0], w[:, 1]
     for c in (*MATCH_KEYS, "tcp_seq"):
         cols[c] = _numbers(table, c)
+    return cols
+
+
+def _way_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """``direction`` as its position in ``WAYS`` (0 for null or anything else)."""
+    found = pc.index_in(column.cast(pa.string()), value_set=pa.array(WAYS))
+    return np.asarray(pc.fill_null(found, 0)).astype(np.int8)
+
+
+def _card_names(column: pa.ChunkedArray) -> set[str]:
+    return {name for name in pc.unique(column.cast(pa.string())).to_pylist() if name}
+
+
+def _card_codes(column: pa.ChunkedArray, names: list[str]) -> np.ndarray:
+    """Each row's card as its position in ``names`` (-1 for none)."""
+    found = pc.index_in(column.cast(pa.string()), value_set=pa.array(names, pa.string()))
+    return np.asarray(pc.fill_null(found, -1)).astype(np.int64)
+
+
+def _keyed(table: pa.Table, names: list[str]) -> pd.DataFrame:
+    """``_key_columns`` with the card each row names (``_card_codes``), its way and its time."""
+    import pandas as pd
+
+    cols = _key_columns(table)
     cols["ts_ns"] = table.column("ts").cast(pa.int64()).to_numpy()
-    iface = table.column("iface").combine_chunks()
-    cols["card"] = np.asarray(iface.cast(pa.string()).fill_null("").to_pylist(), dtype=object)
-    direction = table.column("direction").combine_chunks().cast(pa.string()).fill_null("unknown")
-    cols["way"] = np.asarray(direction.to_pylist(), dtype=object)
+    cols["card"] = _card_codes(table.column("iface"), names)
+    cols["way"] = _way_codes(table.column("direction"))
     return pd.DataFrame(cols)
 
 
-def _card_bits(cards: np.ndarray, index: dict[str, int]) -> np.ndarray:
-    """Each card name as one bit (its position in ``index``, modulo 64; none for no card)."""
-    codes = np.fromiter((index.get(c, -1) for c in cards.tolist()), np.int64, len(cards))
+def _card_bits(codes: np.ndarray) -> np.ndarray:
+    """Each card (``_card_codes``) as one bit, modulo 64; none for no card."""
     bits = np.left_shift(np.uint64(1), (codes % 64).astype(np.uint64))
     return np.where(codes >= 0, bits, np.uint64(0))
 
 
-def _wire_packets(captures: pa.Table, index: dict[str, int]) -> pd.DataFrame:
-    """The captured candidates as packets: copies of one packet seen by several captures (or on
-    a card and its parent) within ``SAME_PACKET_NS`` are one, with the cards it crossed as bits
-    (``_card_bits``)."""
-    import pandas as pd
-
-    caps = _keyed(captures)
-    caps["near"], caps["far"] = endpoint_keys(captures)
-    if caps.empty:
-        return caps.assign(cards=pd.Series(dtype=np.uint64), wire_id=pd.Series(dtype=np.int64))
-    caps = caps.sort_values([*KEY_COLUMNS, "tcp_seq", "way", "ts_ns"], kind="stable")
-    caps = caps.reset_index(drop=True)
-    keys = caps[[*KEY_COLUMNS, "tcp_seq", "way"]].to_numpy()
-    ts = caps["ts_ns"].to_numpy()
-    new = np.ones(len(caps), dtype=bool)
-    new[1:] = (keys[1:] != keys[:-1]).any(axis=1) | ((ts[1:] - ts[:-1]) > SAME_PACKET_NS)
-    caps["wire_id"] = np.cumsum(new) - 1
-    bits = _card_bits(caps["card"].to_numpy(), index)
-    first = caps[new].reset_index(drop=True)
-    first["cards"] = np.bitwise_or.reduceat(bits, np.flatnonzero(new))
-    return first
-
-
-def _mixed(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """One 64-bit key per row of integer ``columns`` (a multiply-xorshift mix)."""
+def _mix(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """One 64-bit key per row of integer columns ``parts`` (a multiply-xorshift mix)."""
     mix, shift = np.uint64(0xFF51AFD7ED558CCD), np.uint64(33)
-    h = np.full(len(frame), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    h = np.full(n, 0x9E3779B97F4A7C15, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for c in columns:
-            h ^= frame[c].to_numpy().astype(np.uint64)
+        for part in parts:
+            h ^= part.astype(np.uint64)
             h *= mix
             h ^= h >> shift
     return h
+
+
+def _mixed(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    return _mix([frame[c].to_numpy() for c in columns], len(frame))
+
+
+#: What aligning reads of a captured row (``wire_keys``): a few words, not the row.
+WIRE_KEYS = pa.schema(
+    [
+        ("mkey", pa.uint64()),
+        ("tuple", pa.uint64()),
+        ("near", pa.uint64()),
+        ("far", pa.uint64()),
+        ("tcp_seq", pa.int64()),
+        ("ts_ns", pa.int64()),
+        ("way", pa.int8()),
+        ("iface", pa.dictionary(pa.int32(), pa.string())),
+        ("proto", pa.int16()),
+        ("sport", pa.int32()),
+        ("dport", pa.int32()),
+        ("icmp_id", pa.int32()),
+    ]
+)
+
+
+def wire_keys(table: pa.Table) -> pa.Table:
+    """Captured rows as ``WIRE_KEYS``: their content (``KEY_COLUMNS`` mixed), tuple
+    (``TUPLE_COLUMNS`` mixed), endpoint keys, sequence number, time, way, card and ports. The
+    captures' rows a log may match are kept this way while the captures stream by."""
+    cols = _key_columns(table)
+    n = table.num_rows
+    near, far = endpoint_keys(table)
+    iface = table.column("iface").cast(WIRE_KEYS.field("iface").type)
+    return pa.table(
+        {
+            "mkey": _mix([cols[c] for c in KEY_COLUMNS], n),
+            "tuple": _mix([cols[c] for c in TUPLE_COLUMNS], n),
+            "near": near,
+            "far": far,
+            "tcp_seq": cols["tcp_seq"],
+            "ts_ns": table.column("ts").cast(pa.int64()),
+            "way": _way_codes(table.column("direction")),
+            "iface": iface,
+            "proto": cols["proto"].astype(np.int16),
+            "sport": cols["sport"].astype(np.int32),
+            "dport": cols["dport"].astype(np.int32),
+            "icmp_id": cols["icmp_id"].astype(np.int32),
+        },
+        schema=WIRE_KEYS,
+    )
+
+
+def _wire_packets(captures: pa.Table, names: list[str]) -> pd.DataFrame:
+    """The captured candidates (``WIRE_KEYS``) as packets: copies of one packet seen by several
+    captures (or on a card and its parent) within ``SAME_PACKET_NS`` are one, with the cards it
+    crossed as bits (``_card_bits``)."""
+    import pandas as pd
+
+    cols = {f.name: captures.column(f.name).to_numpy() for f in WIRE_KEYS if f.name != "iface"}
+    if not captures.num_rows:
+        return pd.DataFrame(cols).assign(
+            wire_id=pd.Series(dtype=np.int64), cards=pd.Series(dtype=np.uint64)
+        )
+    cards = _card_codes(captures.column("iface"), names)
+    order = np.lexsort((cols["ts_ns"], cols["way"], cols["tcp_seq"], cols["mkey"]))
+    mkey, seq = cols["mkey"][order], cols["tcp_seq"][order]
+    way, ts = cols["way"][order], cols["ts_ns"][order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (
+        (mkey[1:] != mkey[:-1])
+        | (seq[1:] != seq[:-1])
+        | (way[1:] != way[:-1])
+        | ((ts[1:] - ts[:-1]) > SAME_PACKET_NS)
+    )
+    starts = np.flatnonzero(new)
+    first = order[starts]
+    frame = pd.DataFrame({name: values[first] for name, values in cols.items()})
+    frame["wire_id"] = np.arange(len(first), dtype=np.int64)
+    frame["cards"] = np.bitwise_or.reduceat(_card_bits(cards[order]), starts)
+    return frame
 
 
 #: Lines a file's offset is estimated from at most: spread over the file, those with the fewest
@@ -341,7 +421,7 @@ class _Candidates:
         way, wire_way = pairs["way"].to_numpy(), pairs["wire_way"].to_numpy()
         seq = pairs["tcp_seq"].to_numpy()
         ok = ((seq == -1) | (seq == pairs["wire_seq"].to_numpy())) & (
-            (way == wire_way) | (way == "unknown") | (wire_way == "unknown")
+            (way == wire_way) | (way == 0) | (wire_way == 0)
         )
         pairs = pairs[ok]
         return pairs.assign(delta=pairs["wts"].to_numpy() - self.base[pairs["log_row"].to_numpy()])
@@ -763,8 +843,9 @@ def align(
 ) -> pa.Table:
     """``logs`` on the capture clock (``ts``/``ts_basis``), each kernel message once.
 
-    ``captures`` are the captured rows LOG lines may match (``LogCandidates``); ``log_reports``
-    (path -> report) count the lines another rendering already holds as skipped."""
+    ``captures`` are the captured rows LOG lines may match, as ``wire_keys``
+    (``LogCandidates``); ``log_reports`` (path -> report) count the lines another rendering
+    already holds as skipped."""
     if not logs.num_rows:
         return logs
     log_reports = log_reports or {}
@@ -776,7 +857,8 @@ def align(
     source = np.asarray(logs.column("source").cast(pa.string()).to_pylist(), dtype=object)
     hook = np.asarray(logs.column("hook").cast(pa.string()).fill_null("").to_pylist(), dtype=object)
     record = logs.column("record").to_numpy()
-    lines = _keyed(logs)
+    names = sorted(_card_names(logs.column("iface")) | _card_names(captures.column("iface")))
+    lines = _keyed(logs, names)
     lines["log_row"] = np.arange(logs.num_rows)
     lines["base"] = base
     lines["hook"] = hook
@@ -784,16 +866,11 @@ def align(
     lines["near"], lines["far"] = endpoint_keys(logs)
     window = np.zeros((logs.num_rows, 2), dtype=np.int64)  # where an unpaired line's packet is
     placed = np.zeros(logs.num_rows, dtype=bool)
-    captures = captures.filter(pa.compute.is_valid(captures.column("ip_version")))
-    names = set(lines["card"].tolist()) | set(
-        captures.column("iface").combine_chunks().cast(pa.string()).fill_null("").to_pylist()
-    )
-    index = {name: k for k, name in enumerate(sorted(names - {""}))}
-    lines["cardbit"] = _card_bits(lines["card"].to_numpy(), index)
-    wire = _wire_packets(captures, index)
+    lines["cardbit"] = _card_bits(lines["card"].to_numpy())
+    wire = _wire_packets(captures, names)
     wire_ts = dict(zip(wire["wire_id"].tolist(), wire["ts_ns"].tolist(), strict=True))
     lines["mkey"] = _mixed(lines, KEY_COLUMNS)
-    wire["mkey"] = _mixed(wire, KEY_COLUMNS) if len(wire) else np.zeros(0, np.uint64)
+    lines["tuple"] = _mixed(lines, TUPLE_COLUMNS)
     candidates = _Candidates(lines, wire, base)
     paths = list(dict.fromkeys(source.tolist()))
     clocks = {}
@@ -862,9 +939,10 @@ def nat_links(
     rows = np.flatnonzero(unpaired)
     if not len(rows) or wire.empty:
         return []
-    cols = ["near", "far", "way", "proto", "sport", "dport", "icmp_id"]
-    cols += ["src_hi", "src_lo", "dst_hi", "dst_lo"]
-    mine = lines.iloc[rows][cols].assign(lo=window[rows, 0], hi=window[rows, 1], row=rows)
+    cols = ["near", "far", "way", "proto", "sport", "dport", "icmp_id", "tuple"]
+    mine = lines.iloc[rows][[*cols, "src_hi", "src_lo", "dst_hi", "dst_lo"]].assign(
+        lo=window[rows, 0], hi=window[rows, 1], row=rows
+    )
     # Joined on a key and a time bucket as wide as the widest window: never every packet of a
     # periodic flow with every line of it.
     width = int(max((mine["hi"] - mine["lo"]).max(), 1))
@@ -879,14 +957,11 @@ def nat_links(
     for key in ("near", "far"):
         m = mine.merge(theirs, left_on=[key, "bucket"], right_on=[f"w_{key}", "w_bucket"])
         m = m[
-            ((m["way"] == m["w_way"]) | (m["way"] == "unknown") | (m["w_way"] == "unknown"))
+            ((m["way"] == m["w_way"]) | (m["way"] == 0) | (m["w_way"] == 0))
             & (m["w_ts_ns"] >= m["lo"])
             & (m["w_ts_ns"] <= m["hi"])
         ]
-        same = np.ones(len(m), dtype=bool)
-        for c in ("sport", "dport", "src_hi", "src_lo", "dst_hi", "dst_lo"):
-            same &= m[c].to_numpy() == m[f"w_{c}"].to_numpy()
-        found.append(m[~same])
+        found.append(m[m["tuple"].to_numpy() != m["w_tuple"].to_numpy()])
     links = pd.concat(found, ignore_index=True)
     if links.empty:
         return []

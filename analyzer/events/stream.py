@@ -367,15 +367,22 @@ class LogCandidates:
         self.sent = np.zeros(len(self.logged_flows), dtype=np.int64)
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        """The rows of ``table`` a line may match, as ``clock.wire_keys``."""
         if not table.num_rows:
-            return table
+            return clock.wire_keys(table)
         near, far = clock.endpoint_keys(table)
         hit = _member(near, self.keys) | _member(far, self.keys)
         if len(self.logged_flows):
             keys = clock.sent_keys(table)
             mine = _member(keys, self.logged_flows)
             np.add.at(self.sent, np.searchsorted(self.logged_flows, keys[mine]), 1)
-        return table.filter(pa.array(hit & present(table.column("ip_version"))))
+        return clock.wire_keys(table.filter(pa.array(hit & present(table.column("ip_version")))))
+
+    @staticmethod
+    def concat(chunks: list[pa.Table]) -> pa.Table:
+        if not chunks:
+            return clock.WIRE_KEYS.empty_table()
+        return pa.concat_tables(chunks).unify_dictionaries().combine_chunks()
 
 
 def _member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -414,7 +421,7 @@ def _spill(
     sent = None
     if keep is not None:
         sent, keep.sent = keep.sent, np.zeros_like(keep.sent)
-    return path, report, concat(candidates), sent
+    return path, report, LogCandidates.concat(candidates), sent
 
 
 def _read_spill(path: str) -> Iterator[pa.Table]:
@@ -527,7 +534,9 @@ def _merged(
             report.__dict__.update(got.__dict__)
         sources = [_read_spill(path) for path, _, _, _ in done]
         if raw_logs.num_rows:
-            logs = align(concat([c for _, _, c, _ in done]), raw_logs, clock, log_reports)
+            logs = align(
+                LogCandidates.concat([c for _, _, c, _ in done]), raw_logs, clock, log_reports
+            )
             sent = [s for _, _, _, s in done if s is not None]
             # Each capture of one packet counts it: the capture that saw a flow most holds it.
             seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
