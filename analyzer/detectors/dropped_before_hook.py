@@ -86,13 +86,20 @@ def _covered(
     return out
 
 
-def _rulesets_at(ctx: Context, ts: float) -> tuple:
-    """The netfilter rulesets in force at ``ts``: of the latest moment that has some."""
-    found: tuple = ()
-    for m in ctx.netstate.moments:
-        if m.rulesets and (not found or m.taken_at is None or m.taken_at <= ts):
-            found = m.rulesets
-    return found
+def _ruleset_in_force(ctx: Context, ts: np.ndarray) -> np.ndarray:
+    """Per time (ns), which of the moments that have netfilter rulesets is in force: the latest
+    taken at or before it (one without a time counts as before), else the first; -1 where no
+    moment has one."""
+    chosen = np.full(len(ts), -1, dtype=np.int64)
+    moments = [m for m in ctx.netstate.moments if m.rulesets]
+    for k, m in enumerate(moments):
+        later = chosen < 0
+        if m.taken_at is None:
+            later[:] = True
+        else:
+            later |= m.taken_at <= ts / 1e9
+        chosen[later] = k
+    return chosen
 
 
 def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
@@ -102,44 +109,65 @@ def _logged_in_full(ctx: Context, cand: pd.DataFrame) -> pd.DataFrame:
     says so."""
     if cand.empty:
         return cand
-    keep = np.ones(len(cand), dtype=bool)
-    cached: dict[int, logrules.Coverage | None] = {}
-    src = _text(cand["src_hi"].to_numpy(), cand["src_lo"].to_numpy())
-    dst = _text(cand["dst_hi"].to_numpy(), cand["dst_lo"].to_numpy())
+    n = len(cand)
+    keep = np.ones(n, dtype=bool)
     versions = ctx.flows.set_index("flow_id")["ip_version"].reindex(cand["flow_id"]).to_numpy()
+    proto = cand["proto"].to_numpy()
     left: dict[str, int] = {}
-    unknown = False
-    whole_flows = _logged_whole(ctx)
     shares: dict[tuple[int, int], float] = {}
-    for i, (ts, proto, sport, dport, card) in enumerate(
-        zip(cand["ts"], cand["proto"], cand["sport"], cand["dport"], cand["arrival"], strict=True)
-    ):
-        rulesets = _rulesets_at(ctx, ts / 1e9)
-        cov = cached.setdefault(id(rulesets), logrules.coverage(rulesets))
-        if cov is None:
-            unknown = True
-            share = (ctx.sent_share or {}).get((int(proto), int(versions[i])))
-            if share is not None and share < WHOLE_SHARE:
-                keep[i] = False
-                left["sample"] = left.get("sample", 0) + 1
-                shares[(int(proto), int(versions[i]))] = share
-            elif cand["flow_id"].iat[i] not in whole_flows:
-                keep[i] = False
-                left["flow"] = left.get("flow", 0) + 1
-            continue
-        packet = logrules.Packet(
-            int(versions[i]),
-            int(proto),
-            src[i] or "",
-            dst[i] or "",
-            None if pd.isna(sport) else int(sport),
-            None if pd.isna(dport) else int(dport),
-            card if isinstance(card, str) else None,
+    ruled = _ruleset_in_force(ctx, cand["ts"].to_numpy())
+    moments = [m for m in ctx.netstate.moments if m.rulesets]
+    covers = {k: logrules.coverage(moments[k].rulesets) for k in np.unique(ruled[ruled >= 0])}
+    mine = (ruled < 0) | np.isin(ruled, [k for k, c in covers.items() if c is None])
+    unknown = bool(mine.any())
+    if unknown:
+        kinds = pd.DataFrame({"proto": proto[mine], "version": versions[mine]})
+        share = np.full(int(mine.sum()), np.nan)
+        for (p, v), at in kinds.groupby(["proto", "version"]).indices.items():
+            found = (ctx.sent_share or {}).get((int(p), int(v)))
+            if found is not None:
+                share[at] = found
+                if found < WHOLE_SHARE:
+                    shares[(int(p), int(v))] = found
+        sample = share < WHOLE_SHARE
+        partial = ~sample & ~np.isin(
+            cand["flow_id"].to_numpy()[mine], np.fromiter(_logged_whole(ctx), np.int64)
         )
-        how = cov.of(packet, "INPUT")
-        if how in ("sampled", "none"):
-            keep[i] = False
-            left[how] = left.get(how, 0) + 1
+        keep[np.flatnonzero(mine)[sample | partial]] = False
+        left["sample"], left["flow"] = int(sample.sum()), int(partial.sum())
+    for k, cov in covers.items():
+        if cov is None:
+            continue
+        rows = np.flatnonzero(ruled == k)
+        src = _text(cand["src_hi"].to_numpy()[rows], cand["src_lo"].to_numpy()[rows])
+        dst = _text(cand["dst_hi"].to_numpy()[rows], cand["dst_lo"].to_numpy()[rows])
+        # One question per distinct packet shape: a flow's packets ask the same.
+        shapes = pd.DataFrame(
+            {
+                "version": versions[rows],
+                "proto": proto[rows],
+                "src": [a or "" for a in src],
+                "dst": [b or "" for b in dst],
+                "sport": cand["sport"].to_numpy()[rows],
+                "dport": cand["dport"].to_numpy()[rows],
+                "card": [c if isinstance(c, str) else None for c in cand["arrival"].iloc[rows]],
+            }
+        )
+        for key, at in shapes.groupby(list(shapes.columns), dropna=False).indices.items():
+            version, p, a, b, sport, dport, card = key
+            packet = logrules.Packet(
+                int(version),
+                int(p),
+                a,
+                b,
+                None if pd.isna(sport) else int(sport),
+                None if pd.isna(dport) else int(dport),
+                card if isinstance(card, str) else None,
+            )
+            how = cov.of(packet, "INPUT")
+            if how in ("sampled", "none"):
+                keep[rows[at]] = False
+                left[how] = left.get(how, 0) + len(at)
     kind = "dropped_before_hook"
     if left.get("sampled"):
         ctx.note(
@@ -192,12 +220,20 @@ def _logged_whole(ctx: Context) -> set[int]:
     if pk.empty:
         return set()
     sent = ctx.sent & pk["wired"].to_numpy(bool)
-    logged = sent & np.fromiter((bool(c) for c in pk["logged_cards"]), bool, len(pk))
+    logged = sent & _nonempty(pk["logged_cards"])
     flows = pk["flow_id"].to_numpy()
     n_sent = pd.Series(sent).groupby(flows).sum()
     n_logged = pd.Series(logged).groupby(flows).sum()
     whole = (n_logged >= LOGGED_WHOLE) & (n_logged == n_sent)
     return set(whole.index[whole.to_numpy()].tolist())
+
+
+def _nonempty(sets: pd.Series) -> np.ndarray:
+    """Which rows of a column of tuples (categorical: each distinct tuple once) hold any."""
+    if isinstance(sets.dtype, pd.CategoricalDtype):
+        has = np.array([bool(c) for c in sets.cat.categories] + [False], dtype=bool)
+        return has[sets.cat.codes.to_numpy()]  # code -1 (missing) reads the last: False
+    return np.fromiter((bool(c) for c in sets), bool, len(sets))
 
 
 def _twins(ctx: Context, flow_ids: set[int]) -> set[int]:
@@ -243,15 +279,16 @@ def detect(ctx: Context) -> list[Finding]:
     if every_line.empty:
         return []
     on_wire_in = obs[hook.isna() & (obs["direction"] == "in")]
-    reached = set(obs.loc[at_input, "packet_id"])
-    pk = ctx.packets.set_index("packet_id")
-    cand = pk.loc[sorted(set(on_wire_in["packet_id"]) - reached)].reset_index()
+    reached = obs.loc[at_input, "packet_id"].to_numpy()
+    pk = ctx.packets
+    cand = pk[pk["packet_id"].isin(on_wire_in["packet_id"]) & ~pk["packet_id"].isin(reached)]
+    cand = cand.sort_values("packet_id", kind="stable").reset_index(drop=True)
     cand = cand[~cand["flow_id"].isin(_twins(ctx, set(cand["flow_id"])))]
     # A flow some of whose packets on a card reached INPUT is not dropped there: the route
     # check is the same for each of them; its other packets went unlogged (a sampled log).
-    passed = pk.loc[sorted(reached & set(pk.index))]
-    through = set(zip(passed["flow_id"], passed["arrival"], strict=True))
-    cand = cand[[k not in through for k in zip(cand["flow_id"], cand["arrival"], strict=True)]]
+    through = pk.loc[pk["packet_id"].isin(reached), ["flow_id", "arrival"]].drop_duplicates()
+    seen = cand[["flow_id", "arrival"]].merge(through.assign(through=True), how="left")
+    cand = cand[seen["through"].isna().to_numpy()]
     cand = _logged_in_full(ctx, cand)
     if cand.empty:
         return []

@@ -103,6 +103,8 @@ def detect(ctx: Context) -> list[Finding]:
         return []
     fl = fl[fl["nat_known"] & fl["proto"].isin(PORTED_PROTOS)]
     kind = ["proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "dport"]
+    # Only kinds with two flows or more compare anything: most flows are alone in theirs.
+    fl = fl[fl.groupby(kind, sort=False)["flow_id"].transform("size").to_numpy() >= 2]
     groups = fl.groupby(kind, sort=False)
     obs = ctx.tables.observations
     on_wire = set(obs.loc[obs["hook"].isna(), "packet_id"])

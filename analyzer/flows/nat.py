@@ -173,6 +173,18 @@ def _endpoints(fl: pd.DataFrame, flow_id: int) -> dict[str, int]:
     return {c: int(fl.at[flow_id, c]) for c in ENDPOINTS}
 
 
+def _renamed(ids: np.ndarray, into: dict[int, int]) -> np.ndarray:
+    """``ids`` with those ``into`` names replaced (a sorted lookup, not a call per row)."""
+    if not into:
+        return ids
+    keys = np.fromiter(into.keys(), np.int64, len(into))
+    values = np.fromiter(into.values(), np.int64, len(into))
+    order = np.argsort(keys)
+    keys, values = keys[order], values[order]
+    at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    return np.where(keys[at] == ids, values[at], ids)
+
+
 def _merge(
     tables: FlowTables, matches: pd.DataFrame, pairs: list[tuple[int, int]], known: set[int]
 ) -> FlowTables:
@@ -196,11 +208,12 @@ def _merge(
     packet_into = dict(zip(matched["packet_id_h"], matched["packet_id_w"], strict=True))
     coarse = matched[(matched["lo"] != -EXACT_NS) | (matched["hi"] != EXACT_NS)]
     obs.loc[coarse["obs_h"].to_numpy(), "ts"] = coarse["ts_w"].to_numpy()
-    obs["packet_id"] = obs["packet_id"].map(lambda p: packet_into.get(p, p))
+    obs["packet_id"] = _renamed(obs["packet_id"].to_numpy(np.int64), packet_into)
     # Flow ids stay 0..n-1 in order of first appearance.
     survivors = sorted({into.get(int(f), int(f)) for f in fl.index})
     dense = {f: i for i, f in enumerate(survivors)}
-    obs["flow_id"] = obs["flow_id"].map(lambda f: dense[into.get(f, f)])
+    flow_into = {int(f): dense[into.get(int(f), int(f))] for f in fl.index}
+    obs["flow_id"] = _renamed(obs["flow_id"].to_numpy(np.int64), flow_into)
     naming = {dense[k]: v for k, v in naming.items()}
     known = {dense[into.get(k, k)] for k in known}
     merged = rebuild(obs, tables.errors)
