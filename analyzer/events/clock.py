@@ -680,7 +680,7 @@ def _two_best(kept: list[tuple], new: tuple) -> list[tuple]:
 
 
 def _with_drift(
-    lines: pd.DataFrame, chosen: dict[int, int], wire_ts: dict[int, int], place: _Placement
+    lines: pd.DataFrame, chosen: dict[int, int], wire_ts: np.ndarray, place: _Placement
 ) -> _Placement | None:
     """The placement with a linear drift, when the paired lines of a precise log show one
     (a clock that runs fast or slow: its offset grows through the file)."""
@@ -688,7 +688,7 @@ def _with_drift(
     if place.whole_second or len(rows) < 10:
         return None
     base = lines.set_index("log_row").loc[rows, "base"].to_numpy()
-    delta = np.array([wire_ts[chosen[r]] for r in rows]) - base
+    delta = wire_ts[np.fromiter((chosen[r] for r in rows), np.int64, len(rows))] - base
     if base.max() - base.min() < 10 * NS:
         return None
     start = int(base.min())
@@ -703,7 +703,7 @@ def _with_drift(
 
 
 def _second_bounds(
-    lines: pd.DataFrame, chosen: dict[int, int], wire_ts: dict[int, int], place: _Placement
+    lines: pd.DataFrame, chosen: dict[int, int], wire_ts: np.ndarray, place: _Placement
 ) -> _Placement | None:
     """A whole-second log's offset bounds from all its paired lines: each packet lies in the
     second after its line's stamp moved by the offset, so the offset is at least the largest
@@ -711,8 +711,10 @@ def _second_bounds(
     of the same content) are left out, the farthest first."""
     if len(chosen) < MIN_PAIRED:
         return None
-    base = dict(zip(lines["log_row"].tolist(), lines["base"].tolist(), strict=True))
-    deltas = sorted(wire_ts[w] - base[r] for r, w in chosen.items())
+    import pandas as pd
+
+    at = pd.Index(lines["log_row"]).get_indexer(list(chosen))
+    deltas = sorted((wire_ts[list(chosen.values())] - lines["base"].to_numpy()[at]).tolist())
     while len(deltas) >= MIN_PAIRED and deltas[-1] - NS > deltas[0]:
         middle = deltas[len(deltas) // 2]
         deltas.pop(0 if middle - deltas[0] > deltas[-1] - middle else -1)
@@ -727,7 +729,7 @@ def _unambiguous(
     pairs: pd.DataFrame,
     place: _Placement,
     chosen: dict[int, int],
-    wire_ts: dict[int, int],
+    wire_ts: np.ndarray,
 ) -> dict[int, int]:
     """The pairs of a whole-second log that no other packet could take: where a line's window
     (``pairs`` hold only those), between the packets of its hook's lines before and after it,
@@ -748,7 +750,7 @@ def _unambiguous(
         .loc[picked["log_row"], "index"]
         .to_numpy()
     )
-    picked["wts"] = [wire_ts[w] for w in picked["chosen"].tolist()]
+    picked["wts"] = wire_ts[picked["chosen"].to_numpy(np.int64)]
     picked = picked.sort_values(["hook", "at"], kind="stable")
     same = picked["hook"].to_numpy()
     first = np.ones(len(picked), dtype=bool)
@@ -785,7 +787,7 @@ def _place_file(
     lines: pd.DataFrame,
     rows: np.ndarray,
     candidates: _Candidates,
-    wire_ts: dict[int, int],
+    wire_ts: np.ndarray,
 ) -> tuple[dict[int, int], _Placement | None, pd.DataFrame]:
     """Pair one file's lines (``rows`` of ``candidates.lines``; each rendering of a log on its
     own: a packet is logged once per hook in each) with packets; fill ``log`` with what was
@@ -820,7 +822,7 @@ def _place_file(
         return {}, None, pairs.iloc[:0]
     picked = np.array(list(chosen))
     base = lines.set_index("log_row").loc[picked, "base"].to_numpy()
-    residual = np.array([wire_ts[chosen[r]] for r in picked]) - place.expected(base)
+    residual = wire_ts[[chosen[r] for r in picked.tolist()]] - place.expected(base)
     if not whole:
         place.offset += int(np.median(residual))
         residual = residual - int(np.median(residual))
@@ -835,42 +837,56 @@ def _place_file(
     return chosen, place, pairs
 
 
+@dataclass
+class Placed:
+    """Per LOG row given to ``align``: its time on the capture clock, how it was found
+    (``schema.TS_BASES``), and whether it is kept (the first copy of its kernel message)."""
+
+    ts: np.ndarray
+    basis: np.ndarray
+    keep: np.ndarray
+
+
 def align(
     captures: pa.Table,
     logs: pa.Table,
     report: ClockReport,
     log_reports: dict[str, SourceReport] | None = None,
-) -> pa.Table:
-    """``logs`` on the capture clock (``ts``/``ts_basis``), each kernel message once.
+) -> Placed:
+    """Where ``logs`` (``log_keys`` of LOG rows) lie on the capture clock, each kernel message
+    once (``with_times`` applies it to the rows).
 
     ``captures`` are the captured rows LOG lines may match, as ``wire_keys``
     (``LogCandidates``); ``log_reports`` (path -> report) count the lines another rendering
     already holds as skipped."""
     if not logs.num_rows:
-        return logs
+        return Placed(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, bool))
     log_reports = log_reports or {}
     up = logs.column("uptime_ns").combine_chunks()
     raw = np.asarray(up.is_valid())
     ts = logs.column("ts").cast(pa.int64()).to_numpy().copy()
     base = np.where(raw, up.fill_null(0).to_numpy(zero_copy_only=False), ts).astype(np.int64)
-    basis = np.asarray(logs.column("ts_basis").to_pylist(), dtype=object)
-    source = np.asarray(logs.column("source").cast(pa.string()).to_pylist(), dtype=object)
-    hook = np.asarray(logs.column("hook").cast(pa.string()).fill_null("").to_pylist(), dtype=object)
+    basis = _texts(logs.column("ts_basis"))
+    source = _texts(logs.column("source"))
+    hook = _texts(logs.column("hook"))
     record = logs.column("record").to_numpy()
     names = sorted(_card_names(logs.column("iface")) | _card_names(captures.column("iface")))
     lines = _keyed(logs, names)
     lines["log_row"] = np.arange(logs.num_rows)
     lines["base"] = base
     lines["hook"] = hook
-    lines["_id"] = _message_ids(lines, logs)
+    lines["_id"] = logs.column("message").to_numpy()
     lines["near"], lines["far"] = endpoint_keys(logs)
     window = np.zeros((logs.num_rows, 2), dtype=np.int64)  # where an unpaired line's packet is
     placed = np.zeros(logs.num_rows, dtype=bool)
     lines["cardbit"] = _card_bits(lines["card"].to_numpy())
     wire = _wire_packets(captures, names)
-    wire_ts = dict(zip(wire["wire_id"].tolist(), wire["ts_ns"].tolist(), strict=True))
+    wire_ts = wire["ts_ns"].to_numpy()  # by wire id: ids are positions
     lines["mkey"] = _mixed(lines, KEY_COLUMNS)
     lines["tuple"] = _mixed(lines, TUPLE_COLUMNS)
+    # What the steps below no longer read: every file's lines are copied from these.
+    lines = lines.drop(columns=["ip_len", "ip_id", "tcp_flags", "icmp_type", "icmp_code",
+                                "icmp_seq", "ts_ns", "card"])  # fmt: skip
     candidates = _Candidates(lines, wire, base)
     paths = list(dict.fromkeys(source.tolist()))
     clocks = {}
@@ -891,7 +907,7 @@ def align(
             basis[rows] = log.basis
             if chosen:
                 picked = np.fromiter(chosen.keys(), np.int64, len(chosen))
-                ts[picked] = [wire_ts[w] for w in chosen.values()]
+                ts[picked] = wire_ts[list(chosen.values())]
                 basis[picked] = "matched"
             log.paired, log.unpaired = len(chosen), len(rows) - len(chosen)
             if file_raw:
@@ -905,8 +921,7 @@ def align(
     )
     report.input_lines = _input_lines(logs, ts, keep)
     report.logs.extend(clocks[p] for p in paths)
-    out = _with_times(logs, ts, basis)
-    return out.filter(pa.array(keep)) if not keep.all() else out
+    return Placed(ts, basis, keep)
 
 
 #: A NAT kind ties at most this many conversations into one group: past it, parts compare its
@@ -1075,16 +1090,60 @@ def _own_clock(
     )
 
 
-def _message_ids(lines: pd.DataFrame, logs: pa.Table) -> np.ndarray:
-    """One 64-bit id per line from everything the kernel printed of its packet."""
+def _message_ids(rows: pa.Table) -> np.ndarray:
+    """One 64-bit id per LOG row from everything the kernel printed of its packet: two
+    renderings of one message share it, computed a chunk at a time."""
+    cols = _key_columns(rows)
+    parts = [cols[c] for c in (*KEY_COLUMNS, "tcp_seq")]
+    for name in ("tcp_ack", "tcp_window", "ttl", "tos", "flow_label", "mark", "inner_proto"):
+        parts.append(_numbers(rows, name))
+    for name in ("iface", "hook", "in_iface", "out_iface", "log_prefix"):
+        parts.append(_text_hashes(rows.column(name)))
+    return _mix(parts, rows.num_rows)
+
+
+def _text_hashes(column: pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each text (0 for null), hashing each distinct text once."""
     import pandas as pd
 
-    frame = lines[[*KEY_COLUMNS, "tcp_seq", "card"]].copy()
-    for name in ("hook", "in_iface", "out_iface", "log_prefix"):
-        frame[name] = logs.column(name).cast(pa.string()).fill_null("").to_pylist()
-    for name in ("tcp_ack", "tcp_window", "ttl", "tos", "flow_label", "mark", "inner_proto"):
-        frame[name] = _numbers(logs, name)
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    encoded = column.cast(pa.string()).combine_chunks().dictionary_encode()
+    hashes = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+    codes = np.asarray(encoded.indices.fill_null(-1)).astype(np.int64)
+    return np.where(codes >= 0, hashes[np.maximum(codes, 0)], np.uint64(0))
+
+
+def _texts(column: pa.ChunkedArray) -> np.ndarray:
+    """A text column as an object array whose equal texts are one Python string (8 bytes a row,
+    not a string each)."""
+    encoded = column.cast(pa.string()).fill_null("").combine_chunks().dictionary_encode()
+    return np.asarray(encoded.dictionary.to_pylist(), dtype=object)[
+        np.asarray(encoded.indices).astype(np.int64)
+    ]
+
+
+#: The columns of a LOG row aligning reads (``log_keys``): the rest of the row can wait on disk.
+LOG_KEY_COLUMNS = [
+    "ts",
+    "uptime_ns",
+    "ts_basis",
+    "source",
+    "hook",
+    "record",
+    "iface",
+    "direction",
+    "src",
+    "dst",
+    "ip_version",
+    *MATCH_KEYS,
+    "tcp_seq",
+    "inner_proto",
+]
+
+
+def log_keys(rows: pa.Table) -> pa.Table:
+    """What ``align`` reads of LOG rows: ``LOG_KEY_COLUMNS`` and ``message`` (``_message_ids``)."""
+    keys = rows.select(LOG_KEY_COLUMNS)
+    return keys.append_column("message", pa.array(_message_ids(rows), pa.uint64()))
 
 
 def _from_other_logs(
@@ -1197,7 +1256,8 @@ def _first_copies(
     return keep
 
 
-def _with_times(logs: pa.Table, ts: np.ndarray, basis: np.ndarray) -> pa.Table:
+def with_times(logs: pa.Table, ts: np.ndarray, basis: np.ndarray) -> pa.Table:
+    """LOG rows with the times and bases ``align`` gave them."""
     out = logs.set_column(
         logs.schema.get_field_index("ts"),
         logs.schema.field("ts"),

@@ -30,7 +30,7 @@ from ..sources.bundle import InputFile, Inputs, collect
 from ..sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
 from ..sources.ipsnap import HostState, read_snapshots
 from . import clock
-from .clock import ClockReport, align
+from .clock import ClockReport, Placed, align
 
 
 @dataclass
@@ -473,25 +473,24 @@ def stream_events(
     host = _load_host(inputs)
     clock = ClockReport(boot_time_given=inputs.boot_time, boot_time_source=inputs.boot_time_source)
     cap_reports = [SourceReport(path=c.path, format=c.format) for c in inputs.captures]
-    log_reports: list[SourceReport] = []
-    log_tables = []
-    year = _capture_year(inputs) if inputs.logs else None
-    for item in inputs.logs:
-        table, report = kernlog.read(
-            item.path, boot_time=inputs.boot_time, year=year, hook_prefixes=hook_prefixes
-        )
-        log_tables.append(table)
-        log_reports.append(report)
-    raw_logs = concat(log_tables)
+    spill_dir = tempfile.TemporaryDirectory(prefix="nicpath-logs-")
+    try:
+        log_reports, logs = _spilled_logs(inputs, hook_prefixes, spill_dir.name)
+    except BaseException:
+        spill_dir.cleanup()
+        raise
     reports = cap_reports + log_reports
     stream = EventStream(iter(()), reports, clock, host, inputs)
 
     def chunks() -> Iterator[pa.Table]:
         emitted = 0
         logs_by_path = {r.path: r for r in log_reports}
-        for chunk in _merged(inputs, host, raw_logs, cap_reports, logs_by_path, clock, jobs):
-            emitted += chunk.num_rows
-            yield chunk
+        try:
+            for chunk in _merged(inputs, host, logs, cap_reports, logs_by_path, clock, jobs):
+                emitted += chunk.num_rows
+                yield chunk
+        finally:
+            spill_dir.cleanup()
         if not emitted:
             names = ", ".join(r.path for r in reports)
             warnings = "; ".join(w for r in reports for w in r.warnings)
@@ -505,16 +504,90 @@ def stream_events(
     return stream
 
 
+@dataclass
+class _LogSpill:
+    """One log file's LOG rows, on disk as read (an Arrow IPC stream), and what aligning them
+    reads (``clock.log_keys``) in memory: a few words a line, not the row."""
+
+    path: str
+    keys: pa.Table | None
+    rows: int
+
+
+def _spilled_logs(
+    inputs: Inputs, hook_prefixes: dict[str, str] | None, spill_dir: str
+) -> tuple[list[SourceReport], list[_LogSpill]]:
+    """Read every log a block at a time into ``_LogSpill``s, with their reports."""
+    year = _capture_year(inputs) if inputs.logs else None
+    reports, spills = [], []
+    for k, item in enumerate(inputs.logs):
+        report = SourceReport(path=item.path, format="kernlog")
+        path = os.path.join(spill_dir, f"log-{k}.arrows")
+        keys = []
+        with pa.OSFile(path, "wb") as sink, ipc.new_stream(sink, EVENT_SCHEMA) as writer:
+            for rows in kernlog.iter_read(
+                item.path,
+                report,
+                boot_time=inputs.boot_time,
+                year=year,
+                hook_prefixes=hook_prefixes,
+            ):
+                if rows.num_rows:
+                    writer.write_table(rows)
+                    keys.append(clock.log_keys(rows))
+        reports.append(report)
+        table = _concat_keys(keys)
+        spills.append(_LogSpill(path, table, table.num_rows))
+    return reports, spills
+
+
+def _concat_keys(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return clock.log_keys(EVENT_SCHEMA.empty_table())
+    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+
+
+def _placed_rows(path: str, placed: Placed) -> Iterator[pa.Table]:
+    """One log's spilled rows on the capture clock (``placed``: per row, in file order), the
+    kept ones, in time order. Lines come in file order and only a few out of time order (CPUs
+    log in parallel; whole-second stamps), so a row waits only until no later line of the file
+    can come before it: the earliest time of the lines after it."""
+    never = np.iinfo(np.int64).max
+    times = np.where(placed.keep, placed.ts, never)
+    floor = np.append(np.minimum.accumulate(times[::-1])[::-1], never)
+    pending: list[pa.Table] = []
+    at = 0
+    for chunk in _read_spill(path):
+        n = chunk.num_rows
+        mine = slice(at, at + n)
+        rows = clock.with_times(chunk, placed.ts[mine], placed.basis[mine])
+        rows = rows.filter(pa.array(placed.keep[mine]))
+        at += n
+        if rows.num_rows:
+            pending.append(rows)
+        if not pending:
+            continue
+        ready, rest = _split_at(pending, int(floor[at]))
+        if ready is not None:
+            yield ready
+        pending = [rest] if rest is not None else []
+    if pending:
+        yield _sorted(concat(pending))
+
+
 def _merged(
     inputs: Inputs,
     host: HostState | None,
-    raw_logs: pa.Table,
+    logs: list[_LogSpill],
     cap_reports: list[SourceReport],
     log_reports: dict[str, SourceReport],
     clock: ClockReport,
     jobs: int,
 ) -> Iterator[pa.Table]:
     items = inputs.captures
+    raw_logs = _concat_keys([log.keys for log in logs])
+    for log in logs:
+        log.keys = None  # held once, in raw_logs
     # One capture gains nothing from a worker: it is decoded here, block by block.
     if not raw_logs.num_rows and (jobs <= 1 or len(items) <= 1):
         rows = None if len(items) == 1 else MERGE_ROWS
@@ -534,22 +607,22 @@ def _merged(
             report.__dict__.update(got.__dict__)
         sources = [_read_spill(path) for path, _, _, _ in done]
         if raw_logs.num_rows:
-            logs = align(
-                LogCandidates.concat([c for _, _, c, _ in done]), raw_logs, clock, log_reports
-            )
+            candidates = LogCandidates.concat([c for _, _, c, _ in done])
+            placed = align(candidates, raw_logs, clock, log_reports)
+            del candidates
             sent = [s for _, _, _, s in done if s is not None]
             # Each capture of one packet counts it: the capture that saw a flow most holds it.
             seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
-            clock.sent_share = clock.logged_share(logs, keep.logged_flows, seen)
-            sources.append(_slices(_sorted(logs), MERGE_ROWS))
+            kept = raw_logs.filter(pa.array(placed.keep))
+            clock.sent_share = clock.logged_share(kept, keep.logged_flows, seen)
+            del kept, raw_logs, done, keep
+            start = 0
+            for log in logs:
+                mine = slice(start, start + log.rows)
+                start += log.rows
+                part = Placed(placed.ts[mine], placed.basis[mine], placed.keep[mine])
+                sources.append(_placed_rows(log.path, part))
         yield from merge_by_time(sources)
-
-
-def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
-    """A time-ordered table as a source of the merge, a chunk at a time: given whole, it would
-    stay pending through every round of the merge and be copied in each."""
-    for start in range(0, table.num_rows, rows):
-        yield table.slice(start, rows)
 
 
 def _capture_year(inputs: Inputs) -> int | None:
