@@ -291,7 +291,7 @@ def _keyed(table: pa.Table, names: list[str]) -> pd.DataFrame:
     cols["ts_ns"] = table.column("ts").cast(pa.int64()).to_numpy()
     cols["card"] = _card_codes(table.column("iface"), names)
     cols["way"] = _way_codes(table.column("direction"))
-    return pd.DataFrame(cols)
+    return pd.DataFrame(cols, copy=False)
 
 
 def _card_bits(codes: np.ndarray) -> np.ndarray:
@@ -362,18 +362,27 @@ def wire_keys(table: pa.Table) -> pa.Table:
     )
 
 
-def _wire_packets(captures: pa.Table, names: list[str]) -> pd.DataFrame:
-    """The captured candidates (``WIRE_KEYS``) as packets: copies of one packet seen by several
-    captures (or on a card and its parent) within ``SAME_PACKET_NS`` are one, with the cards it
-    crossed as bits (``_card_bits``)."""
+def _wire_packets(chunks: list[pa.Table], names: list[str]) -> pd.DataFrame:
+    """The captured candidates (chunks of ``WIRE_KEYS``, emptied as read) as packets: copies
+    of one packet seen by several captures (or on a card and its parent) within
+    ``SAME_PACKET_NS`` are one, with the cards it crossed as bits (``_card_bits``)."""
     import pandas as pd
 
-    cols = {f.name: captures.column(f.name).to_numpy() for f in WIRE_KEYS if f.name != "iface"}
-    if not captures.num_rows:
+    fields = [f for f in WIRE_KEYS if f.name != "iface"]
+    parts = [chunk for chunk in chunks if chunk.num_rows]
+    chunks.clear()
+    cols = {
+        f.name: np.concatenate([p.column(f.name).to_numpy() for p in parts])
+        if parts
+        else np.zeros(0, f.type.to_pandas_dtype())
+        for f in fields
+    }
+    if not parts:
         return pd.DataFrame(cols).assign(
             wire_id=pd.Series(dtype=np.int64), cards=pd.Series(dtype=np.uint64)
         )
-    cards = _card_codes(captures.column("iface"), names)
+    cards = np.concatenate([_card_codes(p.column("iface"), names) for p in parts])
+    del parts
     order = np.lexsort((cols["ts_ns"], cols["way"], cols["tcp_seq"], cols["mkey"]))
     mkey, seq = cols["mkey"][order], cols["tcp_seq"][order]
     way, ts = cols["way"][order], cols["ts_ns"][order]
@@ -386,7 +395,7 @@ def _wire_packets(captures: pa.Table, names: list[str]) -> pd.DataFrame:
     )
     starts = np.flatnonzero(new)
     first = order[starts]
-    frame = pd.DataFrame({name: values[first] for name, values in cols.items()})
+    frame = pd.DataFrame({name: values[first] for name, values in cols.items()}, copy=False)
     frame["wire_id"] = np.arange(len(first), dtype=np.int64)
     frame["cards"] = np.bitwise_or.reduceat(_card_bits(cards[order]), starts)
     return frame
@@ -848,7 +857,7 @@ class Placed:
 
 
 def align(
-    captures: pa.Table,
+    captures: list[pa.Table],
     logs: pa.Table,
     report: ClockReport,
     log_reports: dict[str, SourceReport] | None = None,
@@ -856,8 +865,9 @@ def align(
     """Where ``logs`` (``log_keys`` of LOG rows) lie on the capture clock, each kernel message
     once (``with_times`` applies it to the rows).
 
-    ``captures`` are the captured rows LOG lines may match, as ``wire_keys``
-    (``LogCandidates``); ``log_reports`` (path -> report) count the lines another rendering
+    ``captures`` are the captured rows LOG lines may match, as chunks of ``wire_keys``
+    (``LogCandidates``), the largest thing aligning holds: the list is emptied once they are
+    read into packets. ``log_reports`` (path -> report) count the lines another rendering
     already holds as skipped."""
     if not logs.num_rows:
         return Placed(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, bool))
@@ -870,7 +880,10 @@ def align(
     source = _texts(logs.column("source"))
     hook = _texts(logs.column("hook"))
     record = logs.column("record").to_numpy()
-    names = sorted(_card_names(logs.column("iface")) | _card_names(captures.column("iface")))
+    names = _card_names(logs.column("iface"))
+    for chunk in captures:
+        names |= _card_names(chunk.column("iface"))
+    names = sorted(names)
     lines = _keyed(logs, names)
     lines["log_row"] = np.arange(logs.num_rows)
     lines["base"] = base

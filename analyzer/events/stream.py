@@ -607,15 +607,16 @@ def _merged(
             report.__dict__.update(got.__dict__)
         sources = [_read_spill(path) for path, _, _, _ in done]
         if raw_logs.num_rows:
-            candidates = LogCandidates.concat([c for _, _, c, _ in done])
-            placed = align(candidates, raw_logs, clock, log_reports)
-            del candidates
             sent = [s for _, _, _, s in done if s is not None]
+            # Handed over, not kept here: align empties the list once it has their packets.
+            candidates = [c for _, _, c, _ in done]
+            done.clear()
+            placed = align(candidates, raw_logs, clock, log_reports)
             # Each capture of one packet counts it: the capture that saw a flow most holds it.
             seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
             kept = raw_logs.filter(pa.array(placed.keep))
             clock.sent_share = clock.logged_share(kept, keep.logged_flows, seen)
-            del kept, raw_logs, done, keep
+            del kept, raw_logs, keep
             start = 0
             for log in logs:
                 mine = slice(start, start + log.rows)
