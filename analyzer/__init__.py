@@ -14,8 +14,9 @@ which; ``tests/test_layout.py`` holds them to it):
 - ``outputs``: text, JSON, Parquet, HTML reports, pictures and timelines;
 - ``api``: the command line, the library functions below, batch and inspect.
 
-``errors``, ``schema`` (the event table's columns and address forms) and ``render`` (text forms
-of times, addresses and protocols) are shared by every stage; ``collect`` runs on the affected
+``errors``, ``schema`` (the event table's columns and address forms), ``render`` (text forms
+of times, addresses and protocols) and ``memory`` (the C heap's freed memory given back) are
+shared by every stage; ``collect`` runs on the affected
 host, apart from the pipeline. The public names below are each defined once, in the stage they
 belong to, and imported on first use, so ``import analyzer`` stays cheap for the command line.
 
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 #: The pipeline's packages in the order a packet travels them.
 STAGES = ("sources", "events", "flows", "kernel", "detectors", "analysis", "outputs", "api")
 #: Modules every stage may import.
-SHARED = ("errors", "schema", "render")
+SHARED = ("errors", "schema", "render", "memory")
 
 #: Public name -> the module that defines it.
 API = {

@@ -211,7 +211,7 @@ class _RecordingLibc:
 
 
 def test_parts_keep_freed_heap_memory_then_put_the_defaults_back(monkeypatch) -> None:
-    from analyzer.analysis import memory as analysis
+    from analyzer import memory as analysis
 
     libc = _RecordingLibc()
     monkeypatch.setattr(analysis, "_glibc", lambda: libc)
@@ -227,7 +227,7 @@ def test_parts_keep_freed_heap_memory_then_put_the_defaults_back(monkeypatch) ->
 
 
 def test_without_glibc_parts_run_on_the_allocator_as_it_is(monkeypatch) -> None:
-    from analyzer.analysis import memory as analysis
+    from analyzer import memory as analysis
 
     monkeypatch.setattr(analysis, "_glibc", lambda: None)
     with analysis.freed_memory_kept():

@@ -25,9 +25,9 @@ from ..flows.partitions import load as read_part
 from ..flows.tables import EVENT_COLUMNS, PACKET_COLUMNS, FlowTables, empty_tables, flow_tables
 from ..kernel.moments import placed
 from ..kernel.netstate import NetState, load
+from ..memory import freed_memory_kept, release_free_memory
 from ..schema import empty_events
 from ..sources.ipsnap import HostState
-from .memory import freed_memory_kept, release_free_memory
 from .result import Analysis
 
 

@@ -43,9 +43,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:  # pandas is imported when logs are aligned: `nicpath events` starts faster
+    from collections.abc import Iterator
+
     import pandas as pd
 
     from ..sources.base import SourceReport
+    from .logstore import LogFile, LogStore
 
 #: What identifies one packet in both a LOG line and a capture (null compares equal to null).
 MATCH_KEYS = (
@@ -216,27 +219,29 @@ class ClockReport:
 
     @staticmethod
     def logged_share(
-        logs: pa.Table, flows: np.ndarray, sent: np.ndarray
+        logged: np.ndarray,
+        proto: np.ndarray,
+        version: np.ndarray,
+        flows: np.ndarray,
+        sent: np.ndarray,
     ) -> dict[tuple[int, int], float]:
-        """``sent_share`` from the placed log's OUTPUT lines of the flows ``flows`` (sorted
-        ``sent_keys``) and the packets each sent on the wire (``sent``)."""
-        from ..schema import integers
-
-        keys = sent_keys(logs)
-        mine = np.flatnonzero(keys != NO_KEY)
+        """``sent_share`` from the ``sent_keys`` of the placed log's kept lines (``logged``,
+        with their ``proto`` and ``version``), the flows ``flows`` (sorted ``sent_keys``) and
+        the packets each sent on the wire (``sent``)."""
+        mine = np.flatnonzero(logged != NO_KEY)
         if not len(mine) or not len(flows):
             return {}
-        at = np.searchsorted(flows, keys[mine])
+        at = np.searchsorted(flows, logged[mine])
         lines = np.bincount(at, minlength=len(flows))
         kind = np.zeros((len(flows), 2), dtype=np.int64)
-        kind[at, 0] = integers(logs.column("proto"), -1)[mine]
-        kind[at, 1] = integers(logs.column("ip_version"), -1)[mine]
+        kind[at, 0] = proto[mine]
+        kind[at, 1] = version[mine]
         out = {}
-        for proto, version in {tuple(k) for k in kind.tolist()}:
-            of = (kind[:, 0] == proto) & (kind[:, 1] == version) & (sent > 0)
+        for p, v in {tuple(k) for k in kind.tolist()}:
+            of = (kind[:, 0] == p) & (kind[:, 1] == v) & (sent > 0)
             if of.any():
                 share = np.minimum(lines[of], sent[of]).sum() / sent[of].sum()
-                out[(int(proto), int(version))] = round(float(share), 4)
+                out[(int(p), int(v))] = round(float(share), 4)
         return out
 
     def offset_of(self, path: str) -> tuple[float | None, bool]:
@@ -273,7 +278,8 @@ def _way_codes(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(found, 0)).astype(np.int8)
 
 
-def _card_names(column: pa.ChunkedArray) -> set[str]:
+def card_names(column: pa.ChunkedArray) -> set[str]:
+    """The card names a column holds."""
     return {name for name in pc.unique(column.cast(pa.string())).to_pylist() if name}
 
 
@@ -408,19 +414,154 @@ ESTIMATE_LINES = 4000
 ESTIMATE_CANDIDATES = 16
 
 
+#: Lines paired a slice at a time (in file order), so the packets read for them from the
+#: candidates' spill stay few; and within a slice, the packets of the lines expected within
+#: ``PART_NS`` of each other are read together.
+SLICE_LINES = 32_768
+PART_NS = 10 * NS
+#: A content (``mkey``) brings at most this many captured rows into the sample the offset is
+#: found from (a periodic flow without IP IDs repeats one content all through a capture): a
+#: line of at most ``ESTIMATE_CANDIDATES`` packets has them all, each seen on up to 4 cards.
+SAMPLE_PER_CONTENT = 64
+
+
+@dataclass
+class Sample:
+    """The captured rows of the contents the logs are placed from (``LogStore.sample``): the
+    contents (sorted ``mkey``), the rows captured of each, and the rows kept of each (up to
+    ``SAMPLE_PER_CONTENT``), as chunks of ``wire_keys``."""
+
+    contents: np.ndarray
+    counts: np.ndarray
+    rows: list[pa.Table]
+
+
+class WireSource:
+    """The captured candidates of every capture, on disk in capture order (Arrow IPC streams of
+    ``WIRE_KEYS`` rows, written by the capture workers), read by time range: a cursor per file
+    keeps the batches of the last ``RETAIN_NS`` a later range may still need, so ranges that
+    move forward read each batch once (a range that goes further back reads its file again),
+    and the rows of a range are filtered as they are read, whatever its length."""
+
+    def __init__(self, paths: list[str], names: list[str]) -> None:
+        self.names = names
+        self.cursors = [_Cursor(p) for p in paths]
+
+    def between(
+        self, lo: int, hi: int, mkeys: np.ndarray | None = None, ends: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """The packets (``_wire_packets``) captured in [lo, hi]; of the contents ``mkeys`` only,
+        or with an endpoint key (``endpoint_keys``) in ``ends``, when given (sorted)."""
+        return _wire_packets(self.rows_between(lo, hi, mkeys, ends), self.names)
+
+    def rows_between(
+        self, lo: int, hi: int, mkeys: np.ndarray | None = None, ends: np.ndarray | None = None
+    ) -> list[pa.Table]:
+        """The captured rows ``between`` makes its packets of."""
+
+        def wanted(rows: pa.Table) -> pa.Table:
+            times = rows.column("ts_ns").to_numpy()
+            keep = (times >= lo) & (times <= hi)
+            if mkeys is not None:
+                keep &= _isin(rows.column("mkey").to_numpy(), mkeys)
+            if ends is not None:
+                near, far = rows.column("near").to_numpy(), rows.column("far").to_numpy()
+                keep &= _isin(near, ends) | _isin(far, ends)
+            return rows.filter(pa.array(keep))
+
+        chunks = [c for cursor in self.cursors for c in cursor.between(lo, hi, wanted)]
+        return [c for c in chunks if c.num_rows]
+
+
+#: A cursor keeps the batches that reach this close to the end of the last range (ns): the
+#: next slice's windows start about where the last one's end.
+RETAIN_NS = 10 * NS
+
+
+def _isin(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if not len(sorted_keys):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
+
+
+class _Cursor:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._open()
+
+    def _open(self) -> None:
+        import pyarrow.ipc as ipc
+
+        self.file = pa.OSFile(self.path)
+        self.reader = iter(ipc.open_stream(self.file))
+        #: batches kept as (earliest, latest, rows); the latest time of one let go
+        self.held: list[tuple[int, int, pa.Table]] = []
+        self.dropped = -(1 << 62)
+        self.ahead = -(1 << 62)  # the earliest time of the last batch read
+        self.done = False
+
+    def between(self, lo: int, hi: int, wanted) -> list[pa.Table]:
+        if lo <= self.dropped:
+            self.file.close()
+            self._open()
+        out, held = [], []
+        for first, last, rows in self.held:
+            if last < lo:
+                self.dropped = max(self.dropped, last)
+                continue
+            if first <= hi:
+                out.append(wanted(rows))
+            held.append((first, last, rows))
+        self.held = held
+        while not self.done and self.ahead <= hi:
+            batch = next(self.reader, None)
+            if batch is None:
+                self.done = True
+                self.file.close()
+                break
+            if not batch.num_rows:
+                continue
+            times = batch.column("ts_ns").to_numpy()
+            first, last = int(times.min()), int(times.max())
+            self.ahead = first
+            rows = pa.Table.from_batches([batch])
+            if first <= hi and last >= lo:
+                out.append(wanted(rows))
+            if last >= hi - RETAIN_NS:
+                self.held.append((first, last, rows))
+            else:
+                self.dropped = max(self.dropped, last)
+        return out
+
+
 class _Candidates:
     """The captured packets a file's lines may be, joined without building every (line, packet)
     pair of the whole capture: a periodic flow repeats its content, and IP IDs wrap, so a line
     may match thousands of packets hours apart. The offset is found from a sample of lines with
-    few candidates; the pairing takes, per line, the packets of its content in its window only
-    (a join on content and a time bucket as wide as the window)."""
+    few candidates (``sample``: the packets of the sampled lines' contents, kept by the capture
+    workers); the pairing reads, per slice of lines, the packets of their window from the
+    candidates' spill and joins on content and a time bucket as wide as the window."""
 
-    def __init__(self, lines: pd.DataFrame, wire: pd.DataFrame, base: np.ndarray) -> None:
-        self.lines, self.wire, self.base = lines, wire, base
-        keys, counts = np.unique(wire["mkey"].to_numpy(), return_counts=True)
-        at = np.minimum(np.searchsorted(keys, lines["mkey"].to_numpy()), max(len(keys) - 1, 0))
-        hit = keys[at] == lines["mkey"].to_numpy() if len(keys) else np.zeros(len(lines), bool)
-        self.count = np.where(hit, counts[at] if len(keys) else 0, 0)
+    def __init__(self, source: WireSource, sample: Sample, base: np.ndarray) -> None:
+        self.source, self.base = source, base
+        self.sampled = _wire_packets(sample.rows, source.names)
+        self.contents, self.captured = sample.contents, sample.counts
+        self.keys, self.counts = np.unique(self.sampled["mkey"].to_numpy(), return_counts=True)
+
+    def count(self, lines: pd.DataFrame) -> np.ndarray:
+        """Candidate packets of each line's content in the whole capture: those of the sample,
+        or the rows captured where the sample holds only some of them."""
+        mkey = lines["mkey"].to_numpy()
+        out = np.zeros(len(mkey), dtype=np.int64)
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, mkey), len(self.keys) - 1)
+            out = np.where(self.keys[at] == mkey, self.counts[at], 0)
+        if len(self.contents):
+            at = np.minimum(np.searchsorted(self.contents, mkey), len(self.contents) - 1)
+            rows = np.where(self.contents[at] == mkey, self.captured[at], 0)
+            out = np.where(rows >= SAMPLE_PER_CONTENT, rows, out)
+        return out
 
     def _join(self, mine: pd.DataFrame, on: list[str], wire: pd.DataFrame) -> pd.DataFrame:
         pairs = mine.merge(wire, on=on)
@@ -435,46 +576,72 @@ class _Candidates:
         pairs = pairs[ok]
         return pairs.assign(delta=pairs["wts"].to_numpy() - self.base[pairs["log_row"].to_numpy()])
 
-    def _wire(self) -> pd.DataFrame:
+    @staticmethod
+    def _wire(wire: pd.DataFrame) -> pd.DataFrame:
         cols = ["mkey", "tcp_seq", "way", "wire_id", "ts_ns", "cards"]
-        return self.wire[cols].rename(
-            columns={"tcp_seq": "wire_seq", "ts_ns": "wts", "way": "wire_way"}
-        )
+        return wire[cols].rename(columns={"tcp_seq": "wire_seq", "ts_ns": "wts", "way": "wire_way"})
 
-    def sample(self, rows: np.ndarray) -> pd.DataFrame:
-        """Pairs of a sample of the file's lines ``rows``, for the offset."""
-        mine = rows[(self.count[rows] > 0) & (self.count[rows] <= ESTIMATE_CANDIDATES)]
+    def sample(self, lines: pd.DataFrame) -> pd.DataFrame:
+        """Pairs of a sample of the file's lines (``lines``, in file order), for the offset."""
+        count = self.count(lines)
+        mine = np.flatnonzero((count > 0) & (count <= ESTIMATE_CANDIDATES))
+        wire = self.sampled
         if not len(mine):
-            mine = rows[self.count[rows] > 0]
-            mine = mine[np.argsort(self.count[mine], kind="stable")][:ESTIMATE_LINES]
+            mine = np.flatnonzero(count > 0)
+            mine = mine[np.argsort(count[mine], kind="stable")][:ESTIMATE_LINES]
             mine.sort()
+            # Lines of many packets each: the sample holds only some; read them all.
+            mkeys = np.unique(lines["mkey"].to_numpy()[mine])
+            if (count[mine] >= SAMPLE_PER_CONTENT).any():
+                wire = self.source.between(-(1 << 62), 1 << 62, mkeys)
         if len(mine) > ESTIMATE_LINES:
             mine = mine[np.linspace(0, len(mine) - 1, ESTIMATE_LINES).astype(np.int64)]
         cols = ["mkey", "tcp_seq", "way", "log_row"]
-        return self._join(self.lines.iloc[mine][cols], ["mkey"], self._wire())
+        return self._join(lines.iloc[mine][cols], ["mkey"], self._wire(wire))
 
-    def window(self, rows: np.ndarray, place: _Placement) -> pd.DataFrame:
-        """Pairs of the lines ``rows`` with the packets of their content in their window."""
+    def window(self, lines: pd.DataFrame, place: _Placement) -> tuple[pd.DataFrame, np.ndarray]:
+        """Pairs of ``lines`` with the packets of their content in their window, and the time
+        of each packet by its ``wire_id`` (ids of this call only). The packets are read for
+        the lines ``PART_NS`` of expected time at a time, so a content repeated all through
+        the capture brings in only its packets near the lines that show it."""
+        cols = ["mkey", "tcp_seq", "way", "log_row"]
+        at = place.expected(lines["base"].to_numpy())
+        lo, hi = at + place.lo, at + place.hi
+        order = np.argsort(at, kind="stable")
+        times, mkey = at[order], lines["mkey"].to_numpy()
+        chunks, start = [], 0
+        while start < len(order):
+            stop = int(np.searchsorted(times, times[start] + PART_NS, side="right"))
+            part = order[start : min(stop, start + SLICE_LINES)]
+            start += len(part)
+            chunks += self.source.rows_between(
+                int(lo[part].min()), int(hi[part].max()), np.unique(mkey[part])
+            )
+        wire = _wire_packets(chunks, self.source.names)
+        return self._in_window(lines[cols], lo, hi, place, wire), wire["ts_ns"].to_numpy()
+
+    def _in_window(
+        self,
+        mine: pd.DataFrame,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        place: _Placement,
+        wire: pd.DataFrame,
+    ) -> pd.DataFrame:
         import pandas as pd
 
-        if self.wire.empty or not len(rows):
-            return self._join(self.lines.iloc[:0][["mkey", "tcp_seq", "way", "log_row"]],
-                              ["mkey"], self._wire().iloc[:0])  # fmt: skip
         width = max(place.hi - place.lo, 1)
-        at = place.expected(self.base[rows])
-        lo, hi = at + place.lo, at + place.hi
-        mine = self.lines.iloc[rows][["mkey", "tcp_seq", "way", "log_row"]]
         first, last = lo // width, hi // width
         spill = first != last
+        rows = mine["log_row"].to_numpy()
         mine = pd.concat(
             [mine.assign(bucket=first), mine[spill].assign(bucket=last[spill])], ignore_index=True
         )
-        wire = self._wire().assign(bucket=self.wire["ts_ns"].to_numpy() // width)
-        pairs = self._join(mine, ["mkey", "bucket"], wire)
-        edge = dict(zip(self.lines["log_row"].iloc[rows].tolist(), range(len(rows)), strict=True))
-        k = np.fromiter((edge[r] for r in pairs["log_row"].tolist()), np.int64, len(pairs))
+        theirs = self._wire(wire).assign(bucket=wire["ts_ns"].to_numpy() // width)
+        pairs = self._join(mine, ["mkey", "bucket"], theirs)
+        position = pd.Index(rows).get_indexer(pairs["log_row"].to_numpy())
         wts = pairs["wts"].to_numpy()
-        return pairs[(wts >= lo[k]) & (wts <= hi[k])]
+        return pairs[(wts >= lo[position]) & (wts <= hi[position])]
 
 
 def _rendering(report: SourceReport | None, raw: bool, ts: np.ndarray) -> str:
@@ -791,44 +958,49 @@ def _unambiguous(
     return {r: w for r, w in chosen.items() if r not in ambiguous}
 
 
+_NO_PAIRS = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
 def _place_file(
-    log: LogClock,
-    lines: pd.DataFrame,
-    rows: np.ndarray,
-    candidates: _Candidates,
-    wire_ts: np.ndarray,
-) -> tuple[dict[int, int], _Placement | None, pd.DataFrame]:
-    """Pair one file's lines (``rows`` of ``candidates.lines``; each rendering of a log on its
-    own: a packet is logged once per hook in each) with packets; fill ``log`` with what was
-    found. Returns the pairs, the placement and the candidate pairs in the final windows."""
+    log: LogClock, lines: pd.DataFrame, candidates: _Candidates
+) -> tuple[tuple[np.ndarray, np.ndarray], _Placement | None, _Placement | None]:
+    """Place one file (each rendering of a log on its own: a packet is logged once per hook in
+    each) from its lines ``lines`` (all of them, or a sample spread over a long file) and fill
+    ``log`` with what was found. Returns the lines paired (log rows, their packets' times), the
+    placement they were paired with, and the placement the file's unpaired lines take (its
+    offset moved to the pairs' median)."""
+    from dataclasses import replace
+
     whole = log.rendering in ("syslog", "dmesg-T") or (
         log.rendering != "dmesg" and bool((lines["base"].to_numpy() % NS == 0).all())
     )
-    place, why = _estimate(candidates.sample(rows), whole)
+    place, why = _estimate(candidates.sample(lines), whole)
     if place is None:
         log.note = why
-        return {}, None, candidates.window(rows[:0], _Placement(0, 0, 0, whole))
-    pairs = candidates.window(rows, place)
+        return _NO_PAIRS, None, None
+    pairs, wire_ts = candidates.window(lines, place)
     chosen = _pair(lines, pairs, place)
     if whole:
         narrower = _second_bounds(lines, chosen, wire_ts, place)
         if narrower is not None:
-            place, pairs = narrower, candidates.window(rows, narrower)
+            place = narrower
+            pairs, wire_ts = candidates.window(lines, narrower)
             chosen = _pair(lines, pairs, narrower)
         chosen = _unambiguous(lines, pairs, place, chosen, wire_ts)
     drifted = _with_drift(lines, chosen, wire_ts, place)
     if drifted is not None:
-        drifted_pairs = candidates.window(rows, drifted)
+        drifted_pairs, drifted_ts = candidates.window(lines, drifted)
         again = _pair(lines, drifted_pairs, drifted)
         if len(again) >= len(chosen):
-            place, chosen, pairs = drifted, again, drifted_pairs
+            place, chosen, wire_ts = drifted, again, drifted_ts
             log.drift_ppm = round(place.drift * 1e6, 3)
     if len(chosen) < MIN_PAIRED:
         log.note = (
             f"only {len(chosen)} LOG line{'s' if len(chosen) != 1 else ''} paired with a "
             f"captured packet (at least {MIN_PAIRED} are needed to trust an offset)"
         )
-        return {}, None, pairs.iloc[:0]
+        return _NO_PAIRS, None, None
+    pairing = replace(place)
     picked = np.array(list(chosen))
     base = lines.set_index("log_row").loc[picked, "base"].to_numpy()
     residual = wire_ts[[chosen[r] for r in picked.tolist()]] - place.expected(base)
@@ -843,7 +1015,26 @@ def _place_file(
     log.window = (round(place.lo / NS, 6), round(place.hi / NS, 6))
     log.trusted = True
     log.basis = "aligned-second" if whole else "aligned"
-    return chosen, place, pairs
+    rows = np.fromiter(chosen.keys(), np.int64, len(chosen))
+    return (rows, wire_ts[list(chosen.values())]), pairing, place
+
+
+def _pair_slices(
+    store: LogStore, file: LogFile, candidates: _Candidates, place: _Placement, names: list[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(log rows, packet times) of a long file's lines paired a slice at a time with the
+    placement its sample found: the pairing ``_place_file`` does, on every line."""
+    for rows, table in store.select(file, file.lines, SLICE_LINES):
+        lines = _line_frame(table, rows, names)
+        pairs, wire_ts = candidates.window(lines, place)
+        chosen = _pair(lines, pairs, place)
+        if place.whole_second:
+            chosen = _unambiguous(lines, pairs, place, chosen, wire_ts)
+        if chosen:
+            yield (
+                np.fromiter(chosen.keys(), np.int64, len(chosen)),
+                wire_ts[list(chosen.values())],
+            )
 
 
 @dataclass
@@ -857,83 +1048,71 @@ class Placed:
 
 
 def align(
-    captures: list[pa.Table],
-    logs: pa.Table,
+    store: LogStore,
+    wire: WireSource,
+    sample: Sample,
     report: ClockReport,
     log_reports: dict[str, SourceReport] | None = None,
 ) -> Placed:
-    """Where ``logs`` (``log_keys`` of LOG rows) lie on the capture clock, each kernel message
-    once (``with_times`` applies it to the rows).
+    """Where the lines of ``store`` lie on the capture clock, each kernel message once
+    (``with_times`` applies it to the rows).
 
-    ``captures`` are the captured rows LOG lines may match, as chunks of ``wire_keys``
-    (``LogCandidates``), the largest thing aligning holds: the list is emptied once they are
-    read into packets. ``log_reports`` (path -> report) count the lines another rendering
-    already holds as skipped."""
-    if not logs.num_rows:
+    ``wire`` reads the captured rows LOG lines may match (``LogCandidates``) by time range;
+    ``sample`` holds those of the contents of the lines each file is placed from
+    (``LogStore.sample``): its chunks are emptied once read.
+    ``log_reports`` (path -> report) count the lines another rendering already holds as
+    skipped."""
+    n = store.num_lines
+    if not n:
         return Placed(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, bool))
     log_reports = log_reports or {}
-    up = logs.column("uptime_ns").combine_chunks()
-    raw = np.asarray(up.is_valid())
-    ts = logs.column("ts").cast(pa.int64()).to_numpy().copy()
-    base = np.where(raw, up.fill_null(0).to_numpy(zero_copy_only=False), ts).astype(np.int64)
-    basis = _texts(logs.column("ts_basis"))
-    source = _texts(logs.column("source"))
-    hook = _texts(logs.column("hook"))
-    record = logs.column("record").to_numpy()
-    names = _card_names(logs.column("iface"))
-    for chunk in captures:
-        names |= _card_names(chunk.column("iface"))
-    names = sorted(names)
-    lines = _keyed(logs, names)
-    lines["log_row"] = np.arange(logs.num_rows)
-    lines["base"] = base
-    lines["hook"] = hook
-    lines["_id"] = logs.column("message").to_numpy()
-    lines["near"], lines["far"] = endpoint_keys(logs)
-    window = np.zeros((logs.num_rows, 2), dtype=np.int64)  # where an unpaired line's packet is
-    placed = np.zeros(logs.num_rows, dtype=bool)
-    lines["cardbit"] = _card_bits(lines["card"].to_numpy())
-    wire = _wire_packets(captures, names)
-    wire_ts = wire["ts_ns"].to_numpy()  # by wire id: ids are positions
-    lines["mkey"] = _mixed(lines, KEY_COLUMNS)
-    lines["tuple"] = _mixed(lines, TUPLE_COLUMNS)
-    # What the steps below no longer read: every file's lines are copied from these.
-    lines = lines.drop(columns=["ip_len", "ip_id", "tcp_flags", "icmp_type", "icmp_code",
-                                "icmp_seq", "ts_ns", "card"])  # fmt: skip
-    candidates = _Candidates(lines, wire, base)
-    paths = list(dict.fromkeys(source.tolist()))
+    keys = store.keys
+    raw, base = keys["raw"], keys["base"]
+    ts = keys["ts"].copy()
+    basis = np.array(["wallclock", "boot"], dtype=object)[raw.astype(np.int64)]
+    source = store.source_of_lines()
+    names = wire.names
+    candidates = _Candidates(wire, sample, base)
+    window = np.zeros((n, 2), dtype=np.int64)  # where an unpaired line's packet is
+    placed = np.zeros(n, dtype=bool)
     clocks = {}
-    for path in paths:
-        mine = source == path
-        rows = np.flatnonzero(mine)
+    for file in store.files:
+        if not file.rows:
+            continue
+        rows = file.lines
         file_raw = bool(raw[rows].any())
-        log = LogClock(path, _rendering(log_reports.get(path), file_raw, ts[rows]), len(rows))
-        clocks[path] = log
-        rows = rows[np.argsort(record[rows], kind="stable")]
-        file_lines = lines.iloc[rows].assign(record=record[rows])
-        chosen, place, _ = _place_file(log, file_lines, rows, candidates, wire_ts)
-        if place is not None:
-            moved = place.expected(base[rows])
-            window[rows, 0], window[rows, 1] = moved + place.lo, moved + place.hi
-            placed[rows] = True
-            ts[rows] = moved + (place.lo + PAD_NS if place.whole_second else 0)
-            basis[rows] = log.basis
-            if chosen:
-                picked = np.fromiter(chosen.keys(), np.int64, len(chosen))
-                ts[picked] = wire_ts[list(chosen.values())]
-                basis[picked] = "matched"
-            log.paired, log.unpaired = len(chosen), len(rows) - len(chosen)
-            if file_raw:
-                _boot_estimate(report, log)
-        else:
+        rendering = _rendering(log_reports.get(file.source), file_raw, ts[rows])
+        log = LogClock(file.source, rendering, file.rows)
+        clocks[file.source] = log
+        sample = file.sample()
+        _, table = next(store.select(file, sample, len(sample)))
+        lines = _line_frame(table, sample, names)
+        (paired, times), pairing, place = _place_file(log, lines, candidates)
+        if place is None:
             _own_clock(report, log, rows, raw, ts, base, basis)
-    _from_other_logs(report, clocks, lines, ts, basis, source, raw, base)
-    keep = _first_copies(lines, ts, source, clocks, log_reports)
+            continue
+        moved = place.expected(base[rows])
+        window[rows, 0], window[rows, 1] = moved + place.lo, moved + place.hi
+        placed[rows] = True
+        ts[rows] = moved + (place.lo + PAD_NS if place.whole_second else 0)
+        basis[rows] = log.basis
+        if len(sample) < file.rows:  # a sample placed the file: now pair every line
+            found = list(_pair_slices(store, file, candidates, pairing, names))
+            paired = np.concatenate([p for p, _ in found] or [np.zeros(0, np.int64)])
+            times = np.concatenate([t for _, t in found] or [np.zeros(0, np.int64)])
+        ts[paired] = times
+        basis[paired] = "matched"
+        log.paired, log.unpaired = len(paired), file.rows - len(paired)
+        if file_raw:
+            _boot_estimate(report, log)
+    ids = keys["message"]
+    _from_other_logs(report, clocks, ids, ts, basis, source, raw, base)
+    keep = _first_copies(ids, ts, source, clocks, log_reports)
     report.conversation_groups = nat_links(
-        lines, wire, placed & (basis != "matched") & keep, window
+        store, wire, names, placed & (basis != "matched") & keep, window
     )
-    report.input_lines = _input_lines(logs, ts, keep)
-    report.logs.extend(clocks[p] for p in paths)
+    report.input_lines = _input_lines(keys, ts, keep)
+    report.logs.extend(clocks.values())
     return Placed(ts, basis, keep)
 
 
@@ -953,7 +1132,7 @@ def _ports(frame: pd.DataFrame, prefix: str = "") -> tuple[np.ndarray, np.ndarra
 
 
 def nat_links(
-    lines: pd.DataFrame, wire: pd.DataFrame, unpaired: np.ndarray, window: np.ndarray
+    store: LogStore, wire: WireSource, names: list[str], unpaired: np.ndarray, window: np.ndarray
 ) -> list[tuple[int, int, int, int]]:
     """(group, protocol, lower port, higher port) of the conversations a NAT ties together.
 
@@ -961,16 +1140,47 @@ def nat_links(
     and one endpoint, in the line's window: F5/F6) ties its conversation to the wire's. The
     conversations of every line of the same kind (protocol, one endpoint's address, the other's
     address and port, either way round) join that group, so the flows ``nat_pinned`` compares
-    meet. Rows with port -1 have no ports (only their protocol and echo id key them)."""
+    meet. Rows with port -1 have no ports (only their protocol and echo id key them). The
+    unpaired lines are read back a slice at a time, with the packets of their windows."""
     import pandas as pd
 
     rows = np.flatnonzero(unpaired)
-    if not len(rows) or wire.empty:
+    found = []
+    for file in store.files:
+        mine = rows[(rows >= file.start) & (rows < file.start + file.rows)]
+        for numbers, table in store.select(file, mine, SLICE_LINES):
+            lines = _line_frame(table, numbers, names)
+            edges = window[numbers]
+            near, far = lines["near"].to_numpy(), lines["far"].to_numpy()
+            # The packets near the lines, ``PART_NS`` of windows at a time (as ``window``).
+            order = np.argsort(edges[:, 0], kind="stable")
+            starts, chunks, at = edges[order, 0], [], 0
+            while at < len(order):
+                stop = int(np.searchsorted(starts, starts[at] + PART_NS, side="right"))
+                part = order[at:stop]
+                at = stop
+                ends = np.unique(np.concatenate([near[part], far[part]]))
+                lo, hi = int(edges[part, 0].min()), int(edges[part, 1].max())
+                chunks += wire.rows_between(lo, hi, ends=ends)
+            found.append(_twins(lines, _wire_packets(chunks, names), edges))
+    links = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+    if links.empty:
         return []
+    return _nat_groups(links, store.kinds)
+
+
+def _twins(lines: pd.DataFrame, wire: pd.DataFrame, window: np.ndarray) -> pd.DataFrame:
+    """For unpaired lines (``window``: where each one's packet is), the packet in the window
+    with the same header fields and one endpoint but another tuple, the nearest first."""
+    import pandas as pd
+
     cols = ["near", "far", "way", "proto", "sport", "dport", "icmp_id", "tuple"]
-    mine = lines.iloc[rows][[*cols, "src_hi", "src_lo", "dst_hi", "dst_lo"]].assign(
-        lo=window[rows, 0], hi=window[rows, 1], row=rows
+    mine = lines[[*cols, "src_hi", "src_lo", "dst_hi", "dst_lo", "log_row"]].assign(
+        lo=window[:, 0], hi=window[:, 1]
     )
+    mine = mine.rename(columns={"log_row": "row"})
+    if mine.empty or wire.empty:
+        return mine.iloc[:0]
     # Joined on a key and a time bucket as wide as the widest window: never every packet of a
     # periodic flow with every line of it.
     width = int(max((mine["hi"] - mine["lo"]).max(), 1))
@@ -992,9 +1202,13 @@ def nat_links(
         found.append(m[m["tuple"].to_numpy() != m["w_tuple"].to_numpy()])
     links = pd.concat(found, ignore_index=True)
     if links.empty:
-        return []
+        return links
     links["gap"] = (links["w_ts_ns"] - (links["lo"] + links["hi"]) // 2).abs()
-    links = links.sort_values("gap", kind="stable").drop_duplicates("row")
+    return links.sort_values("gap", kind="stable").drop_duplicates("row")
+
+
+def _nat_groups(links: pd.DataFrame, every: pd.DataFrame) -> list[tuple[int, int, int, int]]:
+    """``nat_links`` from the twins found and the distinct kinds of every line (``every``)."""
     parent: dict[tuple[int, int, int], tuple[int, int, int]] = {}
 
     def root(c: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -1006,6 +1220,7 @@ def nat_links(
     def join(a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
         parent[root(a)] = root(b)
 
+    links = links.sort_values("gap", kind="stable").reset_index(drop=True)
     lo, hi = _ports(links)
     wlo, whi = _ports(links, "w_")
     proto = links["proto"].tolist()
@@ -1014,7 +1229,7 @@ def nat_links(
         join((p, a, b), (p, c, d))
     # Lines of the same kind as a tied line: the other flows nat_pinned compares it with.
     kinds = ["proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "dport"]
-    every = lines[[*kinds, "sport", "icmp_id"]].copy()
+    every = every.copy()
     every["lo"], every["hi"] = _ports(every)
     swap = {"src_hi": "dst_hi", "src_lo": "dst_lo", "dst_hi": "src_hi", "dst_lo": "src_lo",
             "dport": "sport", "sport": "dport"}  # fmt: skip
@@ -1039,21 +1254,16 @@ def nat_links(
     return out
 
 
-def _input_lines(logs: pa.Table, ts: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
+def _input_lines(keys: dict[str, np.ndarray], ts: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
     """``ClockReport.input_lines``: the kept LOG lines of flow packets at an INPUT hook."""
     import pandas as pd
 
-    from ..schema import flow_row_kinds, integers
-
-    flow, _, _ = flow_row_kinds(logs)
-    hook = logs.column("hook").cast(pa.string()).fill_null("")
-    at_input = np.asarray(pa.compute.ends_with(pa.compute.utf8_upper(hook), "/INPUT"))
-    mine = keep & flow & at_input
+    mine = keep & keys["input_flow"]
     return pd.DataFrame(
         {
             "ts": ts[mine],
-            "proto": integers(logs.column("proto"), -1)[mine],
-            "ip_version": integers(logs.column("ip_version"), -1)[mine],
+            "proto": keys["proto"][mine].astype(np.int64),
+            "ip_version": keys["ip_version"][mine].astype(np.int64),
         }
     )
 
@@ -1066,10 +1276,19 @@ def _boot_estimate(report: ClockReport, log: LogClock) -> None:
     report.boot_time_used = log.offset
     given = report.boot_time_given
     if given is not None and log.offset is not None and abs(log.offset - given) > 1.5:
+        if not _clock_time(given):
+            return
         report.notes.append(
             f"{log.path}: the boot time found from matched packets ({log.offset:.6f}) is "
             f"{log.offset - given:+.3f} s from the given btime {given:.0f}: the packets' is used"
         )
+
+
+def _clock_time(seconds: float) -> bool:
+    """True for a time (s since the epoch) that ``ts`` can hold: 1677 to 2262."""
+    import math
+
+    return math.isfinite(seconds) and -9.2e9 < seconds < 9.2e9
 
 
 def _own_clock(
@@ -1084,6 +1303,11 @@ def _own_clock(
     """A file no offset could be found for keeps its own clock; its lines are unaligned."""
     log.unpaired = len(rows)
     given = report.boot_time_given
+    if given is not None and not _clock_time(given):
+        report.notes.append(
+            f"{log.path}: the given boot time {given!r} is no time between 1677 and 2262: not used"
+        )
+        given = None
     if raw[rows].any() and given is not None:
         ts[rows] = base[rows] + round(given * 1e9)
         log.offset, log.basis = given, "boot"
@@ -1134,35 +1358,82 @@ def _texts(column: pa.ChunkedArray) -> np.ndarray:
     ]
 
 
-#: The columns of a LOG row aligning reads (``log_keys``): the rest of the row can wait on disk.
-LOG_KEY_COLUMNS = [
-    "ts",
-    "uptime_ns",
-    "ts_basis",
-    "source",
-    "hook",
-    "record",
-    "iface",
-    "direction",
-    "src",
-    "dst",
-    "ip_version",
-    *MATCH_KEYS,
-    "tcp_seq",
-    "inner_proto",
-]
+#: What ``nat_links`` groups lines of one kind by (``LogStore.kinds`` holds them distinct).
+KIND_COLUMNS = ["proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "dport", "sport", "icmp_id"]
 
 
-def log_keys(rows: pa.Table) -> pa.Table:
-    """What ``align`` reads of LOG rows: ``LOG_KEY_COLUMNS`` and ``message`` (``_message_ids``)."""
-    keys = rows.select(LOG_KEY_COLUMNS)
-    return keys.append_column("message", pa.array(_message_ids(rows), pa.uint64()))
+def no_kinds() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({c: np.zeros(0, np.int64) for c in KIND_COLUMNS})
+
+
+@dataclass
+class LineKeys:
+    """What aligning needs of every line at once, from a chunk of LOG rows (``line_keys``)."""
+
+    #: per line: ``base`` (uptime or wall ns), ``ts`` (own clock), ``raw`` (raw dmesg),
+    #: ``message`` (``_message_ids``), ``mkey`` (content), ``sent`` (``sent_keys``), ``proto``,
+    #: ``ip_version``, ``input_flow`` (a flow's packet at an INPUT hook)
+    keys: dict[str, np.ndarray]
+    endpoints: np.ndarray
+    kinds: pd.DataFrame
+    cards: set[str]
+
+
+def line_keys(rows: pa.Table) -> LineKeys:
+    """``LineKeys`` of a chunk of LOG rows."""
+    import pandas as pd
+
+    from ..schema import flow_row_kinds, integers
+
+    up = rows.column("uptime_ns").combine_chunks()
+    raw = np.asarray(up.is_valid())
+    ts = rows.column("ts").cast(pa.int64()).to_numpy()
+    cols = _key_columns(rows)
+    flow, _, _ = flow_row_kinds(rows)
+    hook = rows.column("hook").cast(pa.string()).fill_null("")
+    at_input = np.asarray(pc.ends_with(pc.utf8_upper(hook), "/INPUT"))
+    near, far = endpoint_keys(rows)
+    keys = {
+        "base": np.where(raw, up.fill_null(0).to_numpy(zero_copy_only=False), ts).astype(np.int64),
+        "ts": ts,
+        "raw": raw,
+        "message": _message_ids(rows),
+        "mkey": _mix([cols[c] for c in KEY_COLUMNS], rows.num_rows),
+        "sent": sent_keys(rows),
+        "proto": integers(rows.column("proto"), -1).astype(np.int16),
+        "ip_version": integers(rows.column("ip_version"), -1).astype(np.int8),
+        "input_flow": flow & at_input,
+    }
+    kinds = pd.DataFrame({c: cols[c] for c in KIND_COLUMNS}).drop_duplicates(ignore_index=True)
+    endpoints = np.unique(np.concatenate([near, far]))
+    return LineKeys(keys, endpoints, kinds, card_names(rows.column("iface")))
+
+
+def _line_frame(rows: pa.Table, log_rows: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """LOG rows as the frame pairing reads: content and tuple keys, endpoint keys, sequence,
+    way, card bit, own time (``base``), hook and row number."""
+    lines = _keyed(rows, names)
+    up = rows.column("uptime_ns").combine_chunks()
+    raw = np.asarray(up.is_valid())
+    own = lines["ts_ns"].to_numpy()
+    lines["log_row"] = log_rows
+    lines["base"] = np.where(raw, up.fill_null(0).to_numpy(zero_copy_only=False), own)
+    lines["hook"] = _texts(rows.column("hook"))
+    lines["near"], lines["far"] = endpoint_keys(rows)
+    lines["cardbit"] = _card_bits(lines["card"].to_numpy())
+    lines["mkey"] = _mixed(lines, KEY_COLUMNS)
+    lines["tuple"] = _mixed(lines, TUPLE_COLUMNS)
+    # What the steps below no longer read.
+    return lines.drop(columns=["ip_len", "ip_id", "tcp_flags", "icmp_type", "icmp_code",
+                               "icmp_seq", "ts_ns", "card"])  # fmt: skip
 
 
 def _from_other_logs(
     report: ClockReport,
     clocks: dict[str, LogClock],
-    lines: pd.DataFrame,
+    ids: np.ndarray,
     ts: np.ndarray,
     basis: np.ndarray,
     source: np.ndarray,
@@ -1176,7 +1447,6 @@ def _from_other_logs(
         return
     import pandas as pd
 
-    ids = lines["_id"].to_numpy()
     ref = np.isin(source, placed)
     theirs = pd.DataFrame({"_id": ids[ref], "their_ts": ts[ref]})
     # Messages seen few times only: a periodic packet's message repeats all through a log.
@@ -1211,7 +1481,7 @@ def _from_other_logs(
 
 
 def _first_copies(
-    lines: pd.DataFrame,
+    ids: np.ndarray,
     ts: np.ndarray,
     source: np.ndarray,
     clocks: dict[str, LogClock],
@@ -1219,7 +1489,6 @@ def _first_copies(
 ) -> np.ndarray:
     """Which lines to keep: of one kernel message in several renderings, the copy in the file
     whose times are best (paired over placed, then dmesg, journal, dmesg -T, syslog)."""
-    ids = lines["_id"].to_numpy()
     keep = np.ones(len(ids), dtype=bool)
     files = sorted(
         clocks,

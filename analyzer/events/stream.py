@@ -23,14 +23,16 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from ..errors import InputError
+from ..memory import release_free_memory
 from ..schema import DICT_STR, DIRECTIONS, EVENT_SCHEMA, integers, labels, present, text_column
-from ..sources import iter_capture, kernlog
+from ..sources import iter_capture
 from ..sources.base import SourceReport
 from ..sources.bundle import InputFile, Inputs, collect
 from ..sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
 from ..sources.ipsnap import HostState, read_snapshots
 from . import clock
 from .clock import ClockReport, Placed, align
+from .logstore import LogStore, read_logs
 
 
 @dataclass
@@ -353,30 +355,43 @@ def merge_by_time(sources: list[Iterator[pa.Table]]) -> Iterator[pa.Table]:
 
 class LogCandidates:
     """Keeps the captured rows that could be the packet of some LOG line, so aligning the logs
-    needs them, not the whole capture, in memory: rows whose packet fields and one endpoint
-    (address and port) are those of a line. One endpoint, not both: a line before SNAT or after
-    DNAT shows the packet under another tuple (F5/F6), and its twin on the wire is kept too."""
+    needs them, not the whole capture: rows whose packet fields and one endpoint (address and
+    port) are those of a line. One endpoint, not both: a line before SNAT or after DNAT shows
+    the packet under another tuple (F5/F6), and its twin on the wire is kept too. They go to a
+    spill file of their own (``clock.WireSource`` reads it by time); the rows of the contents
+    the logs are placed from (``LogStore.sample``) are kept in memory as well."""
 
-    def __init__(self, logs: pa.Table) -> None:
-        near, far = clock.endpoint_keys(logs)
-        self.keys = np.unique(np.concatenate([near, far]))
+    def __init__(self, store: LogStore) -> None:
+        self.keys = store.endpoints
+        self.sample = np.unique(store.keys["mkey"][store.sample()])
         #: the flows OUTPUT logged (``clock.sent_keys``), and how many packets each sent on the
         #: wire as the captures read so far show
-        flows = clock.sent_keys(logs)
+        flows = store.keys["sent"]
         self.logged_flows = np.unique(flows[flows != clock.NO_KEY])
         self.sent = np.zeros(len(self.logged_flows), dtype=np.int64)
+        #: captured rows of each sampled content so far (``sample``), kept or not
+        self.sampled = np.zeros(len(self.sample), dtype=np.int64)
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        """The rows of ``table`` a line may match, as ``clock.wire_keys``."""
+    def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """The rows of ``table`` a line may match, and those of them of a sampled content
+        (at most ``clock.SAMPLE_PER_CONTENT`` a content, give or take a chunk), as
+        ``clock.wire_keys``."""
         if not table.num_rows:
-            return clock.wire_keys(table)
+            return clock.wire_keys(table), clock.wire_keys(table)
         near, far = clock.endpoint_keys(table)
         hit = _member(near, self.keys) | _member(far, self.keys)
         if len(self.logged_flows):
             keys = clock.sent_keys(table)
             mine = _member(keys, self.logged_flows)
             np.add.at(self.sent, np.searchsorted(self.logged_flows, keys[mine]), 1)
-        return clock.wire_keys(table.filter(pa.array(hit & present(table.column("ip_version")))))
+        rows = clock.wire_keys(table.filter(pa.array(hit & present(table.column("ip_version")))))
+        mkey = rows.column("mkey").to_numpy()
+        sampled = _member(mkey, self.sample)
+        at = np.searchsorted(self.sample, mkey[sampled]) if len(self.sample) else mkey[:0]
+        room = self.sampled[at] < clock.SAMPLE_PER_CONTENT
+        np.add.at(self.sampled, at, 1)
+        which = np.flatnonzero(sampled)[room]
+        return rows, rows.take(pa.array(which, pa.int64()))
 
     @staticmethod
     def concat(chunks: list[pa.Table]) -> pa.Table:
@@ -404,24 +419,55 @@ def _capture_chunks(
     resolve.finish()
 
 
+@dataclass
+class _Spilled:
+    """What a capture worker leaves: the capture decoded (``path``), its report, and with LOG
+    lines the rows they may match (``candidates``, a spill of ``clock.wire_keys``), those of
+    the sampled contents (``sampled``), the cards they name, and the packets each logged flow
+    sent (``LogCandidates.sent``)."""
+
+    path: str
+    report: SourceReport
+    candidates: str | None = None
+    sampled: pa.Table | None = None
+    sampled_counts: np.ndarray | None = None
+    cards: set[str] = field(default_factory=set)
+    sent: np.ndarray | None = None
+
+
 def _spill(
     item: InputFile, host: HostState | None, keep: LogCandidates | None, spill_dir: str
-) -> tuple[str, SourceReport, pa.Table, np.ndarray | None]:
-    """Decode one capture into an Arrow IPC stream file; return it, its report, the rows LOG
-    lines may match and the packets each logged flow sent in it (``LogCandidates.sent``). Runs
-    in a worker process under ``--jobs``."""
+) -> _Spilled:
+    """Decode one capture into an Arrow IPC stream file, keeping what the LOG lines need of
+    it (``_Spilled``). Runs in a worker process under ``--jobs``."""
     report = SourceReport(path=item.path, format=item.format)
-    path = os.path.join(spill_dir, f"{abs(hash((item.path, item.iface))):x}.arrows")
-    candidates = []
-    with pa.OSFile(path, "wb") as sink, ipc.new_stream(sink, EVENT_SCHEMA) as writer:
+    name = f"{abs(hash((item.path, item.iface))):x}"
+    path = os.path.join(spill_dir, f"{name}.arrows")
+    if keep is None:
+        with pa.OSFile(path, "wb") as sink, ipc.new_stream(sink, EVENT_SCHEMA) as writer:
+            for chunk in _capture_chunks(item, host, report, MERGE_ROWS):
+                writer.write_table(chunk)
+        return _Spilled(path, report)
+    out = _Spilled(path, report, os.path.join(spill_dir, f"{name}.candidates.arrows"))
+    sampled = []
+    with (
+        pa.OSFile(path, "wb") as sink,
+        ipc.new_stream(sink, EVENT_SCHEMA) as writer,
+        pa.OSFile(out.candidates, "wb") as cand_sink,
+        ipc.new_stream(cand_sink, clock.WIRE_KEYS) as cand_writer,
+    ):
         for chunk in _capture_chunks(item, host, report, MERGE_ROWS):
             writer.write_table(chunk)
-            if keep is not None:
-                candidates.append(keep(chunk))
-    sent = None
-    if keep is not None:
-        sent, keep.sent = keep.sent, np.zeros_like(keep.sent)
-    return path, report, LogCandidates.concat(candidates), sent
+            rows, sample = keep(chunk)
+            if rows.num_rows:
+                cand_writer.write_table(rows)
+                out.cards |= clock.card_names(rows.column("iface"))
+            if sample.num_rows:
+                sampled.append(sample)
+    out.sampled = LogCandidates.concat(sampled)
+    out.sent, keep.sent = keep.sent, np.zeros_like(keep.sent)
+    out.sampled_counts, keep.sampled = keep.sampled, np.zeros_like(keep.sampled)
+    return out
 
 
 def _read_spill(path: str) -> Iterator[pa.Table]:
@@ -475,10 +521,17 @@ def stream_events(
     cap_reports = [SourceReport(path=c.path, format=c.format) for c in inputs.captures]
     spill_dir = tempfile.TemporaryDirectory(prefix="nicpath-logs-")
     try:
-        log_reports, logs = _spilled_logs(inputs, hook_prefixes, spill_dir.name)
+        log_reports, logs = read_logs(
+            [item.path for item in inputs.logs],
+            boot_time=inputs.boot_time,
+            year=_capture_year(inputs) if inputs.logs else None,
+            hook_prefixes=hook_prefixes,
+            spill_dir=spill_dir.name,
+        )
     except BaseException:
         spill_dir.cleanup()
         raise
+    release_free_memory()  # what reading the logs freed: the capture workers fork from here
     reports = cap_reports + log_reports
     stream = EventStream(iter(()), reports, clock, host, inputs)
 
@@ -502,49 +555,6 @@ def stream_events(
 
     stream.chunks = chunks()
     return stream
-
-
-@dataclass
-class _LogSpill:
-    """One log file's LOG rows, on disk as read (an Arrow IPC stream), and what aligning them
-    reads (``clock.log_keys``) in memory: a few words a line, not the row."""
-
-    path: str
-    keys: pa.Table | None
-    rows: int
-
-
-def _spilled_logs(
-    inputs: Inputs, hook_prefixes: dict[str, str] | None, spill_dir: str
-) -> tuple[list[SourceReport], list[_LogSpill]]:
-    """Read every log a block at a time into ``_LogSpill``s, with their reports."""
-    year = _capture_year(inputs) if inputs.logs else None
-    reports, spills = [], []
-    for k, item in enumerate(inputs.logs):
-        report = SourceReport(path=item.path, format="kernlog")
-        path = os.path.join(spill_dir, f"log-{k}.arrows")
-        keys = []
-        with pa.OSFile(path, "wb") as sink, ipc.new_stream(sink, EVENT_SCHEMA) as writer:
-            for rows in kernlog.iter_read(
-                item.path,
-                report,
-                boot_time=inputs.boot_time,
-                year=year,
-                hook_prefixes=hook_prefixes,
-            ):
-                if rows.num_rows:
-                    writer.write_table(rows)
-                    keys.append(clock.log_keys(rows))
-        reports.append(report)
-        table = _concat_keys(keys)
-        spills.append(_LogSpill(path, table, table.num_rows))
-    return reports, spills
-
-
-def _concat_keys(tables: list[pa.Table]) -> pa.Table:
-    if not tables:
-        return clock.log_keys(EVENT_SCHEMA.empty_table())
-    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
 
 
 def _placed_rows(path: str, placed: Placed) -> Iterator[pa.Table]:
@@ -578,24 +588,22 @@ def _placed_rows(path: str, placed: Placed) -> Iterator[pa.Table]:
 def _merged(
     inputs: Inputs,
     host: HostState | None,
-    logs: list[_LogSpill],
+    logs: LogStore,
     cap_reports: list[SourceReport],
     log_reports: dict[str, SourceReport],
-    clock: ClockReport,
+    clock_report: ClockReport,
     jobs: int,
 ) -> Iterator[pa.Table]:
     items = inputs.captures
-    raw_logs = _concat_keys([log.keys for log in logs])
-    for log in logs:
-        log.keys = None  # held once, in raw_logs
+    has_logs = logs.num_lines > 0
     # One capture gains nothing from a worker: it is decoded here, block by block.
-    if not raw_logs.num_rows and (jobs <= 1 or len(items) <= 1):
+    if not has_logs and (jobs <= 1 or len(items) <= 1):
         rows = None if len(items) == 1 else MERGE_ROWS
         yield from merge_by_time(
             [_capture_chunks(it, host, r, rows) for it, r in zip(items, cap_reports, strict=True)]
         )
         return
-    keep = LogCandidates(raw_logs) if raw_logs.num_rows else None
+    keep = LogCandidates(logs) if has_logs else None
     with tempfile.TemporaryDirectory(prefix="nicpath-") as spill_dir:
         if jobs > 1 and len(items) > 1:
             ctx = multiprocessing.get_context("fork")
@@ -603,26 +611,37 @@ def _merged(
                 done = list(pool.map(_spill, items, repeat(host), repeat(keep), repeat(spill_dir)))
         else:
             done = [_spill(it, host, keep, spill_dir) for it in items]
-        for report, (_, got, _, _) in zip(cap_reports, done, strict=True):
-            report.__dict__.update(got.__dict__)
-        sources = [_read_spill(path) for path, _, _, _ in done]
-        if raw_logs.num_rows:
-            sent = [s for _, _, _, s in done if s is not None]
-            # Handed over, not kept here: align empties the list once it has their packets.
-            candidates = [c for _, _, c, _ in done]
+        for report, got in zip(cap_reports, done, strict=True):
+            report.__dict__.update(got.report.__dict__)
+        sources = [_read_spill(got.path) for got in done]
+        if has_logs:
+            names = sorted(logs.cards.union(*(got.cards for got in done)))
+            wire = clock.WireSource([got.candidates for got in done], names)
+            sampled = [got.sampled for got in done]
+            counts = np.zeros(len(keep.sample), np.int64)
+            for got in done:
+                counts += got.sampled_counts
+            sent = [got.sent for got in done]
             done.clear()
-            placed = align(candidates, raw_logs, clock, log_reports)
+            sample = clock.Sample(keep.sample, counts, sampled)
+            placed = align(logs, wire, sample, clock_report, log_reports)
             # Each capture of one packet counts it: the capture that saw a flow most holds it.
             seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
-            kept = raw_logs.filter(pa.array(placed.keep))
-            clock.sent_share = clock.logged_share(kept, keep.logged_flows, seen)
-            del kept, raw_logs, keep
-            start = 0
-            for log in logs:
-                mine = slice(start, start + log.rows)
-                start += log.rows
+            kept = placed.keep
+            clock_report.sent_share = ClockReport.logged_share(
+                logs.keys["sent"][kept],
+                logs.keys["proto"][kept],
+                logs.keys["ip_version"][kept],
+                keep.logged_flows,
+                seen,
+            )
+            del keep, wire
+            logs.forget_keys()  # the rows on disk are all that is left to read
+            release_free_memory()
+            for log in logs.files:
+                mine = slice(log.start, log.start + log.rows)
                 part = Placed(placed.ts[mine], placed.basis[mine], placed.keep[mine])
-                sources.append(_placed_rows(log.path, part))
+                sources.append(_placed_rows(log.spill, part))
         yield from merge_by_time(sources)
 
 

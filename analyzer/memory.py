@@ -1,4 +1,5 @@
-"""The C heap while parts run: freed memory kept for the next part, given back after."""
+"""Freed memory given back to the system between the stages that free much of it (aligning
+the logs, the plan of parts), and kept while parts run, given back after."""
 
 from __future__ import annotations
 
