@@ -153,3 +153,139 @@ def test_a_bundle_sysctl_serves_every_moment(tmp_path):
     (tmp_path / "sysctl.txt").write_text("net.ipv4.ip_forward = 1\n")
     snap = ipsnap.read_snapshots(tmp_path).snapshots[0]
     assert snap.sysctls == {"net.ipv4.ip_forward": "1"} and "sysctl" in snap.parts
+
+
+ROUTES_JSON = """[
+ {"dst": "10.0.0.0/24", "dev": "eth1", "scope": "link", "prefsrc": "10.0.0.1"},
+ {"dst": "999.1.1.1/99", "dev": "eth1"},
+ {"dst": "default", "gateway": "10.0.0.x", "dev": "eth1"},
+ {"dst": "10.9.0.0/16", "dev": "eth1", "prefsrc": "fd00::1"},
+ {"dst": "10.8.0.0/16", "nexthops": [{"gateway": "10.0.0.2", "dev": "eth1"},
+                                     {"gateway": "bogus", "dev": "eth1"}]},
+ {"dst": 7, "dev": "eth1"},
+ {"dst": "10.7.0.0/16", "via": {"family": "inet6", "host": "fe80::1"}, "dev": "eth1"}
+]"""
+ROUTES_TEXT = (
+    "10.0.0.0/24 dev eth1 scope link src 10.0.0.1\n"
+    "999.1.1.1/99 dev eth1\n"
+    "default via 10.0.0.x dev eth1\n"
+    "10.9.0.0/16 dev eth1 src fd00::1\n"
+    "10.8.0.0/16\n"
+    "\tnexthop via 10.0.0.2 dev eth1 weight 1\n"
+    "\tnexthop via bogus dev eth1 weight 1\n"
+    "10.6.0.0/33 dev eth1\n"
+    "10.7.0.0/16 via inet6 fe80::1 dev eth1\n"
+)
+
+
+@pytest.mark.parametrize("name,content", [("route.json", ROUTES_JSON), ("route.txt", ROUTES_TEXT)])
+def test_a_route_that_names_no_address_is_skipped_counted_and_named(tmp_path, name, content):
+    """A destination, gateway (nexthops' too) or prefsrc that is not an address of the route's
+    family is a bad entry: left out, the rest of the file kept, the file listed with how many
+    and which; read strictly, the first one is an error naming its entry."""
+    (tmp_path / name).write_text(content)
+    listed: list[tuple[str, str]] = []
+    snap = ipsnap.read_snapshots(tmp_path, unreadable=listed).snapshots[0]
+    assert [(r.dst, r.gateway) for r in snap.routes] == [
+        ("10.0.0.0/24", None),
+        ("10.7.0.0/16", "fe80::1"),  # via inet6: a gateway of another family is an address
+    ]
+    assert "route" in snap.parts
+    unit = "entry" if name.endswith(".json") else "line"
+    assert listed == [
+        (
+            str(tmp_path / name),
+            f"5 of 7 routes skipped: {unit} 2: dst '999.1.1.1/99' is not an IP prefix; "
+            f"{unit} 3: gateway '10.0.0.x' is not an IP address; "
+            f"{unit} 4: prefsrc fd00::1 is not an IPv4 address; and 2 more",
+        )
+    ]
+    with pytest.raises(InputError) as err:
+        ipsnap.read_snapshot(tmp_path)
+    assert (err.value.unit, err.value.record) == (unit, 2)
+    assert str(err.value).startswith(f"{tmp_path / name}, {unit} 2: dst '999.1.1.1/99'")
+
+
+def test_a_multipath_route_with_a_bad_nexthop_gateway_is_skipped(tmp_path):
+    (tmp_path / "route.txt").write_text(
+        "10.8.0.0/16\n\tnexthop via 10.0.0.2 dev eth1 weight 1\n\tnexthop via x dev eth1\n"
+    )
+    listed: list[tuple[str, str]] = []
+    snap = ipsnap.read_snapshots(tmp_path, unreadable=listed).snapshots[0]
+    assert snap.routes == ()
+    assert listed[0][1] == "1 of 1 routes skipped: line 1: gateway 'x' is not an IP address"
+
+
+def test_addresses_and_rules_that_name_no_address_are_skipped(tmp_path):
+    """The route lookup reads addresses (source selection) and rule selectors as addresses
+    too: such an entry is skipped and listed the same way, in either form."""
+    (tmp_path / "addr.json").write_text(
+        '[{"ifindex": 2, "ifname": "eth1", "addr_info": ['
+        '{"family": "inet", "local": "10.0.0.1", "prefixlen": 24},'
+        '{"family": "inet", "local": "999.1.1.1", "prefixlen": 24},'
+        '{"family": "inet", "local": "10.0.0.2", "prefixlen": 99}]}]'
+    )
+    (tmp_path / "rule.txt").write_text(
+        "0:\tfrom all lookup local\n100:\tfrom 999.1.1.1 lookup 100\n32766:\tfrom all lookup main\n"
+    )
+    listed: list[tuple[str, str]] = []
+    snap = ipsnap.read_snapshots(tmp_path, unreadable=listed).snapshots[0]
+    assert [a.address for a in snap.addresses] == ["10.0.0.1"]
+    assert [r.priority for r in snap.rules] == [0, 32766]
+    assert {"addr", "rule"} <= set(snap.parts)
+    assert dict(listed) == {
+        str(tmp_path / "addr.json"): "2 of 3 addresses skipped: "
+        "entry 1: eth1 address '999.1.1.1' is not an IP address; "
+        "entry 1: eth1 address '10.0.0.2/99' is not an IP prefix",
+        str(tmp_path / "rule.txt"): "1 of 3 rules skipped: line 2: from '999.1.1.1/32' is not "
+        "an IP prefix",
+    }
+
+
+def test_route_via_another_family_reads_alike_in_both_forms(tmp_path):
+    """``via inet6 fe80::1`` (an IPv4 route through an IPv6 gateway, RFC 5549): ``ip -j``
+    prints it as a ``via`` object; both forms give the gateway, and the route stays IPv4."""
+    json_dir, text_dir = tmp_path / "j", tmp_path / "t"
+    json_dir.mkdir(), text_dir.mkdir()
+    (json_dir / "route.json").write_text(
+        '[{"dst": "default", "via": {"family": "inet6", "host": "fe80::1"}, "dev": "eth1"}]'
+    )
+    (text_dir / "route.txt").write_text("default via inet6 fe80::1 dev eth1\n")
+    (from_json,) = ipsnap.read_snapshot(json_dir).routes
+    (from_text,) = ipsnap.read_snapshot(text_dir).routes
+    assert (from_json.family, from_json.gateway) == (4, "fe80::1")
+    assert from_json == from_text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", "-1e12", "9223372037"])
+def test_a_taken_at_no_clock_holds_is_no_time(tmp_path, value):
+    """Such a moment is read as one without taken_at (placed later by changes.log, file times
+    or order) and its taken_at file is listed with why."""
+    (tmp_path / "route.txt").write_text("10.0.0.0/24 dev eth1\n")
+    (tmp_path / "taken_at").write_text(value + "\n")
+    listed: list[tuple[str, str]] = []
+    snap = ipsnap.read_snapshots(tmp_path, unreadable=listed).snapshots[0]
+    assert snap.taken_at is None and snap.routes
+    assert listed == [
+        (
+            str(tmp_path / "taken_at"),
+            f"line 1: taken_at {value!r} is not a time between 1677 and 2262",
+        )
+    ]
+
+
+@pytest.mark.parametrize("value", ["-9223372036", "0", "1764040967.5", "9223372036"])
+def test_a_taken_at_inside_the_clock_is_kept(tmp_path, value):
+    (tmp_path / "taken_at").write_text(value)
+    assert ipsnap.read_snapshot(tmp_path).taken_at == float(value)
+
+
+def test_a_json_part_nested_too_deep_is_unreadable_and_the_text_form_stands_in(tmp_path):
+    (tmp_path / "route.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "route.txt").write_text("10.0.0.0/24 dev eth1\n")
+    listed: list[tuple[str, str]] = []
+    snap = ipsnap.read_snapshots(tmp_path, unreadable=listed).snapshots[0]
+    assert [r.dst for r in snap.routes] == ["10.0.0.0/24"] and "route" in snap.parts
+    assert listed == [
+        (str(tmp_path / "route.json"), "JSON nested too deep to read (not ip -j output)")
+    ]

@@ -389,3 +389,87 @@ def test_the_snapshot_in_force_answers():
     assert snapshot_at(state, "before") is before
     with pytest.raises(QueryError, match="no snapshot named"):
         snapshot_at(state, "after-9")
+
+
+# --- what nicpath route cannot answer from --------------------------------------------------
+
+
+def route_cli(*args: str):
+    from click.testing import CliRunner
+
+    from analyzer.api.cli import main
+
+    return CliRunner().invoke(main, ["route", *args])
+
+
+def test_a_directory_without_a_snapshot_is_no_answer(tmp_path):
+    """Issue 26: `--ip ~` answered "Network is unreachable" (exit 1, as if the kernel had
+    refused); a directory that holds no snapshot, directly or in its subdirectories, is bad
+    input (exit 2) saying so."""
+    (tmp_path / "Documents").mkdir()
+    (tmp_path / "Documents" / "notes.md").write_text("# notes\n")
+    (tmp_path / ".cache").mkdir()
+    for directory in (tmp_path, tmp_path / ".cache"):
+        res = route_cli("--ip", str(directory), "--to", "1.2.3.4")
+        assert res.exit_code == 2, res.output
+        assert res.output == (
+            f"nicpath: error: no ip snapshot in {directory}: give a bundle, its ip/ directory "
+            "or one ip/<moment>/ holding route.json or route.txt (ip -j route show table all)\n"
+        )
+
+
+def test_a_snapshot_without_routes_is_no_answer(tmp_path):
+    """A moment that holds rules but no routes knows nothing of the routes: exit 2, not the
+    kernel's "Network is unreachable"; the other moments still answer."""
+    bundle = tmp_path / "b"
+    shutil.copytree(ROOT / "samples" / "egress_switch_tcp" / "ip", bundle / "ip")
+    for form in ("json", "txt"):
+        (bundle / "ip" / "after-1" / f"route.{form}").unlink()
+    res = route_cli("--ip", str(bundle), "--to", "172.16.70.15")
+    assert res.exit_code == 2, res.output
+    assert f"snapshot {bundle / 'ip' / 'after-1'} holds no route.json or route.txt" in res.output
+    before = route_cli("--ip", str(bundle), "--to", "172.16.70.15", "--at", "before")
+    assert before.exit_code == 0 and "dev eth2" in before.output, before.output
+
+
+def test_a_bad_route_among_good_ones_is_named_and_the_answer_refused(tmp_path):
+    """The snapshots are all the answer rests on: a skipped route could be the one that
+    decides, so nicpath route names it (file and line) and exits 2."""
+    bundle = tmp_path / "b"
+    shutil.copytree(ROOT / "samples" / "egress_switch_tcp" / "ip", bundle / "ip")
+    route_txt = bundle / "ip" / "after-1" / "route.txt"
+    (bundle / "ip" / "after-1" / "route.json").unlink()
+    route_txt.write_text(route_txt.read_text() + "172.16.71.0/24 via 172.16.70.x dev eth1\n")
+    lines = len(route_txt.read_text().splitlines())
+    res = route_cli("--ip", str(bundle), "--to", "172.16.70.15")
+    assert res.exit_code == 2, res.output
+    assert (
+        f"{route_txt}: 1 of {lines} routes skipped: line {lines}: gateway '172.16.70.x' is not "
+        "an IP address" in res.output
+    )
+
+
+@pytest.mark.parametrize("at", ["nan", "-inf", "1e300", "-1e12", "0001-01-01T00:00:00"])
+def test_a_time_no_snapshot_can_have_is_refused(at):
+    """`--at nan` answered from the first snapshot, `--at -1e12` raised: both are exit 2."""
+    res = route_cli(
+        "--ip", str(ROOT / "samples" / "egress_switch_tcp"), "--to", "1.2.3.4", "--at", at
+    )
+    assert res.exit_code == 2, res.output
+    assert res.output == f"nicpath: error: --at {at}: not a time between 1677 and 2262\n"
+
+
+@pytest.mark.parametrize("taken_at", [float("nan"), 1e300, -1e12])
+def test_an_answer_from_a_snapshot_whose_time_is_none_says_so(tmp_path, taken_at):
+    """A snapshot made by hand (or read back from a table) may carry such a time; the answer
+    says it is no time instead of raising, and its JSON form stays valid JSON (null)."""
+    import dataclasses
+
+    fib = host(tmp_path, "default via 10.1.0.1 dev eth1\n", DEFAULT_RULES)
+    snap = dataclasses.replace(fib.snap, taken_at=taken_at)
+    answer = route_get(snap, Query.parse("8.8.8.8"))
+    assert answer.text().endswith(
+        f"from   snapshot ip (taken_at {taken_at!r} is not a time between 1677 and 2262)"
+    )
+    assert answer.to_dict()["taken_at"] is None
+    json.dumps(answer.to_dict(), allow_nan=False)

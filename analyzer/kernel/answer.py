@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import QueryError
 from ..render import ts_text
+from ..sources.bundle import is_clock_time
 from ..sources.ipsnap import Route, Rule, ipproto_number
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -213,8 +214,7 @@ class RouteAnswer:
         if self.route is not None:
             lines.append(f"    route  {route_text(self.route)}")
         lines += [f"    note   {n}" for n in self.notes]
-        taken = f" (taken {ts_text(round(self.taken_at * 1e9))})" if self.taken_at else ""
-        lines.append(f"    from   snapshot {self.snapshot}{taken}")
+        lines.append(f"    from   snapshot {self.snapshot}{_taken_text(self.taken_at)}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,7 +233,7 @@ class RouteAnswer:
                 "uid": q.uid,
             },
             "snapshot": self.snapshot,
-            "taken_at": self.taken_at,
+            "taken_at": self.taken_at if _is_time(self.taken_at) else None,
             "type": self.type,
             "dev": self.dev,
             "gateway": self.gateway,
@@ -251,6 +251,20 @@ class RouteAnswer:
             ],
             "notes": list(self.notes),
         }
+
+
+def _is_time(taken_at: float | None) -> bool:
+    return taken_at is not None and is_clock_time(taken_at)
+
+
+def _taken_text(taken_at: float | None) -> str:
+    """When the snapshot was taken, for its answer; a snapshot built by hand or read back from
+    a table may hold a time no clock shows (the readers give None for such a ``taken_at``)."""
+    if taken_at is None:
+        return ""
+    if not is_clock_time(taken_at):
+        return f" (taken_at {taken_at!r} is not a time between 1677 and 2262)"
+    return f" (taken {ts_text(round(taken_at * 1e9))})"
 
 
 def rule_text(rule: Rule) -> str:

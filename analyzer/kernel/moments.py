@@ -11,6 +11,7 @@ import re
 from ..errors import QueryError
 from ..events.stream import EventsResult
 from ..render import ts_text
+from ..sources.bundle import is_clock_time
 from ..sources.ipsnap import HostState, Snapshot, read_snapshots
 from .answer import Query, RouteAnswer, route_text
 from .lookup import route_get
@@ -47,20 +48,27 @@ def route_at(host: HostState, query: Query, at: float | str | None = None) -> Ro
 
 def parse_at(text: str | None) -> float | str | None:
     """``--at``: epoch seconds, an ISO 8601 time (``2026-11-25T03:22:47Z``; without a zone,
-    UTC), or a snapshot's name (``before``, ``after-1``)."""
+    UTC), or a snapshot's name (``before``, ``after-1``). A time no snapshot can have been
+    taken at (``nan``, year 1) is a QueryError, not the first snapshot's answer."""
     if text is None:
         return None
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return when.timestamp()
+        try:
+            when = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            return text
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp()
+    if not is_clock_time(seconds):
+        raise QueryError(f"--at {text}: not a time between 1677 and 2262")
+    return seconds
+
+
+#: The parts of a moment that hold routes: without one the lookup has nothing to answer from.
+ROUTE_PARTS = {"route", "route6"}
 
 
 def route_lookup(path: str | os.PathLike, query: Query, at: str | None = None) -> RouteAnswer:
@@ -76,6 +84,20 @@ def route_lookup(path: str | os.PathLike, query: Query, at: str | None = None) -
         raise QueryError(
             "cannot answer from snapshots that could not be read whole: "
             + "; ".join(f"{file}: {why}" for file, why in unreadable)
+        )
+    if not any(ROUTE_PARTS & set(s.parts) for s in host.snapshots):
+        # No routes known is not a host without routes: "Network is unreachable" would be a guess.
+        raise QueryError(
+            f"no ip snapshot in {os.fspath(path)}: give a bundle, its ip/ directory or one "
+            "ip/<moment>/ holding route.json or route.txt (ip -j route show table all)"
+        )
+    snap = snapshot_at(host, parse_at(at))
+    needed = {"route"} if query.family == 4 else ROUTE_PARTS
+    if not needed & set(snap.parts):
+        files = "route.json or route.txt" if query.family == 4 else "route.* or route6.*"
+        raise QueryError(
+            f"snapshot {snap.path or snap.moment} holds no {files}: its IPv{query.family} "
+            "routes are unknown (--at names another snapshot)"
         )
     return route_at(host, query, parse_at(at))
 

@@ -45,6 +45,8 @@ METADATA_FILES = {"btime", "changes.log", "scenario.json", "taken_at", "manifest
 #: Bundle metadata that is JSON: checked to be readable, else listed as unreadable.
 JSON_METADATA = {"scenario.json", "manifest.json"}
 DOC_SUFFIXES = {".md", ".txt", ".rst"}
+#: The range of a nanosecond time (int64): 1677-09-21 to 2262-04-11.
+NS_MIN, NS_MAX = -(1 << 63), (1 << 63) - 1
 #: A ``changes.log`` line: the time (ISO 8601, whose date and time a space may separate, or
 #: epoch seconds), then a tab or any run of spaces, then the command.
 CHANGE_LINE = re.compile(
@@ -104,16 +106,29 @@ def _text(path: str | os.PathLike) -> str:
         raise InputError(path, "not UTF-8 text", offset=exc.start) from None
 
 
+def is_clock_time(seconds: float) -> bool:
+    """True when epoch seconds are a time the event table's nanosecond clock holds (1677-09-21
+    to 2262-04-11): a boot time or a snapshot time outside it would overflow every time
+    computed from it, so it is no time at all."""
+    ns = seconds * 1e9
+    return math.isfinite(ns) and NS_MIN <= round(ns) <= NS_MAX
+
+
 def read_btime(path: str | os.PathLike) -> float:
     """``btime``: the boot time in epoch seconds (``/proc/stat``'s ``btime N`` line or N)."""
     text = _text(path).strip()
     try:
         value = float(text.split()[-1])
     except (ValueError, IndexError):
-        value = math.nan
-    if not math.isfinite(value):
         raise InputError(
             path, f"btime must hold epoch seconds, got {text[:40]!r}", record=1, unit="line"
+        ) from None
+    if not is_clock_time(value):
+        raise InputError(
+            path,
+            f"btime {text.split()[-1][:40]!r} is not a time between 1677 and 2262",
+            record=1,
+            unit="line",
         )
     return value
 
@@ -141,7 +156,7 @@ def read_changes(path: str | os.PathLike) -> list[tuple[float, str]]:
             continue
         m = CHANGE_LINE.match(line.strip())
         try:
-            out.append((_change_time(m["time"]), (m["command"] or "").strip()))
+            when = _change_time(m["time"])
         except ValueError:
             raise InputError(
                 path,
@@ -149,6 +164,14 @@ def read_changes(path: str | os.PathLike) -> list[tuple[float, str]]:
                 record=no,
                 unit="line",
             ) from None
+        if not is_clock_time(when):
+            raise InputError(
+                path,
+                f"{m['time'][:40]!r} is not a time between 1677 and 2262",
+                record=no,
+                unit="line",
+            )
+        out.append((when, (m["command"] or "").strip()))
     return out
 
 
@@ -160,6 +183,8 @@ def check_json(path: str | os.PathLike) -> None:
         raise InputError(
             path, f"not valid JSON: {exc.msg}", record=exc.lineno, unit="line"
         ) from None
+    except RecursionError:
+        raise InputError(path, "JSON nested too deep to read") from None
 
 
 def _is_conntrack(path: str) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .bundle import unreadable_entry
+from .bundle import is_clock_time, unreadable_entry
 
 PARTS = ("addr", "link", "route", "rule", "route6", "rule6")
 
@@ -195,6 +195,80 @@ def _prefix(dst: str, family: int) -> str:
     return f"{dst}/{32 if family == 4 else 128}"
 
 
+# --- entries that name no address -----------------------------------------------------------
+
+#: Entries of one file left out of its moment, each as (unit, number, why): ``entry`` N of an
+#: ``ip -j`` list or ``line`` N of the plain form.
+Skipped = list[tuple[str, int, str]]
+
+
+def _not_address(text: Any, what: str, family: int | None = None) -> str | None:
+    """Why ``text`` is not an address (of ``family`` when given), or None when it is one."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return f"{what} {text!r} is not an IP address"
+    if family is not None and addr.version != family:
+        return f"{what} {text} is not an IPv{family} address"
+    return None
+
+
+def _not_prefix(text: Any, what: str, family: int) -> str | None:
+    """Why ``text`` (``ADDR/LEN``) is not an IPv``family`` prefix, or None when it is one."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"{what} {text!r} is not an IP prefix"
+    if net.version != family:
+        return f"{what} {text} is not an IPv{family} prefix"
+    return None
+
+
+def _entry_problem(item: Address | Route | Rule) -> str | None:
+    """Why an entry names something that is not an address where the route lookup needs one
+    (``999.1.1.1/99``, a gateway ``x``), or None: such an entry is skipped, never looked up."""
+    if isinstance(item, Address):
+        what = f"{item.ifname} address"
+        return _not_address(item.address, what, item.family) or _not_prefix(
+            f"{item.address}/{item.prefixlen}", what, item.family
+        )
+    if isinstance(item, Route):
+        problem = None if item.dst == "default" else _not_prefix(item.dst, "dst", item.family)
+        gateways = [item.gateway, *(hop.gateway for hop in item.nexthops)]
+        for gateway in (g for g in gateways if g is not None):
+            problem = problem or _not_address(gateway, "gateway")
+        if item.prefsrc is not None:
+            problem = problem or _not_address(item.prefsrc, "prefsrc", item.family)
+        return problem
+    for key in ("src", "dst"):
+        if key in item.selectors:
+            text = f"{item.selectors[key]}/{item.selectors[key + 'len']}"
+            if problem := _not_prefix(text, "from" if key == "src" else "to", item.family):
+                return problem
+    return None
+
+
+def _keep(out: list, item: Any, skipped: Skipped, unit: str, number: int) -> None:
+    """Add ``item`` to ``out``, or to ``skipped`` with why when it names no address."""
+    problem = _entry_problem(item)
+    if problem is None:
+        out.append(item)
+    else:
+        skipped.append((unit, number, problem))
+
+
+def _skipped_text(part: str, skipped: Skipped, kept: int) -> str:
+    """One reason for a file's skipped entries: how many of how many, the first few with why."""
+    plural = {"addr": "addresses", "route": "routes", "rule": "rules"}[part]
+    shown = "; ".join(f"{unit} {number}: {why}" for unit, number, why in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f"{len(skipped)} of {len(skipped) + kept} {plural} skipped: {shown}{more}"
+
+
 # --- JSON -----------------------------------------------------------------------------------
 
 #: Address flags that source address selection reads (RFC 6724 rules 3 and 7, DAD).
@@ -244,14 +318,15 @@ def _links_json(data: list) -> list[Link]:
     return out
 
 
-def _addrs_json(data: list) -> list[Address]:
-    out = []
-    for d in data:
+def _addrs_json(data: list, skipped: Skipped) -> list[Address]:
+    out: list[Address] = []
+    for no, d in enumerate(data, 1):
         for a in d.get("addr_info", []):
             if "local" not in a:
                 continue
             fam = 6 if a.get("family") == "inet6" else 4
-            out.append(
+            _keep(
+                out,
                 Address(
                     d["ifname"],
                     int(d["ifindex"]),
@@ -263,7 +338,10 @@ def _addrs_json(data: list) -> list[Address]:
                     bool(a.get("noprefixroute")),
                     a.get("label") if a.get("label") != d["ifname"] else None,
                     tuple(f for f in ADDR_FLAGS if a.get(f)),
-                )
+                ),
+                skipped,
+                "entry",
+                no,
             )
     return out
 
@@ -281,15 +359,27 @@ def _route_family(d: dict, dst: str, family: int | None) -> int:
     return 4
 
 
-def _routes_json(data: list, family: int | None) -> list[Route]:
-    out = []
-    for d in data:
+def _gateway_json(d: dict) -> str | None:
+    """``gateway``, or the ``via`` object ``ip -j`` prints for a gateway of another family
+    (``via inet6 fe80::1`` on an IPv4 route)."""
+    via = d.get("via")
+    if d.get("gateway") is None and isinstance(via, dict):
+        return via.get("host")
+    return d.get("gateway")
+
+
+def _routes_json(data: list, family: int | None, skipped: Skipped) -> list[Route]:
+    out: list[Route] = []
+    for no, d in enumerate(data, 1):
         dst = d.get("dst", "default")
+        if not isinstance(dst, str):
+            skipped.append(("entry", no, f"dst {dst!r} is not an IP prefix"))
+            continue
         fam = _route_family(d, dst, family)
         hops = tuple(
             Nexthop(
                 nh.get("dev"),
-                nh.get("gateway"),
+                _gateway_json(nh),
                 int(nh.get("weight", 1)),
                 tuple(f for f in ROUTE_FLAGS if f in nh.get("flags", [])),
             )
@@ -298,14 +388,15 @@ def _routes_json(data: list, family: int | None) -> list[Route]:
         dev = d.get("dev")
         if dev is None and hops:
             dev = hops[0].dev
-        out.append(
+        _keep(
+            out,
             Route(
                 fam,
                 str(d.get("table", "main")),
                 d.get("type", "unicast"),
                 _prefix(dst, fam),
                 dev,
-                d.get("gateway"),
+                _gateway_json(d),
                 d.get("prefsrc"),
                 int(d.get("metric", 0)),
                 d.get("scope"),
@@ -315,7 +406,10 @@ def _routes_json(data: list, family: int | None) -> list[Route]:
                 _int(d.get("tos", 0)),
                 tuple(f for f in ROUTE_FLAGS if f in d.get("flags", [])),
                 d.get("pref"),
-            )
+            ),
+            skipped,
+            "entry",
+            no,
         )
     return out
 
@@ -352,9 +446,9 @@ def _rule_selectors_json(d: dict, fam: int) -> dict[str, Any]:
     return sel
 
 
-def _rules_json(data: list, family: int | None) -> list[Rule]:
-    out = []
-    for d in data:
+def _rules_json(data: list, family: int | None, skipped: Skipped) -> list[Rule]:
+    out: list[Rule] = []
+    for no, d in enumerate(data, 1):
         fam = family or _family(d.get("src") or d.get("dst"))
         if "goto" in d:
             action = "goto"
@@ -365,7 +459,8 @@ def _rules_json(data: list, family: int | None) -> list[Rule]:
         else:
             action = "nop"
         suppress = d.get("suppress_prefixlen", d.get("suppress_prefixlength"))
-        out.append(
+        _keep(
+            out,
             Rule(
                 fam,
                 int(d.get("priority", 0)),
@@ -376,7 +471,10 @@ def _rules_json(data: list, family: int | None) -> list[Rule]:
                 int(suppress) if suppress is not None else None,
                 d,
                 str(d["suppress_ifgroup"]) if "suppress_ifgroup" in d else None,
-            )
+            ),
+            skipped,
+            "entry",
+            no,
         )
     return out
 
@@ -439,8 +537,8 @@ def _links_text(lines: list[str], path: str) -> list[Link]:
 NOT_KINDS = {"addrgenmode", "altname", "alias", "vf", "prop", "promiscuity"}
 
 
-def _addrs_text(lines: list[str], path: str) -> list[Address]:
-    out = []
+def _addrs_text(lines: list[str], path: str, skipped: Skipped) -> list[Address]:
+    out: list[Address] = []
     idx, name = 0, ""
     for no, line in enumerate(lines, 1):
         m = LINK_HEAD.match(line)
@@ -460,7 +558,8 @@ def _addrs_text(lines: list[str], path: str) -> list[Address]:
             and words[-1] not in ("secondary", "noprefixroute", "dynamic", "permanent")
             else None
         )
-        out.append(
+        _keep(
+            out,
             Address(
                 name,
                 idx,
@@ -472,7 +571,10 @@ def _addrs_text(lines: list[str], path: str) -> list[Address]:
                 "noprefixroute" in words,
                 label if label != name else None,
                 tuple(f for f in ADDR_FLAGS if f in words),
-            )
+            ),
+            skipped,
+            "line",
+            no,
         )
     return out
 
@@ -491,28 +593,40 @@ ROUTE_TYPES = {
 }
 
 
+def _via_text(words: list[str]) -> tuple[str | None, bool]:
+    """The gateway after ``via``, and whether ``ip`` named its family (``via inet6 fe80::1``:
+    a gateway of another family than the route's)."""
+    if "via" not in words[:-1]:
+        return None, False
+    at = words.index("via") + 1
+    if words[at] in ("inet", "inet6") and at + 1 < len(words):
+        return words[at + 1], True
+    return words[at], False
+
+
 def _nexthop_text(words: list[str]) -> Nexthop:
     """``nexthop via 10.0.0.1 dev eth1 weight 2 onlink`` (a line under a multipath route)."""
     kv = {words[i]: words[i + 1] for i in range(1, len(words) - 1)}
     return Nexthop(
         kv.get("dev"),
-        kv.get("via"),
+        _via_text(words)[0],
         int(kv.get("weight", 1)),
         tuple(f for f in ROUTE_FLAGS if f in words),
     )
 
 
-def _routes_text(lines: list[str], path: str, family: int | None) -> list[Route]:
+def _routes_text(lines: list[str], path: str, family: int | None, skipped: Skipped) -> list[Route]:
     out: list[Route] = []
     hops: list[Nexthop] = []
     pending: dict[str, Any] | None = None
+    pending_no = 0
 
     def flush() -> None:
         if pending is not None:
             if hops:
                 pending["nexthops"] = tuple(hops)
                 pending["dev"] = pending["dev"] or hops[0].dev
-            out.append(Route(**pending))
+            _keep(out, Route(**pending), skipped, "line", pending_no)
         hops.clear()
 
     for no, line in enumerate(lines, 1):
@@ -530,14 +644,17 @@ def _routes_text(lines: list[str], path: str, family: int | None) -> list[Route]
             rtype, words = words[0], words[1:]
         dst = words[0]
         kv = {words[i]: words[i + 1] for i in range(1, len(words) - 1)}
-        fam = family or (6 if "pref" in kv or ":" in dst or ":" in kv.get("via", "") else 4)
+        gateway, other_family = _via_text(words)
+        via6 = ":" in (gateway or "") and not other_family
+        fam = family or (6 if "pref" in kv or ":" in dst or via6 else 4)
+        pending_no = no
         pending = {
             "family": fam,
             "table": kv.get("table", "main"),
             "type": rtype,
             "dst": _prefix(dst, fam),
             "dev": kv.get("dev"),
-            "gateway": kv.get("via"),
+            "gateway": gateway,
             "prefsrc": kv.get("src"),
             "metric": int(kv.get("metric", 0)),
             "scope": kv.get("scope"),
@@ -556,8 +673,8 @@ def _port_range(text: str) -> tuple[int, int]:
     return int(low), int(high or low)
 
 
-def _rules_text(lines: list[str], path: str, family: int | None) -> list[Rule]:
-    out = []
+def _rules_text(lines: list[str], path: str, family: int | None, skipped: Skipped) -> list[Rule]:
+    out: list[Rule] = []
     for no, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -619,9 +736,8 @@ def _rules_text(lines: list[str], path: str, family: int | None) -> list[Rule]:
                 action = w
             i += 1
         fam = family or (6 if ":" in str(sel.get("src", "")) + str(sel.get("dst", "")) else 4)
-        out.append(
-            Rule(fam, int(prio), sel, action, table, goto, suppress, {"text": line}, ifgroup)
-        )
+        rule = Rule(fam, int(prio), sel, action, table, goto, suppress, {"text": line}, ifgroup)
+        _keep(out, rule, skipped, "line", no)
     return out
 
 
@@ -662,25 +778,40 @@ def looks_like_ip_text(head: bytes) -> str | None:
     return None
 
 
-def _load(path: Path, part: str, unreadable: list[tuple[str, str]] | None = None) -> list:
-    """One part of a moment, from ``PART.json``, else ``PART.txt``.
+def _load(
+    path: Path, part: str, unreadable: list[tuple[str, str]] | None = None
+) -> tuple[list, Path | None]:
+    """One part of a moment, from ``PART.json``, else ``PART.txt``, and the file it came from
+    (None: the part is not known).
 
-    A file that cannot be read raises InputError; with ``unreadable`` given it is listed there
-    instead and the other form, when there is one, is read: the moment keeps what can be read."""
+    A file that cannot be read, or that holds an entry naming no address (a route to
+    ``999.1.1.1/99``), raises InputError; with ``unreadable`` given the file is listed there
+    instead and the other form, when there is one, is read; such entries are left out and
+    listed with the file's name, the rest of it read: the moment keeps what can be read."""
     for source in (path / f"{part}.json", path / f"{part}.txt"):
         if not source.exists():
             continue
+        skipped: Skipped = []
         try:
-            return _read_part(source, part)
+            items = _read_part(source, part, skipped)
         except (InputError, OSError) as exc:
             if unreadable is None:
                 raise
             unreadable.append(unreadable_entry(source, exc))
-    return []
+            continue
+        if skipped and unreadable is None:
+            unit, number, why = skipped[0]
+            raise InputError(source, why, record=number, unit=unit)
+        if skipped and unreadable is not None:
+            reason = _skipped_text(part.rstrip("6"), skipped, len(items))
+            unreadable.append((str(source), reason))
+        return items, source
+    return [], None
 
 
-def _read_part(source: Path, part: str) -> list:
-    """One file of a part, as ``ip -j`` (``.json``) or ``ip`` (``.txt``) prints it."""
+def _read_part(source: Path, part: str, skipped: Skipped) -> list:
+    """One file of a part, as ``ip -j`` (``.json``) or ``ip`` (``.txt``) prints it; entries
+    that name no address go to ``skipped``."""
     family = 6 if part.endswith("6") else None
     base = part.rstrip("6")
     jfile = source if source.suffix == ".json" else None
@@ -693,19 +824,21 @@ def _read_part(source: Path, part: str) -> list:
                 raise InputError(
                     jfile, f"not valid JSON: {exc.msg}", record=exc.lineno, unit="line"
                 ) from None
+            except RecursionError:
+                raise InputError(jfile, "JSON nested too deep to read (not ip -j output)") from None
             if not isinstance(data, list):
                 raise InputError(jfile, "expected a JSON list, as ip -j prints")
             return {
-                "addr": _addrs_json,
+                "addr": lambda d: _addrs_json(d, skipped),
                 "link": _links_json,
-                "route": lambda d: _routes_json(d, family),
-                "rule": lambda d: _rules_json(d, family),
+                "route": lambda d: _routes_json(d, family, skipped),
+                "rule": lambda d: _rules_json(d, family, skipped),
             }[base](data)
         return {
-            "addr": _addrs_text,
+            "addr": lambda ls, p: _addrs_text(ls, p, skipped),
             "link": _links_text,
-            "route": lambda ls, p: _routes_text(ls, p, family),
-            "rule": lambda ls, p: _rules_text(ls, p, family),
+            "route": lambda ls, p: _routes_text(ls, p, family, skipped),
+            "rule": lambda ls, p: _rules_text(ls, p, family, skipped),
         }[base](text.splitlines(), str(source))
     except UnicodeDecodeError as exc:
         raise InputError(source, "not UTF-8 text", offset=exc.start) from None
@@ -725,7 +858,9 @@ def read_snapshot(
 
     A file that cannot be read raises InputError; with ``unreadable`` given it is listed there
     (file, why) instead and the moment is kept without it (``parts`` names only what was read;
-    an unreadable ``taken_at`` leaves the time unknown)."""
+    a ``taken_at`` that is unreadable or no time between 1677 and 2262 leaves the time unknown,
+    so the moment is placed as one without it). An entry naming no address (a route to
+    ``999.1.1.1/99``) is listed and left out the same way, the rest of its file kept."""
     p = Path(path)
     listed: list[tuple[str, str]] = []  # this moment's unreadable files
 
@@ -741,7 +876,8 @@ def read_snapshot(
             taken_at = _taken_at(taken)
         except (InputError, OSError) as exc:
             cannot_read(taken, exc)
-    parts = {part: _load(p, part, None if unreadable is None else listed) for part in PARTS}
+    loaded = {part: _load(p, part, None if unreadable is None else listed) for part in PARTS}
+    parts = {part: items for part, (items, _) in loaded.items()}
     links = parts["link"]
     if not links and parts["addr"]:
         # ip addr lists every link too; use it when link.* is absent.
@@ -755,15 +891,7 @@ def read_snapshot(
     known = set(parts["route"])
     routes = parts["route"] + [r for r in parts["route6"] if r not in known]
     rules = parts["rule"] + [r for r in parts["rule6"] if r not in parts["rule"]]
-    failed = {file for file, _ in listed}
-    found = [
-        part
-        for part in PARTS
-        if any(
-            (p / f"{part}.{ext}").exists() and str(p / f"{part}.{ext}") not in failed
-            for ext in ("json", "txt")
-        )
-    ]
+    found = [part for part, (_, source) in loaded.items() if source is not None]
     sysctls: dict[str, str] = {}
     if (p / "sysctl.txt").exists():
         try:
@@ -795,11 +923,21 @@ def _utf8(path: Path) -> str:
 
 
 def _taken_at(path: Path) -> float:
+    """``taken_at``: epoch seconds; a number no nanosecond clock holds (``nan``, ``1e300``) is
+    no time, so the moment is placed as one without ``taken_at``."""
     text = _utf8(path).strip()
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise InputError(path, "taken_at must hold epoch seconds", record=1, unit="line") from None
+    if not is_clock_time(value):
+        raise InputError(
+            path,
+            f"taken_at {text[:40]!r} is not a time between 1677 and 2262",
+            record=1,
+            unit="line",
+        )
+    return value
 
 
 def read_sysctls(path: str | os.PathLike) -> dict[str, str]:
