@@ -58,3 +58,12 @@ def endpoint(addr: bytes | str | None, port: int | None) -> str:
     if port is None or port != port:  # None or NaN
         return text
     return f"[{text}]:{int(port)}" if ":" in text else f"{text}:{int(port)}"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 finding``, ``2 findings``: every count a sentence gives, with its noun agreeing.
+
+    >>> count(1, "reply", "replies"), count(3, "reply", "replies")
+    ('1 reply', '3 replies')
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -160,12 +160,72 @@ def test_exit_codes_and_fail_on(tmp_path):
     assert none.exit_code == 2 and "holds no bundle" in none.output
 
 
-def test_two_bundles_with_one_name_are_refused(tmp_path):
-    for parent in ("x", "y"):
-        shutil.copytree(SAMPLES / "no_routes", tmp_path / parent / "host")
-    res = run("batch", tmp_path / "x", tmp_path / "y", "--out", tmp_path / "ds")
-    assert res.exit_code == 2 and "both named 'host'" in res.output
-    assert not (tmp_path / "ds").exists()
+def keys(dataset: Path, table: str) -> dict[str, list[str]]:
+    """The ``bundle`` values of a table as pyarrow and DuckDB read the dataset, sorted."""
+    glob = f"{dataset}/{table}/*/*.parquet"
+    return {
+        "pyarrow": sorted(pq.read_table(dataset / table).column("bundle").to_pylist()),
+        "duckdb": sorted(
+            r[0] for r in duckdb.sql(f"SELECT bundle FROM read_parquet('{glob}')").fetchall()
+        ),
+    }
+
+
+def test_bundles_of_one_name_in_two_dirs_keep_their_paths(tmp_path, monkeypatch):
+    """`nicpath batch incidents/ lab/`, both holding host-a: each is named by its path, the
+    DIR's name telling them apart; a bundle alone at its path keeps the path under its DIR.
+    An earlier run's name of a bundle (host-a, from `batch incidents/`) is replaced, not kept
+    beside the new one."""
+    shutil.copytree(SAMPLES / "no_routes", tmp_path / "incidents" / "host-a")
+    shutil.copytree(SAMPLES / "no_routes", tmp_path / "incidents" / "site-1" / "host-c")
+    shutil.copytree(SAMPLES / "clean_multihomed", tmp_path / "lab" / "host-a")
+    shutil.copytree(SAMPLES / "clean_multihomed", tmp_path / "lab" / "host-b")
+    monkeypatch.chdir(tmp_path)
+    first = run("batch", "incidents/", "--out", "ds", "--jobs", 1)
+    assert first.exit_code == 1, first.output
+    assert keys(tmp_path / "ds", MANIFEST)["pyarrow"] == ["host-a", "site-1/host-c"]
+    res = run("batch", "incidents/", "lab/", "--out", "ds", "--jobs", 1)
+    assert res.exit_code == 1, res.output
+    names = ["host-b", "incidents/host-a", "lab/host-a", "site-1/host-c"]
+    for table in (*TABLES, MANIFEST):
+        if table != "findings":  # the clean bundles' findings partitions are empty
+            for engine, values in keys(tmp_path / "ds", table).items():
+                assert sorted(set(values)) == names, (table, engine)
+        parts = sorted(p.name for p in (tmp_path / "ds" / table).iterdir())
+        assert parts == [
+            "bundle=host-b",
+            "bundle=incidents%2Fhost-a",
+            "bundle=lab%2Fhost-a",
+            "bundle=site-1%2Fhost-c",
+        ], table
+    manifest = pq.read_table(tmp_path / "ds" / MANIFEST).to_pandas().set_index("bundle")
+    assert manifest.loc["incidents/host-a", "path"] == str(tmp_path / "incidents" / "host-a")
+    assert manifest.loc["lab/host-a", "finding_kinds"].tolist() == []
+    assert manifest.loc["incidents/host-a", "finding_kinds"].tolist() == ["no_route_egress"]
+    lines = res.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == names
+    assert lines[-1].startswith("4 bundles: 4 analyzed, 0 failed; 2 findings in 2 bundles")
+
+
+def test_links_to_bundles_are_followed_and_a_loop_is_not(tmp_path):
+    """A link to a bundle, or to a directory of bundles, is followed; a link back up (a loop)
+    is not; a bundle reached twice is one bundle, under its path without a link."""
+    real = tmp_path / "real"
+    shutil.copytree(SAMPLES / "no_routes", real / "host-a")
+    shutil.copytree(SAMPLES / "clean_multihomed", tmp_path / "elsewhere" / "host-b")
+    (real / "latest").symlink_to("host-a")  # the same bundle again
+    (real / "more").symlink_to(tmp_path / "elsewhere")  # a directory of bundles
+    (real / "loop").symlink_to(real)  # back up: followed, it would never end
+    (real / "up").symlink_to("..")
+    found = find_bundles([str(real)])
+    assert found == [("host-a", str(real / "host-a")), ("more/host-b", str(real / "more/host-b"))]
+    res = run("batch", real, "--out", tmp_path / "ds", "--jobs", 1)
+    assert res.exit_code == 1, res.output
+    assert keys(tmp_path / "ds", MANIFEST)["duckdb"] == ["host-a", "more/host-b"]
+    only_links = tmp_path / "links"
+    only_links.mkdir()
+    (only_links / "a").symlink_to(real / "host-a")
+    assert find_bundles([str(only_links)]) == [("a", str(only_links / "a"))]
 
 
 def test_jsonl_streams_one_finding_per_line_and_nothing_else(tmp_path):

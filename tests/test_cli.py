@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -48,11 +50,12 @@ def test_analyze_exit_codes_and_report():
     assert "113 same kernel message as in " in found.output
     clean = run("analyze", CLEAN)
     assert clean.exit_code == 0, clean.output
-    assert " 0 findings" in clean.output
+    assert clean.output.startswith("No findings in 6 flows.\n")
 
 
-def test_analyze_json_and_parquet(tmp_path):
-    res = run("analyze", TCP, "--format", "json", "--parquet", str(tmp_path / "out"))
+@pytest.mark.parametrize("option", ["--dataset", "--parquet"])  # --parquet: its old name
+def test_analyze_json_and_parquet(tmp_path, option):
+    res = run("analyze", TCP, "--format", "json", option, str(tmp_path / "out"))
     doc = json.loads(res.output)
     assert set(doc) >= {"inputs", "flows", "findings"}
     kinds = sorted(f["kind"] for f in doc["findings"])
@@ -83,6 +86,11 @@ def test_events_json_lines_and_counts():
     lines = [json.loads(x) for x in res.stdout.splitlines()]
     assert len(lines) == 57 and lines[0]["iface"] == "eth1"
     assert "57 packets read, 57 used, 0 skipped" in res.stderr
+    # The text table too: rows on stdout, the counts on stderr, so `| head` and `> file` get
+    # the rows alone.
+    text = CliRunner().invoke(main, ["events", str(Path(TCP) / "eth1.pcap")])
+    assert len(text.stdout.splitlines()) == 57 and " -> " in text.stdout.splitlines()[-1]
+    assert text.stderr.startswith("inputs:\n") and "inputs:" not in text.stdout
 
 
 def test_pcap_option_names_the_card(tmp_path):
@@ -197,7 +205,7 @@ def test_nat_flows_and_findings_from_the_command_line(tmp_path):
     assert doc["detectors"]["dropped_before_hook"] == "ran: 0 findings"
     assert any(f["path"].endswith("conntrack.txt") for f in doc["inputs"]["files"])
     text = run("analyze", nat).output
-    assert "6 flows (4 translated by NAT), 1 findings" in text
+    assert text.startswith("1 finding in 1 of 6 flows (4 translated by NAT): 1 nat_pinned")
     assert "conntrack.txt: 6 lines read, 6 used" in text
     # the timeline finds a translated flow by its tuple on the wire too
     wire = run("timeline", nat, "--flow", "tcp 172.16.70.22:53780 172.16.70.15:5000")
@@ -274,3 +282,87 @@ def test_json_report_streams_the_flow_table_and_equals_the_document():
     doc = json.loads(result.output)
     assert len(flow_lines) == len(doc["flows"]) == 6
     assert doc == json.loads(json.dumps(analyze([nat]).to_dict(), default=str))
+
+
+def _commands() -> dict[str, click.Command]:
+    return {"nicpath": main, **{f"nicpath {n}": c for n, c in main.commands.items()}}
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_every_help_ends_with_examples_that_parse(name):
+    """Each --help ends with two or three examples, each a command line nicpath accepts."""
+    command = _commands()[name]
+    res = run(*name.split()[1:], "--help")
+    assert res.exit_code == 0, res.output
+    tail = res.output.rstrip("\n").split("\n\n")[-1].splitlines()
+    assert tail[0].strip() == "Examples:", res.output
+    examples = [line.strip() for line in tail[1:]]
+    assert 2 <= len(examples) <= 3, examples
+    for example in examples:
+        words = shlex.split(example.split(" > ")[0].split(" && ")[0].split(" | ")[0])
+        words = words[1:] if words[0] == "sudo" else words
+        assert words[0] == "nicpath", example
+        if command is main:
+            sub, args = main.commands[words[1]], words[2:]
+        else:
+            assert words[1] == command.name, example
+            sub, args = command, words[2:]
+        sub.make_context(sub.name, list(args))  # raises on an option or argument it lacks
+
+
+def test_jobs_help_says_what_each_command_does_with_them():
+    helps = {
+        c: " ".join(run(c, "--help").output.split())
+        for c in ("events", "timeline", "plot", "analyze")
+    }
+    for command in ("events", "timeline", "plot"):
+        assert "parts of a big capture" not in helps[command], command
+        assert "Decode this many capture files at once" in helps[command], command
+    assert "before the flow is picked" in helps["timeline"] and "picked" in helps["plot"]
+    assert "analyze this many parts of a big capture at once" in helps["analyze"]
+
+
+def test_one_word_for_a_parquet_file_and_one_for_a_dataset(tmp_path):
+    """--parquet takes a Parquet file (events); a directory of Parquet files is a dataset
+    (analyze --dataset, batch --out/--dataset); analyze's --parquet still works, hidden."""
+    helps = {c: " ".join(run(c, "--help").output.split()) for c in ("events", "analyze", "batch")}
+    assert "--parquet FILE" in helps["events"] and "Parquet file" in helps["events"]
+    assert "--dataset DIR" in helps["analyze"] and "--parquet" not in helps["analyze"]
+    assert "--out, --dataset DATASET" in helps["batch"]
+    both = run("analyze", TCP, "--dataset", tmp_path / "a", "--parquet", tmp_path / "b")
+    assert both.exit_code == 2 and "--parquet is the old name of --dataset" in both.output
+    res = run("batch", TCP, "--dataset", tmp_path / "ds", "--jobs", "1")
+    assert res.exit_code == 1, res.output
+    assert (tmp_path / "ds" / "findings" / "bundle=egress_switch_tcp").is_dir()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["events", "--format", "json"],
+        ["events"],
+        ["analyze"],
+        ["analyze", "--format", "json"],
+        ["timeline", "--flow", "1", "--format", "json"],
+        ["inspect"],
+    ],
+)
+def test_a_closed_pipe_ends_quietly_with_exit_0(args):
+    """`nicpath events ... | head`: the reader closes the pipe (after a line, or at once: then
+    the first write meets it closed whatever the output's size), nicpath stops writing, says
+    nothing and exits 0."""
+    bundle = str(ROOT / "samples" / "nat_pinned")
+    for read_first in (True, False) if args[0] == "events" else (False,):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "analyzer", args[0], bundle, *args[1:]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        if read_first:
+            assert proc.stdout.readline()
+        proc.stdout.close()
+        code = proc.wait(timeout=120)
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert code == 0 and not err.strip(), (args, read_first, code, err)

@@ -23,7 +23,8 @@ from analyzer.schema import addr_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = sorted(p.parent for p in (ROOT / "samples").glob("*/scenario.json"))
-FLOWS_LINE = re.compile(r"^\d+ flows")
+#: How the verdict counts the flows: "No findings in 6 flows", "1 finding in 1 of 6 flows".
+FLOWS_LINE = re.compile(r"^(?:No findings in|\d+ findings? in \d+ of) (\d+) flows?\b")
 
 
 def dumped(analysis: Analysis) -> list[str]:
@@ -58,8 +59,11 @@ def test_json_document_parses_with_the_flow_records(bundle_analysis):
 
 
 def test_text_report_counts_the_translated_flows(bundle_analysis):
+    """The verdict, the report's first line, counts the flows and those NAT translated."""
     n_nat = sum(r["nat_src"] is not None for r in bundle_analysis.iter_flows())
-    counted = next(line for line in text_report(bundle_analysis) if FLOWS_LINE.match(line))
+    n_flows = len(bundle_analysis.tables.flows)
+    counted = text_report(bundle_analysis)[0]
+    assert FLOWS_LINE.search(counted).group(1) == str(n_flows), counted
     assert (f"({n_nat} translated by NAT)" in counted) == bool(n_nat)
 
 
@@ -178,6 +182,7 @@ def test_synthetic_flow_tables(base, variant):
     translated = sum(r["nat_src"] is not None for r in a.iter_flows())
     assert translated == (4 if variant in ("extension-nat", "float-nat") else 0)
     assert ("4 translated by NAT" in "\n".join(text_report(a))) == bool(translated)
+    assert text_report(a)[0].startswith("No findings in 8 flows")
 
 
 def test_escaped_local_and_unnamed_protocol(base):

@@ -2,8 +2,10 @@
 
 The dataset is partitioned by bundle, hive style (``DATASET/findings/bundle=<name>/part-0.parquet``
 and likewise for each table), so pandas, pyarrow, DuckDB, Spark and Trino add a ``bundle`` column
-to every row from the path; a name never reads as a number or a date (``bundle_name``), and
-characters a path cannot hold are %-escaped, which every engine decodes (``partition_value``).
+to every row from the path. A bundle's name is its path relative to the DIR given, slashes and
+all (bundles of two DIRs at one path told apart by the directories above, ``find_bundles``); it
+never reads as a number or a date (``bundle_name``), and characters a directory name cannot
+hold are %-escaped, which every engine decodes (``partition_value``).
 
 Each bundle is analyzed by ``analyze()`` in its own worker (local processes, or a Dask
 distributed cluster), which writes its ``events``, ``flows`` and ``findings`` into a staging
@@ -13,7 +15,8 @@ held): a journal written in the staging directory is the commit point, after whi
 first marked failed, each partition file is replaced by a rename, and the row comes last. A run
 that is killed thus leaves every bundle whole (old or new), or marked failed while its files
 change; the next run on the dataset finishes what a journal commits and removes the staging
-directories without one. A rerun replaces a bundle's partitions, never adds to them; a bundle
+directories without one. A rerun replaces a bundle's partitions, never adds to them, even under
+a new name (its earlier partitions, found by its path in the ``bundles`` rows, go); a bundle
 that fails leaves no partitions of the three tables (so no stale result passes for a current
 one) and does not stop the others. Layout and columns: docs/batch.md.
 """
@@ -160,12 +163,13 @@ _NUMBER_WORDS = frozenset({"nan", "inf", "infinity"})
 
 
 def bundle_name(relative: str) -> str:
-    """A bundle's name, its partition value: its path under the directory given, ``/`` as
-    ``.``, other characters that are not letters, digits or ``._-+@,`` as ``_``; a name that
-    does not start with an ASCII letter (``007``, ``2024-05-01``) or is ``nan``/``inf`` gets a
-    leading ``_``, so pyarrow, pandas, DuckDB and Spark all read the key as a string: ``007``
-    and ``7`` as integers would be one bundle, ``2024-05-01`` a date."""
-    name = re.sub(r"[^\w.+@,-]", "_", ".".join(Path(relative).parts))
+    """A bundle's name, its partition value: its path relative to the directory given (``/``
+    between its parts, every other character as it is: ``partition_value`` escapes what a
+    directory cannot hold, and every engine decodes it back). A name that does not start with
+    an ASCII letter (``007``, ``2024-05-01/host``) or is ``nan``/``inf`` gets a leading ``_``,
+    so pyarrow, pandas, DuckDB and Spark all read the key as a string: ``007`` and ``7`` as
+    integers would be one bundle, ``2024-05-01`` a date."""
+    name = "/".join(Path(relative).parts)
     if not re.match(r"[A-Za-z]", name) or name.lower() in _NUMBER_WORDS:
         name = "_" + name
     return name
@@ -181,47 +185,102 @@ def partition_value(name: str) -> str:
     )
 
 
+@dataclass
+class _Found:
+    """A bundle found under a DIR: its path, its path relative to the DIR (its own name when
+    the DIR is the bundle) and the directories above that, nearest first."""
+
+    path: str
+    relative: str
+    above: list[str]
+    real: str
+
+    def key(self, depth: int) -> str:
+        return "/".join([*reversed(self.above[:depth]), self.relative])
+
+
 def find_bundles(dirs: Iterable[str], *, skip: str | None = None) -> list[tuple[str, str]]:
     """``(name, path)`` of every bundle under ``dirs`` (a directory that is itself a bundle
-    counts); bundles are not searched for nested ones, hidden directories and ``skip`` (the
-    dataset) are passed over. Raises InputError on a missing directory, on two bundles with one
-    name, or when no bundle is found."""
-    found: dict[str, str] = {}
+    counts). Symbolic links to directories are followed, each real directory walked once and a
+    link to a directory above not at all (a loop); a bundle reached twice is one bundle, under
+    its first path found without a link, else its first path.
+    Bundles are not searched for nested ones; hidden directories, those starting with ``_``
+    and ``skip`` (the dataset) are passed over. The name is the bundle's path relative to the
+    DIR given; bundles of several DIRs at the same relative path are told apart by the
+    directories above it (``incidents/host-a``, ``lab/host-a``), one level at a time. Raises
+    InputError on a missing directory, or when no bundle is found."""
     skip_real = os.path.realpath(skip) if skip else None
     dirs = list(dirs)
+    seen: set[str] = set()
+    first: dict[str, _Found] = {}
     for root in dirs:
         if not os.path.isdir(root):
             raise InputError(root, "no such directory (nicpath batch takes directories)")
-        for name, path in _walk(root, skip_real):
-            if name in found:
-                raise InputError(
-                    path,
-                    f"two bundles are both named {name!r} (the other is {found[name]}): "
-                    "bundle names must be unique within a dataset; rename one or batch them "
-                    "into separate datasets",
-                )
-            found[name] = path
+        for f in _walk(root, skip_real, seen):
+            had = first.get(f.real)
+            if had is None or (_linked(had) and not _linked(f)):
+                first[f.real] = f  # one bundle, under its first path without a link
+    found = list(first.values())
     if not found:
         raise InputError(
             ", ".join(dirs),
             "holds no bundle (a directory with a capture or ip/ snapshots at its top level)",
         )
-    return sorted(found.items())
+    depth = {id(f): 0 for f in found}
+    while True:
+        names: dict[str, list[_Found]] = {}
+        for f in found:
+            names.setdefault(bundle_name(f.key(depth[id(f)])), []).append(f)
+        clashes = [group for group in names.values() if len(group) > 1]
+        if not clashes:
+            return sorted((name, group[0].path) for name, group in names.items())
+        for group in clashes:
+            deeper = [f for f in group if depth[id(f)] < len(f.above)]
+            if not deeper:  # the same path from / on: cannot be, but never loop
+                raise InputError(group[1].path, f"two bundles are both named {group[0].path!r}")
+            for f in deeper:
+                depth[id(f)] += 1
 
 
-def _walk(root: str, skip_real: str | None) -> Iterator[tuple[str, str]]:
-    if _is_bundle(root):
-        yield bundle_name(os.path.basename(os.path.abspath(root))), root
+def _linked(f: _Found) -> bool:
+    """Whether the bundle was reached through a symbolic link below its DIR."""
+    base = os.path.abspath(f.path)[: -len(f.relative)]
+    return os.path.join(os.path.realpath(base), f.relative) != f.real
+
+
+def _above(path: str) -> list[str]:
+    """The names of the directories above ``path``, nearest first."""
+    parts = Path(os.path.abspath(path)).parts[1:-1]
+    return list(reversed(parts))
+
+
+def _walk(root: str, skip_real: str | None, seen: set[str]) -> Iterator[_Found]:
+    """The bundles under ``root``, following links to directories: a real directory is walked
+    once (``seen``), a link to a directory holding it (a loop) is not followed, and in each
+    directory the real subdirectories come before the links."""
+    real = os.path.realpath(root)
+    if real in seen:
         return
-    for here, subdirs, _files in os.walk(root):
+    seen.add(real)
+    if _is_bundle(root):
+        absolute = os.path.abspath(root)
+        yield _Found(root, os.path.basename(absolute), _above(absolute), real)
+        return
+    above = _above(os.path.join(os.path.abspath(root), "x"))
+    for here, subdirs, _files in os.walk(root, followlinks=True):
         keep = []
-        for d in sorted(subdirs):
+        real_here = os.path.realpath(here)
+        for d in sorted(subdirs, key=lambda d: (os.path.islink(os.path.join(here, d)), d)):
             path = os.path.join(here, d)
-            if d.startswith((".", "_")) or os.path.realpath(path) == skip_real:
+            real = os.path.realpath(path)
+            if d.startswith((".", "_")) or real == skip_real:
                 continue
+            if real_here == real or real_here.startswith(real.rstrip(os.sep) + os.sep):
+                continue  # a link to a directory above: a loop
             if _is_bundle(path):
-                yield bundle_name(os.path.relpath(path, root)), path
-            else:
+                yield _Found(path, os.path.relpath(path, root), above, real)
+            elif real not in seen:
+                seen.add(real)
                 keep.append(d)
         subdirs[:] = keep
 
@@ -282,15 +341,22 @@ def analyze_bundle(name: str, path: str, dataset: str, *, debug: bool = False) -
     return result
 
 
-def commit_bundle(dataset: str, result: BundleResult) -> None:
+def commit_bundle(dataset: str, result: BundleResult, *, retire: Iterable[str] = ()) -> None:
     """Put a bundle's staged tables (none when it failed) and its ``bundles`` row in place of
     what an earlier run left, as one step: the journal is the commit point, and a run killed
-    after it is finished by the next (``recover_staging``)."""
+    after it is finished by the next (``recover_staging``). ``retire``: partition directories
+    (``bundle=...``) of the same bundle under another name, an earlier layout's, removed with
+    it, so a rerun never holds a bundle twice."""
     from ..events.parquet import replaced, write_parquet
 
     stage = result.staged or _new_stage(dataset)
     write_parquet(manifest_table(result), os.path.join(stage, f"{MANIFEST}.parquet"))
-    journal = {"bundle": result.bundle, "tables": list(TABLES) if result.ok else []}
+    own = os.path.basename(partition_dir(dataset, MANIFEST, result.bundle))
+    journal = {
+        "bundle": result.bundle,
+        "tables": list(TABLES) if result.ok else [],
+        "retire": sorted(set(retire) - {own}),
+    }
     with replaced(os.path.join(stage, JOURNAL)) as tmp, open(tmp, "w") as out:
         json.dump(journal, out)
     _apply(dataset, stage)
@@ -322,8 +388,34 @@ def _apply(dataset: str, stage: str) -> None:
                 shutil.rmtree(partition_dir(dataset, table, name), ignore_errors=True)
             elif os.path.exists(staged):
                 _put(staged, partition_dir(dataset, table, name))
+        for old in journal.get("retire", []):
+            for table in (*TABLES, MANIFEST):
+                shutil.rmtree(os.path.join(dataset, table, old), ignore_errors=True)
         _put(row, partition_dir(dataset, MANIFEST, name))
     shutil.rmtree(stage)
+
+
+def keys_by_path(dataset: str) -> dict[str, list[str]]:
+    """The real path of each bundle the dataset holds -> its partition directories
+    (``bundle=...``), from the ``bundles`` rows: how a bundle was named by an earlier run."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[str]] = {}
+    rows = os.path.join(dataset, MANIFEST)
+    if not os.path.isdir(rows):
+        return out
+    for entry in sorted(os.scandir(rows), key=lambda e: e.name):
+        part = os.path.join(entry.path, PART_FILE)
+        if not entry.name.startswith(f"{PARTITION_KEY}=") or not os.path.isfile(part):
+            continue
+        try:
+            paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
+        except (OSError, pa.ArrowException):
+            continue  # not a row nicpath wrote: left as it is
+        for path in paths:
+            if path:
+                out.setdefault(os.path.realpath(path), []).append(entry.name)
+    return out
 
 
 def _put(staged: str, partition: str) -> None:
@@ -419,12 +511,14 @@ def run_batch(
     results = []
     with _locked(dataset):
         recover_staging(dataset)
+        earlier = keys_by_path(dataset)
         if on_start:
             on_start(len(bundles))
         try:
             with contextlib.closing(_results(bundles, dataset, jobs, scheduler, debug)) as done:
                 for result in done:
-                    commit_bundle(dataset, result)
+                    retire = earlier.get(os.path.realpath(result.path), [])
+                    commit_bundle(dataset, result, retire=retire)
                     results.append(result)
                     if on_result:
                         on_result(result, len(results), len(bundles))

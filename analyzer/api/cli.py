@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 import click
 
@@ -39,6 +41,42 @@ def echo_lines(lines: Iterable[str], *, err: bool = False) -> None:
 def echo_text(text: str, *, err: bool = False) -> None:
     """A block of text whose line breaks are nicpath's own, printed as ``echo_lines``."""
     echo_lines(text.split("\n"), err=err)
+
+
+def colour_wanted(stream: TextIO | None = None) -> bool:
+    """Colour only on a terminal, and not when ``NO_COLOR`` is set (no-color.org) or the
+    terminal is ``dumb``: a file, a pipe or a CI log gets plain text."""
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def echo_styled(lines: Iterable[tuple[str | None, str]], styles: dict[str, dict]) -> None:
+    """Print (style, text) lines: each text made ``terminal_text`` first, then, on a terminal
+    that wants colour, the whole line coloured: a text from the inputs cannot colour itself."""
+    colour = colour_wanted()
+    out = []
+    for style, text in lines:
+        text = terminal_text(text)
+        if colour and style in styles and text:
+            text = click.style(text, **styles[style])
+        out.append(text)
+    click.echo("\n".join(out), color=colour)
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (``nicpath events ... | head``): point stdout at /dev/null, so the
+    interpreter's last flush of what is still buffered cannot complain on stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (a test runner's buffer): nothing is left to flush there
 
 
 def check_output_file(path: str, option: str) -> None:
@@ -91,7 +129,9 @@ flow_option = click.option(
 
 
 class NicpathGroup(click.Group):
-    """Turns nicpath's own errors into one line on stderr and exit 2 (``--debug``: traceback)."""
+    """Turns nicpath's own errors into one line on stderr and exit 2 (``--debug``: traceback),
+    and a closed pipe on stdout (``| head``) into a quiet end with exit 0: the reader has what
+    it wanted."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -101,9 +141,25 @@ class NicpathGroup(click.Group):
                 raise
             echo_lines([f"nicpath: error: {exc}"], err=True)
             ctx.exit(EXIT_INPUT)
+        except BrokenPipeError:
+            _quiet_stdout()
+            ctx.exit(EXIT_OK)
 
 
-@click.group(cls=NicpathGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def examples(*commands: str) -> str:
+    """A command's help epilog: its examples, one per line, kept as written (``\\b``)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+@click.group(
+    cls=NicpathGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "nicpath analyze samples/egress_switch_tcp/",
+        "nicpath analyze incident/ --evidence evidence.pcapng",
+        "nicpath batch incidents/ lab/ --out dataset/",
+    ),
+)
 @click.version_option(__version__, prog_name="nicpath")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
@@ -126,7 +182,12 @@ def main(ctx: click.Context, debug: bool) -> None:
             pa.set_memory_pool(pa.system_memory_pool())
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "nicpath inspect samples/egress_switch_tcp/",
+        "nicpath inspect wan0.pcap kern.log --format json",
+    )
+)
 @click.argument("paths", nargs=-1, required=True)
 @format_option("Output format.")
 def inspect(paths: tuple[str, ...], fmt: str) -> None:
@@ -154,8 +215,30 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     return out
 
 
-def input_options(f):
-    """The input options shared by every command that reads captures and logs."""
+#: What ``--jobs`` does, per command: each command uses its workers its own way.
+DECODE_JOBS = (
+    "Decode this many capture files at once, in worker processes (default: the core count, at"
+    f" most {MAX_DEFAULT_JOBS}; 1: all in this process)."
+)
+ANALYZE_JOBS = (
+    "Decode this many capture files at once, and analyze this many parts of a big capture at"
+    f" once, in worker processes (default: the core count, at most {MAX_DEFAULT_JOBS}; 1: all in"
+    " this process)."
+)
+FLOW_JOBS = (
+    "Decode this many capture files at once, in worker processes, before the flow is picked"
+    f" from the whole table (default: the core count, at most {MAX_DEFAULT_JOBS}; 1: all in this"
+    " process)."
+)
+
+
+def input_options(jobs_help: str):
+    """The input options shared by every command that reads captures and logs; ``jobs_help``
+    says what ``--jobs`` does in that command."""
+    return lambda f: _input_options(f, jobs_help)
+
+
+def _input_options(f, jobs_help: str):
     options = [
         click.argument("paths", nargs=-1),
         click.option(
@@ -192,14 +275,7 @@ def input_options(f):
             metavar="PREFIX=HOOK",
             help="Map a LOG prefix to a hook, e.g. 'OUT-ALL=filter/OUTPUT'.",
         ),
-        click.option(
-            "--jobs",
-            "-j",
-            type=click.IntRange(min=1),
-            help="Decode this many capture files at once, and analyze this many parts of a big"
-            " capture at once (analyze), in worker processes (default: the core count, at most"
-            f" {MAX_DEFAULT_JOBS}; 1: all in this process).",
-        ),
+        click.option("--jobs", "-j", type=click.IntRange(min=1), help=jobs_help),
     ]
     for option in reversed(options):
         f = option(f)
@@ -220,18 +296,26 @@ def _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs) -
     }
 
 
-@main.command()
-@input_options
+@main.command(
+    epilog=examples(
+        "nicpath events samples/egress_switch_tcp/ | head",
+        "nicpath events --pcap wan0=wan0.pcap --log kern.log --format json > events.jsonl",
+        "nicpath events incident/ --parquet events.parquet",
+    )
+)
+@input_options(DECODE_JOBS)
 @format_option(
     "text table, or JSON lines (one event per line). Default: text, none with --parquet.",
     default=None,
 )
-@click.option("--parquet", "parquet", metavar="FILE", help="Write the event table as Parquet.")
+@click.option(
+    "--parquet", "parquet", metavar="FILE", help="Write the event table into this Parquet file."
+)
 def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet) -> None:
     """Read every input into one event table on one clock, and show it.
 
     The table is streamed in time order: a capture of any size is read, shown and written in
-    flat memory.
+    flat memory. The per-input counts go to stderr, after the rows.
     """
     from ..events.parquet import ParquetStream
     from ..events.stream import stream_events
@@ -258,17 +342,39 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
     finally:
         if sink:
             sink.close()
-    echo_lines(counts_lines(stream.counts(), stream.clock.to_dict()), err=fmt == "json")
+    echo_lines(counts_lines(stream.counts(), stream.clock.to_dict()), err=True)
 
 
-@main.command()
-@input_options
+@main.command(
+    epilog=examples(
+        "nicpath analyze samples/egress_switch_tcp/",
+        "nicpath analyze incident/ --evidence evidence.pcapng && wireshark evidence.pcapng",
+        "nicpath analyze incident/ --format json --dataset out/ --html report.html > report.json",
+    )
+)
+@input_options(ANALYZE_JOBS)
 @format_option("text report, or one JSON document.")
 @click.option(
-    "--parquet",
-    "parquet_dir",
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Text report: every input's skip reasons, the clocks, every detector's status, and "
+    "each evidence packet's other files.",
+)
+@click.option(
+    "--dataset",
+    "dataset_dir",
     metavar="DIR",
-    help="Also write events.parquet, flows.parquet and findings.parquet into DIR.",
+    help="Also write the dataset events.parquet, flows.parquet and findings.parquet into the "
+    "directory DIR.",
+)
+@click.option("--parquet", "parquet_dir", metavar="DIR", hidden=True)  # the old --dataset
+@click.option(
+    "--evidence",
+    "evidence_file",
+    metavar="FILE",
+    help="Also write every evidence packet, as captured, into this pcapng, each commented with "
+    "the findings it proves (tshark -r FILE -Y frame.comment).",
 )
 @click.option(
     "--html",
@@ -278,30 +384,52 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
 )
 @click.pass_context
 def analyze(
-    ctx, paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, parquet_dir, html_file
+    ctx,
+    paths,
+    pcaps,
+    logs,
+    ip_dirs,
+    boot_time,
+    hook_prefixes,
+    jobs,
+    fmt,
+    verbose,
+    dataset_dir,
+    parquet_dir,
+    evidence_file,
+    html_file,
 ) -> None:
     """Build per-flow timelines and report every finding, with its evidence packets.
 
-    Exit code 0: no findings; 1: findings; 2: bad input.
+    The text report starts with the verdict (findings by kind, worst first; one line per flow),
+    then each flow's findings and evidence, each packet in the file to open first with a
+    Wireshark filter, then inputs, clocks and detectors. Exit code 0: no findings; 1:
+    findings; 2: bad input.
     """
     from ..analysis.run import analyze as run
     from ..events.parquet import temporary_name
-    from ..outputs.report import PARQUET_FILES, text_report, write_json, write_parquet_dir
+    from ..outputs.report import PARQUET_FILES, write_json, write_parquet_dir
+    from ..outputs.text import STYLES, report_lines
 
     options = _read_options(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs)
-    if html_file:
-        check_output_file(html_file, "--html")
+    if dataset_dir and parquet_dir:
+        raise click.UsageError("--parquet is the old name of --dataset: give one of them")
+    option = "--parquet" if parquet_dir else "--dataset"
+    dataset_dir = dataset_dir or parquet_dir
+    for path, name in ((html_file, "--html"), (evidence_file, "--evidence")):
+        if path:
+            check_output_file(path, name)
     events_parquet = None
-    if parquet_dir:
-        check_output_dir(parquet_dir, "--parquet", PARQUET_FILES)
-        os.makedirs(parquet_dir, exist_ok=True)
+    if dataset_dir:
+        check_output_dir(dataset_dir, option, PARQUET_FILES)
+        os.makedirs(dataset_dir, exist_ok=True)
         # Streamed under a temporary name, moved in with flows and findings once all are
         # written: a failure leaves the previous run's three files.
-        events_parquet = temporary_name(os.path.join(parquet_dir, "events.parquet"))
+        events_parquet = temporary_name(os.path.join(dataset_dir, "events.parquet"))
     try:
         analysis = run(paths, events_parquet=events_parquet, **options)
-        if parquet_dir:
-            write_parquet_dir(analysis, parquet_dir, events_file=events_parquet)
+        if dataset_dir:
+            write_parquet_dir(analysis, dataset_dir, events_file=events_parquet)
     finally:
         if events_parquet and os.path.exists(events_parquet):
             os.unlink(events_parquet)
@@ -309,15 +437,26 @@ def analyze(
         from ..outputs.html import write_html
 
         write_html(analysis, html_file)
+    if evidence_file:
+        from ..outputs.evidence import write_evidence
+
+        written = write_evidence(analysis, evidence_file)
+        echo_lines([f"nicpath analyze: {written.text()}"], err=True)
     if fmt == "json":
         write_json(analysis, sys.stdout)
     else:
-        echo_lines(text_report(analysis))
+        echo_styled(report_lines(analysis, verbose=verbose), STYLES)
     ctx.exit(EXIT_FINDINGS if analysis.findings else EXIT_OK)
 
 
-@main.command()
-@input_options
+@main.command(
+    epilog=examples(
+        "nicpath timeline samples/egress_switch_tcp/ --flow 2",
+        "nicpath timeline incident/ --flow 'tcp 172.16.70.16:32904 172.16.70.15:5000' "
+        "--format json",
+    )
+)
+@input_options(FLOW_JOBS)
 @flow_option
 @format_option("text lines, or JSON lines (one packet per line).")
 def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec, fmt) -> None:
@@ -337,7 +476,15 @@ def timeline(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_s
         echo_lines(timeline_lines(rows))
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "nicpath route --ip samples/egress_switch_tcp --to 172.16.70.15 --from 172.16.70.16 "
+        "--at before",
+        "nicpath route --ip incident/ --to 198.51.100.10 --from 172.16.70.14 --proto udp "
+        "--dport 53 --format json",
+        "nicpath route --ip incident/ip/after-1 --to 172.16.70.14 --from 198.51.100.10 --iif eth1",
+    )
+)
 @click.option(
     "--ip",
     "ip_dir",
@@ -394,8 +541,13 @@ def route(ctx, ip_dir, to, src, iif, oif, mark, proto, sport, dport, tos, uid, a
     ctx.exit(EXIT_OK if answer.ok else EXIT_FINDINGS)
 
 
-@main.command()
-@input_options
+@main.command(
+    epilog=examples(
+        "nicpath plot samples/egress_switch_tcp/ --flow 2 -o flow.png",
+        "nicpath plot incident/ --flow 'tcp 172.16.70.16:32904 172.16.70.15:5000' -o flow.html",
+    )
+)
+@input_options(FLOW_JOBS)
 @flow_option
 @click.option(
     "-o",
@@ -417,7 +569,13 @@ def plot(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, flow_spec,
     save_chart(flow_chart(analysis, select_flow(analysis, flow_spec)), output)
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "sudo nicpath collect --out /var/tmp/incident --duration 120 --log-rules",
+        "sudo nicpath collect --out /var/tmp/incident --iface eth1 --iface eth2 --filter 'tcp'",
+        "nicpath collect --print-script > nicpath-collect.sh",
+    )
+)
 @click.option("--out", metavar="DIR", help="Directory for the bundle (new, or empty).")
 @click.option(
     "--iface",
@@ -546,9 +704,22 @@ class BatchProgress:
             self.bar.close()
 
 
-@main.command()
+@main.command(
+    epilog=examples(
+        "nicpath batch incidents/ lab/ --out dataset/",
+        "nicpath batch incidents/ --out dataset/ --jobs 4 --fail-on src_not_on_nic",
+        "nicpath batch /shared/incidents --out /shared/dataset --scheduler tcp://scheduler:8786",
+    )
+)
 @click.argument("dirs", nargs=-1, required=True, metavar="DIR...")
-@click.option("--out", "out", required=True, metavar="DATASET", help="The Parquet dataset.")
+@click.option(
+    "--out",
+    "--dataset",
+    "out",
+    required=True,
+    metavar="DATASET",
+    help="The dataset: a directory of Parquet files, partitioned by bundle.",
+)
 @click.option(
     "--jobs",
     "-j",

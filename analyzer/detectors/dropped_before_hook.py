@@ -31,7 +31,7 @@ from ..errors import QueryError
 from ..kernel import logrules
 from ..kernel.answer import Query
 from ..kernel.lookup import route_get
-from ..render import proto_name
+from ..render import count, proto_name
 from ..schema import addr_text, words_to_bytes
 from ..sources.ipsnap import Route, Snapshot
 from ..sources.sysctl import RP_FILTER_MODES
@@ -336,7 +336,7 @@ def detect(ctx: Context) -> list[Finding]:
         pdst = _text(rows["dst_hi"].to_numpy()[:1], rows["dst_lo"].to_numpy()[:1])[0]
         why = _why(ctx, cards[0] if cards else None, src, pdst, rows)
         summary = (
-            f"{flow_text(flow)}: {len(rows)} packets from {src} arrived on "
+            f"{flow_text(flow)}: {count(len(rows), 'packet')} from {src} arrived on "
             f"{', '.join(cards)} addressed to {pdst}, from {when(first['ts'])}, and never "
             f"reached filter INPUT, which logged other {flow['proto']} packets meanwhile: "
             f"the kernel dropped them before the hook. {why['text']}"
@@ -398,9 +398,8 @@ def _why(ctx: Context, card: str | None, src: str, dst: str, rows: pd.DataFrame)
     else:
         lead = "The cause is not rp_filter as far as the snapshots tell: "
     if martians:
-        parts.append(
-            f"the kernel logged {len(martians)} martian lines for them ('{martians[0].text}')"
-        )
+        lines = count(len(martians), "martian line")
+        parts.append(f"the kernel logged {lines} for them ('{martians[0].text}')")
     return {
         "cause": cause,
         "text": lead + "; ".join(parts) + ".",

@@ -18,6 +18,7 @@ import itertools
 from typing import Any
 
 from ..kernel import explain
+from ..render import count
 from ..sources.ipsnap import Route, Snapshot
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -75,6 +76,18 @@ def _route_changes(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
+def _removal_text(change: dict[str, Any], removed: list[Route]) -> str:
+    """What took the flow's route away, as a clause: the command of changes.log that removed
+    it, or, without one, the snapshot that no longer holds it."""
+    routes = f"the route {_route_text(removed[0])}"
+    if len(removed) > 1:
+        routes += f" (and {count(len(removed) - 1, 'other route')})"
+    if change["command"]:
+        return f"then '{change['command']}' removed {routes}"
+    after = change["after"]
+    return f"then {routes} disappeared (the snapshot {after.moment} no longer holds it)"
+
+
 @register("no_route_egress", fact="F4", moments=True)
 def detect(ctx: Context) -> list[Finding]:
     """F4/F3: a removed route stops a flow's outgoing packets; arrivals do not need routes."""
@@ -118,14 +131,11 @@ def detect(ctx: Context) -> list[Finding]:
             if (later["ts"] > max(start, last_out)).sum() < MIN_INCOMING:
                 continue
             card = last_packet.at[flow_id, "egress"]
-            what = ch["command"] or f"routes removed by the snapshot {ch['after'].moment}"
             summary = (
                 f"{flow_text(flow)}: the host's last packet left {card} at {when(last_out)}; "
-                f"after '{what}' removed {_route_text(removed[0])}"
-                + (f" (and {len(removed) - 1} more)" if len(removed) > 1 else "")
-                + f", {len(later)} packets of the peer kept arriving from "
-                f"{when(later['ts'].iat[0])} and the host answered none: every outgoing packet "
-                "needs a route, arriving ones do not."
+                f"{_removal_text(ch, removed)}, yet {count(len(later), 'packet')} of the peer "
+                f"kept arriving from {when(later['ts'].iat[0])} and the host answered none: "
+                "every outgoing packet needs a route, arriving ones do not."
             )
             why = explain.no_route_egress(
                 ctx.host, flow, local.at[flow_id], last_out, int(later["ts"].iat[0]), card

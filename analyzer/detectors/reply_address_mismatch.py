@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..flows.tables import key_hash
+from ..render import count
 from ..schema import addr_text, words_to_bytes
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -66,12 +67,13 @@ def detect(ctx: Context) -> list[Finding]:
         )
         cards = list(dict.fromkeys(rows["arrival"].dropna()))
         bounced = _bounces(ctx, group)
-        answer = "RSTs" if flow["proto"] == "tcp" else "ICMP port unreachables"
+        answer = "RST" if flow["proto"] == "tcp" else "ICMP port unreachable"
         summary = (
-            f"{flow_text(flow)}: {len(rows)} replies arrived from {', '.join(foreign)} instead of "
+            f"{flow_text(flow)}: {count(len(rows), 'reply', 'replies')} arrived from "
+            f"{', '.join(foreign)} instead of "
             f"{flow['dst']}, from {when(rows['ts'].iat[0])}; the socket is connected to "
             f"{flow['dst']} and never gets them"
-            + (f" (the host sent {bounced} {answer} back)." if bounced else ".")
+            + (f" (the host sent {count(bounced, answer)} back)." if bounced else ".")
         )
         findings.append(
             ctx.finding(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..render import count
 from . import register
 from .base import Context, Finding, flow_text, when
 
@@ -46,9 +47,9 @@ def detect(ctx: Context) -> list[Finding]:
         flow = ctx.flow_info[flow_id]
         marked = ", ".join(f"{m:#x}" for m in marks if m)
         summary = (
-            f"{flow_text(flow)}: {len(rows)} packet{'s' if len(rows) != 1 else ''} from "
-            f"{when(shown['ts'].iat[0])} were logged leaving {logged_card} but left through "
-            f"{wire_card}: routed again after the LOG rule"
+            f"{flow_text(flow)}: {count(len(rows), 'packet')} from "
+            f"{when(shown['ts'].iat[0])} {'was' if len(rows) == 1 else 'were'} logged leaving "
+            f"{logged_card} but left through {wire_card}: routed again after the LOG rule"
             + (f" (their lines print MARK={marked}: a mark-based reroute)" if marked else "")
             + ". The wire is right; the log names the card of the first lookup."
         )

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..flows.tables import first_appearances, group_codes
 from ..kernel import explain
+from ..render import count
 from ..schema import addr_text, words_to_bytes
 from . import register
 from .base import Context, Finding, flow_text, when
@@ -59,7 +60,8 @@ def detect(ctx: Context) -> list[Finding]:
         src = addr_text(words_to_bytes(np.array([first["src_hi"]]), np.array([first["src_lo"]]))[0])
         owner = f" (it belongs to {first['holder']})" if first["holder"] else ""
         summary = (
-            f"{flow_text(flow)}: {len(rows)} packets left {', '.join(cards)} with source {src}, "
+            f"{flow_text(flow)}: {count(len(rows), 'packet')} left {', '.join(cards)} "
+            f"with source {src}, "
             f"which {cards[0]} does not hold{owner}, from {when(first['ts'])}: the source was "
             "pinned when the flow started and the route now picks another card."
         )

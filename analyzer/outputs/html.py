@@ -1,8 +1,10 @@
 """``nicpath analyze --html FILE``: the analysis as one self-contained page.
 
-The page holds what the text report holds (what each input held and what was skipped, which
-detectors ran, every finding with its evidence) and, for each flow with findings, its picture
-(``analyzer.plot``), interactive. Vega-Embed's JavaScript is inlined once and the charts'
+The page holds what the text report holds, in its order: the verdict and a table of the
+findings, then each flow with findings: its picture (``analyzer.plot``, interactive), its
+findings (summary, why, conntrack's entries) and its evidence once, each packet in the file to
+open first, with the Wireshark filter and tshark commands; then what each input held and what
+was skipped, and which detectors ran. Vega-Embed's JavaScript is inlined once and the charts'
 data sit in their specs, so the file opens from disk without a network. Every text from the
 inputs (card, file and hook names, summaries) is escaped for where it sits: by Jinja in the
 HTML (its control characters first written as the terminal writes them), by ``script_json``
@@ -15,15 +17,19 @@ import datetime as dt
 import os
 from typing import Any
 
+import pandas as pd
+
 from .. import __version__
 from ..analysis.result import Analysis
 from ..detectors.base import flow_text
 from ..errors import NicpathError
 from ..events.parquet import replaced
-from ..render import ts_text
+from ..render import count, endpoint, tcp_flags_text, ts_text
 from .escape import script_json, terminal_text
+from .evidence import FlowEvidence, flow_evidence
 from .plot import EMBED_OPTIONS, flow_chart, vega_embed_bundle
 from .records import counts_lines
+from .text import flows_in_verdict_order, severity_rank, verdict_lines
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -39,32 +45,17 @@ PAGE = """<!DOCTYPE html>
   .error { color: #a61b1b; font-weight: bold; } .warning { color: #b35900; font-weight: bold; }
   .note { color: #555; font-size: 0.9em; } code { font-size: 0.95em; }
   .flow { border-top: 2px solid #ddd; padding-top: 0.5em; }
+  .verdict { font-size: 1.15em; font-weight: bold; } .verdict.bad { color: #a61b1b; }
+  .verdict.good { color: #1e7b34; }
+  pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.9em; }
 </style>
 {% if charts %}<script>{{ script }}</script>{% endif %}
 </head>
 <body>
 <h1>nicpath {{ version }}: {{ title }}</h1>
-<p class="note">{{ summary }}. Written {{ written }} by <code>nicpath analyze --html</code>.</p>
+<p class="verdict {{ verdict_class }}">{{ verdict }}</p>
+<p class="note">Written {{ written }} by <code>nicpath analyze --html</code>.</p>
 
-<h2>Inputs</h2>
-<table>
-<tr><th>file</th><th>format</th><th>records read</th><th>used</th><th>skipped</th>
-<th>warnings</th></tr>
-{% for f in inputs %}<tr><td><code>{{ f.path }}</code></td><td>{{ f.format }}</td>
-<td class="n">{{ f.records }}</td><td class="n">{{ f.used }}</td>
-<td>{% for reason, n in f.skipped.items() %}{{ n }} {{ reason }}<br>{% endfor %}</td>
-<td>{% for w in f.warnings %}{{ w }}<br>{% endfor %}</td></tr>
-{% endfor %}</table>
-{% for line in clock %}<p class="note">{{ line }}</p>{% endfor %}
-{% for path, reason in ignored %}<p class="note">ignored <code>{{ path }}</code>: {{ reason }}</p>
-{% endfor %}
-
-<h2>Detectors</h2>
-<table><tr><th>finding kind</th><th>status</th></tr>
-{% for kind, status in detectors.items() %}<tr><td>{{ kind }}</td><td>{{ status }}</td></tr>
-{% endfor %}</table>
-
-<h2>Findings</h2>
 {% if findings %}<table>
 <tr><th>kind</th><th>severity</th><th>flow</th><th>cards</th><th>first packet</th>
 <th>packets</th><th>summary</th></tr>
@@ -77,16 +68,44 @@ PAGE = """<!DOCTYPE html>
 {% for c in charts %}<div class="flow" id="flow-{{ c.flow_id }}">
 <h2>Flow {{ c.flow_id }}: {{ c.flow }}</h2>
 <div id="chart-{{ c.flow_id }}"></div>
-{% for f in c.findings %}<h3>{{ f.kind }} ({{ f.ifaces }}), {{ f.packets }} packets</h3>
+{% for f in c.findings %}<h3><span class="{{ f.severity }}">{{ f.severity }}</span>
+{{ f.kind }} ({{ f.ifaces }}), {{ f.packets_text }}</h3>
 <p>{{ f.summary }}</p>
 {% if f.why %}<p>why: {{ f.why }}</p>{% endif %}
-<details><summary>evidence: {{ f.evidence | length }} observations of the first packets</summary>
-<table><tr><th>time</th><th>seen at</th><th>direction</th><th>evidence</th></tr>
-{% for e in f.evidence %}<tr><td>{{ e.ts }}</td><td>{{ e.point }}</td><td>{{ e.direction }}</td>
-<td><code>{{ e.source }}#{{ e.record }}</code></td></tr>
-{% endfor %}</table></details>
-{% endfor %}</div>
+{% if f.conntrack %}<p>conntrack -L:</p><pre>{% for line in f.conntrack %}{{ line }}
+{% endfor %}</pre>{% endif %}
 {% endfor %}
+<h3>Evidence: {{ c.evidence_text }}, each in the file to open first</h3>
+<table><tr><th>time</th><th>direction</th><th>card</th><th>packet</th><th>open</th>
+<th>evidence of</th></tr>
+{% for e in c.evidence %}<tr><td>{{ e.ts }}</td><td>{{ e.direction }}</td><td>{{ e.card }}</td>
+<td>{{ e.packet }}</td><td><code>{{ e.where }}</code></td><td>{{ e.proves }}</td></tr>
+{% endfor %}</table>
+{% if c.commands %}<p>Wireshark filter for the flow: <code>{{ c.filter }}</code></p>
+<pre class="commands">{% for command in c.commands %}{{ command }}
+{% endfor %}</pre>{% endif %}
+</div>
+{% endfor %}
+
+<h2>Inputs</h2>
+<table>
+<tr><th>file</th><th>format</th><th>records read</th><th>used</th><th>skipped</th>
+<th>warnings</th></tr>
+{% for f in inputs %}<tr><td><code>{{ f.path }}</code></td><td>{{ f.format }}</td>
+<td class="n">{{ f.records }}</td><td class="n">{{ f.used }}</td>
+<td>{% for reason, n in f.skipped.items() %}{{ n }} {{ reason }}<br>{% endfor %}</td>
+<td>{% for w in f.warnings %}{{ w }}<br>{% endfor %}</td></tr>
+{% endfor %}</table>
+{% for line in clock %}<p class="note">{{ line }}</p>{% endfor %}
+{% for u in unreadable %}<p class="warning">unreadable <code>{{ u.path }}</code>: {{ u.reason }}</p>
+{% endfor %}
+{% for path, reason in ignored %}<p class="note">ignored <code>{{ path }}</code>: {{ reason }}</p>
+{% endfor %}
+
+<h2>Detectors</h2>
+<table><tr><th>finding kind</th><th>status</th></tr>
+{% for kind, status in detectors.items() %}<tr><td>{{ kind }}</td><td>{{ status }}</td></tr>
+{% endfor %}</table>
 {% if charts %}<script>
 const embedOptions = {{ embed_options }};
 {% for c in charts %}vegaEmbed("#chart-{{ c.flow_id }}", {{ c.spec }}, embedOptions)
@@ -104,12 +123,39 @@ def _finding_view(f) -> dict[str, Any]:
         "flow_id": f.flow_id,
         "flow": flow_text(f.flow),
         "ifaces": " → ".join(f.ifaces),
-        "first": ts_text(round(f.first_ts * 1e9)),
+        "first": ts_text(round(f.first_ts * 1e6) * 1000),
         "packets": f.packets,
+        "packets_text": count(f.packets, "packet"),
         "summary": f.summary,
         "why": f.explanation["text"] if f.explanation else None,
-        "evidence": f.evidence,
+        "conntrack": f.extra.get("conntrack") or [],
     }
+
+
+def _evidence_view(fe: FlowEvidence) -> list[dict[str, Any]]:
+    """A flow's evidence packets as the text report lists them (``evidence.flow_evidence``)."""
+    rows = []
+    for p in fe.packets:
+        r = p.row
+        packet = p.other or ""
+        if r is not None:
+            flags = tcp_flags_text(None if pd.isna(r["tcp_flags"]) else int(r["tcp_flags"]))
+            packet = (
+                f"{endpoint(r['src'], r['sport'])} → {endpoint(r['dst'], r['dport'])}"
+                + (f" [{flags}]" if flags else "")
+                + ("" if pd.isna(r["ip_len"]) else f" len {int(r['ip_len'])}")
+            )
+        rows.append(
+            {
+                "ts": ts_text(p.ts),
+                "direction": p.direction,
+                "card": p.card or "?",
+                "packet": packet,
+                "where": p.shown.text(),
+                "proves": ", ".join(p.proves),
+            }
+        )
+    return rows
 
 
 def _shown(value: Any) -> Any:
@@ -127,15 +173,25 @@ def html_report(analysis: Analysis, *, title: str | None = None) -> str:
         from markupsafe import Markup
     except ImportError:
         raise NicpathError("--html needs the plot extra: pip install 'nicpath[plot]'") from None
-    findings = [_finding_view(f) for f in analysis.findings]
+    worst_first = sorted(analysis.findings, key=lambda f: (severity_rank(f.severity), f.first_ts))
+    findings = [_finding_view(f) for f in worst_first]
+    flows = flows_in_verdict_order(flow_evidence(analysis))
+    verdict = verdict_lines(analysis, flows)
     charts = []
-    for flow_id in dict.fromkeys(f.flow_id for f in analysis.findings):
+    for fe in flows:
         charts.append(
             {
-                "flow_id": flow_id,
-                "flow": flow_text(analysis.context.flow_info[flow_id]),
-                "spec": script_json(flow_chart(analysis, flow_id).to_dict()),
-                "findings": [f for f in findings if f["flow_id"] == flow_id],
+                "flow_id": fe.flow_id,
+                "flow": flow_text(fe.flow),
+                "spec": script_json(flow_chart(analysis, fe.flow_id).to_dict()),
+                # in time order, as the text report lists them
+                "findings": [
+                    _finding_view(f) for f in sorted(fe.findings, key=lambda f: f.first_ts)
+                ],
+                "evidence": _evidence_view(fe),
+                "evidence_text": count(len(fe.packets), "packet"),
+                "filter": fe.display_filter(),
+                "commands": fe.tshark_commands(),
             }
         )
     counts = analysis.events.counts()
@@ -152,9 +208,11 @@ def html_report(analysis: Analysis, *, title: str | None = None) -> str:
     return env.from_string(PAGE).render(
         title=title or ", ".join(sorted({os.path.dirname(c["path"]) or c["path"] for c in counts})),
         version=__version__,
-        summary=f"{n_flows} flows, {len(findings)} findings",
+        verdict=verdict[0][1],
+        verdict_class=verdict[0][0] or "",
         written=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        inputs=counts,
+        inputs=analysis.files(),
+        unreadable=analysis.unreadable(),
         clock=clock,
         ignored=analysis.events.inputs.ignored,
         detectors=analysis.detectors,

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from ..render import ARP_OPS, endpoint, proto_name, tcp_flags_text, ts_text
+from ..render import ARP_OPS, count, endpoint, proto_name, tcp_flags_text, ts_text
 from ..schema import addr_text, mac_text
 
 ADDR_COLUMNS = ("src", "dst", "inner_src", "inner_dst")
@@ -48,13 +48,13 @@ def counts_lines(reports: list[dict[str, Any]], clock: dict[str, Any] | None = N
         if "reason" in r:
             lines.append(f"  unreadable {r['path']}: {r['reason']}")
             continue
-        unit = "lines" if r["format"] in ("kernlog", "conntrack", "sysctl") else "packets"
+        unit = "line" if r["format"] in ("kernlog", "conntrack", "sysctl") else "packet"
         skipped = sum(r["skipped"].values())
         lines.append(
-            f"  {r['path']}: {r['records']} {unit} read, {r['used']} used, {skipped} skipped"
+            f"  {r['path']}: {count(r['records'], unit)} read, {r['used']} used, {skipped} skipped"
         )
-        for reason, count in r["skipped"].items():
-            lines.append(f"      {count} {reason}")
+        for reason, n in r["skipped"].items():
+            lines.append(f"      {n} {reason}")
         for w in r["warnings"]:
             lines.append(f"      warning: {w}")
     if clock:
@@ -69,13 +69,13 @@ def counts_lines(reports: list[dict[str, Any]], clock: dict[str, Any] | None = N
                 )
             )
         for log in clock.get("logs", []):
-            lines.append(f"clock: {_log_clock(log)}")
+            lines.append(f"clock: {log_clock_line(log)}")
         for note in clock.get("notes", []):
             lines.append(f"clock: {note}")
     return lines
 
 
-def _log_clock(log: dict[str, Any]) -> str:
+def log_clock_line(log: dict[str, Any]) -> str:
     """How one log file was put on the capture clock, in a line."""
     head = f"{log['path']} ({log['rendering']})"
     if log.get("duplicates"):

@@ -1,4 +1,5 @@
-"""Outputs of ``nicpath analyze``: a text report, one JSON document, or Parquet tables."""
+"""Outputs of ``nicpath analyze``: one JSON document and Parquet tables; the text report is
+``text.text_report`` (imported here, where callers have always found it)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..analysis.result import NO_NAT, Analysis
-from ..detectors.base import flow_text
 from ..events.parquet import temporary_name, write_parquet
 from ..render import proto_name
 from ..schema import addr_text, words_to_bytes
-from .records import counts_lines
-from .timeline import timeline_lines, timeline_rows
+from .text import explanation_lines, text_report
+
+__all__ = [
+    "FINDINGS_SCHEMA",
+    "FLOWS_SCHEMA",
+    "PARQUET_FILES",
+    "explanation_lines",
+    "findings_table",
+    "flow_lines",
+    "flows_table",
+    "text_report",
+    "write_json",
+    "write_parquet_dir",
+]
 
 FINDINGS_SCHEMA = pa.schema(
     [
@@ -265,71 +277,6 @@ def _dumped(values: list[Any]) -> list[str]:
             text = json.dumps(v, default=str)
         out.append(text)
     return out
-
-
-def text_report(analysis: Analysis) -> list[str]:
-    """What was read, which detectors ran, then each finding with its evidence, by flow."""
-    lines = counts_lines(analysis.counts(), analysis.events.clock.to_dict())
-    for path, reason in analysis.events.inputs.ignored:
-        lines.append(f"  ignored {path}: {reason}")
-    lines.append("detectors:")
-    for kind, status in analysis.detectors.items():
-        lines.append(f"  {kind}: {status}")
-    fl = analysis.tables.flows
-    n_flows = len(fl)
-    n_nat = int(fl["nat_src_hi"].notna().sum()) if "nat_src_hi" in fl else 0
-    lines.append(
-        f"{n_flows} flows"
-        + (f" ({n_nat} translated by NAT)" if n_nat else "")
-        + f", {len(analysis.findings)} findings"
-    )
-    by_flow: dict[int, list] = {}
-    for f in analysis.findings:
-        by_flow.setdefault(f.flow_id, []).append(f)
-    for flow_id, findings in by_flow.items():
-        lines.append("")
-        lines.append(f"flow {flow_id}: {flow_text(findings[0].flow)}")
-        timeline = timeline_rows(analysis, flow_id)
-        for f in findings:
-            lines.append(
-                f"  [{f.severity}] {f.kind} ({' -> '.join(f.ifaces)}), {f.packets} packets"
-            )
-            lines.append(f"    {f.summary}")
-            lines += explanation_lines(f.explanation)
-            evidence_ids = {e["packet"] for e in f.evidence}
-            shown = timeline[timeline["packet_id"].isin(evidence_ids)]
-            for line in timeline_lines(shown):
-                lines.append(f"      {line}")
-            sources = sorted({f"{e['source']}#{e['record']}" for e in f.evidence})
-            lines.append(
-                f"    evidence: {', '.join(sources[:8])}{' ...' if len(sources) > 8 else ''}"
-            )
-    if analysis.context.flow_notes:
-        lines.append("")
-        lines.append("notes on flows (not findings):")
-        for note in analysis.context.flow_notes:
-            lines.append(f"  flow {note['flow_id']}: {note['text']}")
-    return lines
-
-
-def explanation_lines(explanation: dict[str, Any] | None) -> list[str]:
-    """``why:`` and the lookups it rests on, one per line, under a finding."""
-    if not explanation:
-        return []
-    lines = [f"    why: {explanation['text']}"]
-    for key in ("before", "after", "egress", "now"):
-        d = explanation.get(key)
-        if not d:
-            continue
-        answer = d.get("error") or f"dev {d.get('card')}" + (
-            f" via {d['gateway']}" if d.get("gateway") else ""
-        )
-        lines.append(
-            f"      {key:<6} {d.get('at', '')} ip route get {d.get('query', '')}: {answer}"
-            f" | rule {d.get('rule') or '-'} | route {d.get('route') or '-'}"
-            f" | snapshot {d.get('snapshot')}"
-        )
-    return lines
 
 
 def summary(analysis: Analysis) -> dict[str, Any]:
