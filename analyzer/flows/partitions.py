@@ -200,9 +200,7 @@ def _split(
                 s.close()
     if failed:
         raise failed[0]
-    return [
-        Group(paths[g], int(rows[g]), shift + bits, buckets[g]) for g in np.flatnonzero(rows)
-    ]
+    return [Group(paths[g], int(rows[g]), shift + bits, buckets[g]) for g in np.flatnonzero(rows)]
 
 
 def _bucket(h: np.ndarray, shift: int) -> np.ndarray:

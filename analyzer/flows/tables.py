@@ -443,9 +443,7 @@ def _packets(obs: pd.DataFrame) -> pd.DataFrame:
     carded = np.where(on_wire | (~wired & ~captured[iface]), iface, -1)
     pk["out_cards"] = _sets_per_packet(packet, np.where(is_out, carded, -1), names, n_packets)
     pk["in_cards"] = _sets_per_packet(packet, np.where(is_in, carded, -1), names, n_packets)
-    pk["logged_cards"] = _sets_per_packet(
-        packet, np.where(on_wire, -1, iface), names, n_packets
-    )
+    pk["logged_cards"] = _sets_per_packet(packet, np.where(on_wire, -1, iface), names, n_packets)
     pk["wired"] = per_packet(np.logical_or, on_wire[order])
     pk["points"] = _sets_per_packet(packet, *_codes(obs["point"]), n_packets)
     pk["direction"] = _labels(
