@@ -48,6 +48,11 @@ class InputError(NicpathError):
         return f"{', '.join(where)}: {self.message}"
 
 
+class NoRows(InputError):
+    """The inputs hold no packet and no LOG line (an idle card's capture): nothing to analyze,
+    though an event table of no row, or a count of nothing, is an answer."""
+
+
 class QueryError(NicpathError):
     """A question nicpath cannot answer as asked: a malformed address, a card the snapshot does
     not have, a time before any snapshot. The message says what to change."""

@@ -538,18 +538,25 @@ def test_a_capture_of_no_packet_is_an_idle_card(tmp_path, fmt):
     assert "0 packets read, 0 rows" in res.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events/stream.py raises 'no packet and no LOG line in the inputs: nothing to "
-    "analyze' (exit 2) for an idle card; issue 25 wants 0 rows and exit 0 for `events`",
-)
 def test_events_of_an_idle_card_is_zero_rows_and_exit_0(tmp_path):
+    """``events`` answers with a table of no row; ``analyze`` still says there is nothing."""
+    import pyarrow.parquet as pq
     from click.testing import CliRunner
 
     from analyzer.api.cli import main
+    from analyzer.schema import EVENT_SCHEMA
 
-    res = CliRunner().invoke(main, ["events", write(tmp_path, "eth1.pcap", synth.pcap_bytes([]))])
+    idle = write(tmp_path, "eth1.pcap", synth.pcap_bytes([]))
+    res = CliRunner().invoke(main, ["events", idle])
     assert res.exit_code == 0, res.output
+    assert "0 packets read, 0 used" in res.output
+    out = str(tmp_path / "e.parquet")
+    res = CliRunner().invoke(main, ["events", idle, "--parquet", out])
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out)
+    assert table.num_rows == 0 and table.schema.names == EVENT_SCHEMA.names
+    res = CliRunner().invoke(main, ["analyze", idle])
+    assert res.exit_code == 2 and "nothing to analyze" in res.output
 
 
 def test_a_cut_gzip_capture_is_read_to_its_last_whole_record(tmp_path):

@@ -12,7 +12,7 @@ from typing import TextIO
 import click
 
 from .. import __version__
-from ..errors import NicpathError
+from ..errors import NicpathError, NoRows
 from ..outputs.escape import terminal_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
@@ -339,6 +339,8 @@ def events(paths, pcaps, logs, ip_dirs, boot_time, hook_prefixes, jobs, fmt, par
                 write_jsonl(chunk, sys.stdout)
             elif fmt == "text":
                 echo_lines(event_lines(chunk))
+    except NoRows:
+        pass  # an idle card: a table of no row is the answer
     finally:
         if sink:
             sink.close()

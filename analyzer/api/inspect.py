@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import InputError
+from ..errors import NoRows
 from ..events.stream import EventsResult, stream_events
 from ..kernel.netstate import load
 from ..schema import empty_events
@@ -84,9 +84,8 @@ def _read(paths: list[str] | tuple[str, ...]) -> tuple[EventsResult, _Counts]:
             if first is None:
                 first = chunk.slice(0, 1)
             counts.add(chunk)
-    except InputError as exc:
-        if first is not None or "nothing to analyze" not in exc.message:
-            raise
+    except NoRows:
+        pass
     result = EventsResult(
         events=first if first is not None else empty_events(),
         reports=stream.reports,

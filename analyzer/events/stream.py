@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from ..errors import InputError
+from ..errors import NoRows
 from ..memory import release_free_memory
 from ..schema import DICT_STR, DIRECTIONS, EVENT_SCHEMA, integers, labels, present, text_column
 from ..sources import iter_capture
@@ -547,7 +547,7 @@ def stream_events(
         if not emitted:
             names = ", ".join(r.path for r in reports)
             warnings = "; ".join(w for r in reports for w in r.warnings)
-            raise InputError(
+            raise NoRows(
                 names,
                 "no packet and no LOG line in the inputs: nothing to analyze"
                 + (f" ({warnings})" if warnings else ""),
