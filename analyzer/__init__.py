@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 #: The pipeline's packages in the order a packet travels them.
 STAGES = ("sources", "events", "flows", "kernel", "detectors", "analysis", "outputs", "api")
 #: Modules every stage may import.
-SHARED = ("errors", "schema", "render", "memory")
+SHARED = ("errors", "schema", "render", "memory", "arrays")
 
 #: Public name -> the module that defines it.
 API = {

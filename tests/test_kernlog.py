@@ -361,6 +361,14 @@ def test_iter_read_streams_the_rows_read_gives(tmp_path):
         kernlog.iter_read(plain, kernlog.SourceReport("x", "kernlog"), chunk_lines=64, year=2026)
     )
     assert kernlog.concat(chunks).drop_columns(["source"]).equals(whole.drop_columns(["source"]))
+    # Blocks parsed ahead in a thread give the rows of blocks parsed one after the other.
+    one_by_one, _ = kernlog.parse_lines(lines, source=str(plain), year=2026)
+    assert one_by_one.drop_columns(["source"]).equals(whole.drop_columns(["source"]))
+    exact = tmp_path / "exact.log"
+    exact.write_text("\n".join(lines[:200]) + "\n")
+    report = kernlog.SourceReport(path=str(exact), format="kernlog")
+    assert len(list(kernlog.iter_read(exact, report, year=2026, chunk_lines=100))) == 2
+    assert report.records == 200
 
 
 def test_a_cut_gzip_log_is_read_to_where_its_data_ends(tmp_path):

@@ -33,8 +33,9 @@ import datetime as dt
 import math
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -472,9 +473,12 @@ class _Parser:
     def chunk(self, lines: Iterable[tuple[int, str]]) -> pa.Table:
         """Event rows of numbered lines; every line is used or counted as skipped. The common
         shapes are read a block at a time (``logfast``), the rest line by line."""
+        numbered, texts = _block(lines)
+        return self.rows(numbered, logfast.parse(texts, self.year))
+
+    def rows(self, numbered: list[tuple[int, str]], fast: logfast.Parsed) -> pa.Table:
+        """``chunk`` of a block (``_block``) whose common shapes ``logfast`` read already."""
         report = self.report
-        numbered = [(no, raw.rstrip("\r\n")) for no, raw in lines]
-        fast = logfast.parse(pa.array([line for _, line in numbered], pa.string()), self.year)
         fast_rows, taken = self._fast(fast, np.array([no for no, _ in numbered], np.int64))
         cols: dict[str, list] = {c: [] for c in COLUMNS}
         used = 0
@@ -659,6 +663,12 @@ class _Parser:
             )
 
 
+def _block(lines: Iterable[tuple[int, str]]) -> tuple[list[tuple[int, str]], pa.Array]:
+    """Numbered lines without their line ends, and their texts as one Arrow array."""
+    numbered = [(no, raw.rstrip("\r\n")) for no, raw in lines]
+    return numbered, pa.array([line for _, line in numbered], pa.string())
+
+
 def _numbered(lines: Iterable[str], first: int = 1) -> Iterator[list[tuple[int, str]]]:
     """Lines numbered from ``first``, in lists of at most ``CHUNK_LINES``."""
     block: list[tuple[int, str]] = []
@@ -746,14 +756,29 @@ def iter_read(
     holds one block of text and one chunk of rows. InputError for a file without a line."""
     parser = _Parser(report, boot_time=boot_time, year=year, hook_prefixes=hook_prefixes)
     size = chunk_lines or CHUNK_LINES
-    block: list[tuple[int, str]] = []
-    for no, line in enumerate(iter_lines(path, report), 1):
-        block.append((no, line))
-        if len(block) >= size:
-            yield parser.chunk(block)
-            block = []
-    if block or not report.records:
-        yield parser.chunk(block)
+    # Each block's common shapes are parsed in a thread while this one reads the next block
+    # and makes rows of the last: Arrow's regular expressions run without the GIL.
+    with ThreadPoolExecutor(1, thread_name_prefix="nicpath-log") as ahead:
+        waiting: deque[tuple[list[tuple[int, str]], Future[logfast.Parsed]]] = deque()
+
+        def parse(block: list[tuple[int, str]]) -> None:
+            numbered, texts = _block(block)
+            waiting.append((numbered, ahead.submit(logfast.parse, texts, parser.year)))
+
+        block: list[tuple[int, str]] = []
+        for no, line in enumerate(iter_lines(path, report), 1):
+            block.append((no, line))
+            if len(block) >= size:
+                parse(block)
+                block = []
+                if len(waiting) > 1:
+                    numbered, fast = waiting.popleft()
+                    yield parser.rows(numbered, fast.result())
+        if block or not (waiting or report.records):
+            parse(block)
+        while waiting:
+            numbered, fast = waiting.popleft()
+            yield parser.rows(numbered, fast.result())
     parser.finish()
     if not parser.text_lines:
         raise InputError(path, "empty file: no lines")
