@@ -226,6 +226,40 @@ def test_parts_keep_freed_heap_memory_then_put_the_defaults_back(monkeypatch) ->
     assert analysis.PARTS_MALLOC[analysis.M_MMAP_THRESHOLD] <= 32 << 20  # glibc's maximum
 
 
+def test_aligning_maps_big_arrays_apart_then_lets_the_heap_serve_them(monkeypatch) -> None:
+    from analyzer import memory
+
+    libc = _RecordingLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with pytest.raises(RuntimeError), memory.aligning_memory():
+        during = list(libc.calls)
+        raise RuntimeError("aligning failed")
+    assert during == [("mallopt", memory.M_MMAP_THRESHOLD, 128 << 10)]
+    assert libc.calls[1:] == [("mallopt", memory.M_MMAP_THRESHOLD, 32 << 20), ("malloc_trim", 0)]
+    libc.calls.clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's choice stands
+    with memory.aligning_memory():
+        pass
+    assert libc.calls == []
+
+
+def test_distinct_is_numpy_unique_by_sorting() -> None:
+    from analyzer.arrays import distinct
+
+    rng = np.random.default_rng(7)
+    for values in (
+        rng.integers(0, 1 << 62, 5000, dtype=np.int64).astype(np.uint64),
+        rng.integers(-3, 3, 5000),
+        np.zeros(0, np.int64),
+        np.array([5]),
+    ):
+        values = np.concatenate([values, values[: len(values) // 2]])
+        got = distinct(values)
+        assert got.dtype == values.dtype
+        assert np.array_equal(got, np.unique(values))
+
+
 def test_without_glibc_parts_run_on_the_allocator_as_it_is(monkeypatch) -> None:
     from analyzer import memory as analysis
 

@@ -42,6 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrays import distinct
+from ..memory import release_free_memory
+
 if TYPE_CHECKING:  # pandas is imported when logs are aligned: `nicpath events` starts faster
     from collections.abc import Iterator
 
@@ -591,7 +594,7 @@ class _Candidates:
             mine = mine[np.argsort(count[mine], kind="stable")][:ESTIMATE_LINES]
             mine.sort()
             # Lines of many packets each: the sample holds only some; read them all.
-            mkeys = np.unique(lines["mkey"].to_numpy()[mine])
+            mkeys = distinct(lines["mkey"].to_numpy()[mine])
             if (count[mine] >= SAMPLE_PER_CONTENT).any():
                 wire = self.source.between(-(1 << 62), 1 << 62, mkeys)
         if len(mine) > ESTIMATE_LINES:
@@ -615,7 +618,7 @@ class _Candidates:
             part = order[start : min(stop, start + SLICE_LINES)]
             start += len(part)
             chunks += self.source.rows_between(
-                int(lo[part].min()), int(hi[part].max()), np.unique(mkey[part])
+                int(lo[part].min()), int(hi[part].max()), distinct(mkey[part])
             )
         wire = _wire_packets(chunks, self.source.names)
         return self._in_window(lines[cols], lo, hi, place, wire), wire["ts_ns"].to_numpy()
@@ -1035,6 +1038,7 @@ def _pair_slices(
                 np.fromiter(chosen.keys(), np.int64, len(chosen)),
                 wire_ts[list(chosen.values())],
             )
+        release_free_memory()
 
 
 @dataclass
@@ -1159,10 +1163,11 @@ def nat_links(
                 stop = int(np.searchsorted(starts, starts[at] + PART_NS, side="right"))
                 part = order[at:stop]
                 at = stop
-                ends = np.unique(np.concatenate([near[part], far[part]]))
+                ends = distinct(np.concatenate([near[part], far[part]]))
                 lo, hi = int(edges[part, 0].min()), int(edges[part, 1].max())
                 chunks += wire.rows_between(lo, hi, ends=ends)
             found.append(_twins(lines, _wire_packets(chunks, names), edges))
+            release_free_memory()
     links = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     if links.empty:
         return []
@@ -1407,7 +1412,7 @@ def line_keys(rows: pa.Table) -> LineKeys:
         "input_flow": flow & at_input,
     }
     kinds = pd.DataFrame({c: cols[c] for c in KIND_COLUMNS}).drop_duplicates(ignore_index=True)
-    endpoints = np.unique(np.concatenate([near, far]))
+    endpoints = distinct(np.concatenate([near, far]))
     return LineKeys(keys, endpoints, kinds, card_names(rows.column("iface")))
 
 
@@ -1443,7 +1448,7 @@ def _from_other_logs(
     """A file no packet placed, holding messages a placed file holds too (another rendering of
     one log), takes that file's clock: the offset at which their common messages agree."""
     placed = [p for p, c in clocks.items() if c.trusted]
-    if not placed:
+    if not placed or len(placed) == len(clocks):
         return
     import pandas as pd
 

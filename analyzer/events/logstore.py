@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from ..arrays import distinct
 from ..schema import EVENT_SCHEMA
 from ..sources import kernlog
 from ..sources.base import SourceReport
@@ -23,6 +24,10 @@ from . import clock
 #: A log of more lines than this is placed from this many of them, spread over it; every line
 #: is then paired with its packet a slice of ``clock.SLICE_LINES`` at a time.
 SAMPLE_LINES = 16_384
+#: Rows of a batch of a log's spill file. A log's rows come back into the merge a batch at a
+#: time, and a batch of lines spans the time of ten times as many packets or more, which the
+#: merge holds meanwhile: 16k-row batches kept ~20 MiB more at 10^6 packets than 4k.
+SPILL_ROWS = 4096
 
 
 @dataclass
@@ -135,7 +140,7 @@ def read_logs(
             for chunk in chunks:
                 if not chunk.num_rows:
                     continue
-                writer.write_table(chunk)
+                writer.write_table(chunk, max_chunksize=SPILL_ROWS)
                 rows += chunk.num_rows
                 found = clock.line_keys(chunk)
                 for name, values in found.keys.items():
@@ -147,7 +152,7 @@ def read_logs(
         store.files.append(LogFile(path, spill, start, rows))
         start += rows
     store.keys = {name: np.concatenate(values) for name, values in parts.items()}
-    store.endpoints = np.unique(np.concatenate(endpoints or [np.zeros(0, np.uint64)]))
+    store.endpoints = distinct(np.concatenate(endpoints or [np.zeros(0, np.uint64)]))
     store.kinds = (
         pd.concat(kinds, ignore_index=True).drop_duplicates(ignore_index=True)
         if kinds

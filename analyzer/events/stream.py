@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from ..arrays import distinct
 from ..errors import NoRows
-from ..memory import release_free_memory
+from ..memory import aligning_memory, release_free_memory
 from ..schema import DICT_STR, DIRECTIONS, EVENT_SCHEMA, integers, labels, present, text_column
 from ..sources import iter_capture
 from ..sources.base import SourceReport
@@ -363,11 +364,11 @@ class LogCandidates:
 
     def __init__(self, store: LogStore) -> None:
         self.keys = store.endpoints
-        self.sample = np.unique(store.keys["mkey"][store.sample()])
+        self.sample = distinct(store.keys["mkey"][store.sample()])
         #: the flows OUTPUT logged (``clock.sent_keys``), and how many packets each sent on the
         #: wire as the captures read so far show
         flows = store.keys["sent"]
-        self.logged_flows = np.unique(flows[flows != clock.NO_KEY])
+        self.logged_flows = distinct(flows[flows != clock.NO_KEY])
         self.sent = np.zeros(len(self.logged_flows), dtype=np.int64)
         #: captured rows of each sampled content so far (``sample``), kept or not
         self.sampled = np.zeros(len(self.sample), dtype=np.int64)
@@ -433,6 +434,15 @@ class _Spilled:
     sampled_counts: np.ndarray | None = None
     cards: set[str] = field(default_factory=set)
     sent: np.ndarray | None = None
+
+
+#: The ``LogCandidates`` of the run, for worker processes: they are forked after it is set and
+#: inherit it, where passing it with each task would pickle tens of MB per capture.
+_WORKER_KEEP: LogCandidates | None = None
+
+
+def _spill_in_worker(item: InputFile, host: HostState | None, spill_dir: str) -> _Spilled:
+    return _spill(item, host, _WORKER_KEEP, spill_dir)
 
 
 def _spill(
@@ -606,9 +616,14 @@ def _merged(
     keep = LogCandidates(logs) if has_logs else None
     with tempfile.TemporaryDirectory(prefix="nicpath-") as spill_dir:
         if jobs > 1 and len(items) > 1:
+            global _WORKER_KEEP
+            _WORKER_KEEP = keep
             ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                done = list(pool.map(_spill, items, repeat(host), repeat(keep), repeat(spill_dir)))
+            try:
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                    done = list(pool.map(_spill_in_worker, items, repeat(host), repeat(spill_dir)))
+            finally:
+                _WORKER_KEEP = None
         else:
             done = [_spill(it, host, keep, spill_dir) for it in items]
         for report, got in zip(cap_reports, done, strict=True):
@@ -624,7 +639,8 @@ def _merged(
             sent = [got.sent for got in done]
             done.clear()
             sample = clock.Sample(keep.sample, counts, sampled)
-            placed = align(logs, wire, sample, clock_report, log_reports)
+            with aligning_memory():
+                placed = align(logs, wire, sample, clock_report, log_reports)
             # Each capture of one packet counts it: the capture that saw a flow most holds it.
             seen = np.max(sent, axis=0) if sent else np.zeros(len(keep.logged_flows), np.int64)
             kept = placed.keep
