@@ -244,22 +244,6 @@ def test_aligning_maps_big_arrays_apart_then_lets_the_heap_serve_them(monkeypatc
     assert libc.calls == []
 
 
-def test_distinct_is_numpy_unique_by_sorting() -> None:
-    from analyzer.arrays import distinct
-
-    rng = np.random.default_rng(7)
-    for values in (
-        rng.integers(0, 1 << 62, 5000, dtype=np.int64).astype(np.uint64),
-        rng.integers(-3, 3, 5000),
-        np.zeros(0, np.int64),
-        np.array([5]),
-    ):
-        values = np.concatenate([values, values[: len(values) // 2]])
-        got = distinct(values)
-        assert got.dtype == values.dtype
-        assert np.array_equal(got, np.unique(values))
-
-
 def test_without_glibc_parts_run_on_the_allocator_as_it_is(monkeypatch) -> None:
     from analyzer import memory as analysis
 

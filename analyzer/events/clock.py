@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrays import distinct
+from ..arrays import distinct, member
 from ..memory import release_free_memory
 
 if TYPE_CHECKING:  # pandas is imported when logs are aligned: `nicpath events` starts faster
@@ -466,10 +466,10 @@ class WireSource:
             times = rows.column("ts_ns").to_numpy()
             keep = (times >= lo) & (times <= hi)
             if mkeys is not None:
-                keep &= _isin(rows.column("mkey").to_numpy(), mkeys)
+                keep &= member(rows.column("mkey").to_numpy(), mkeys)
             if ends is not None:
                 near, far = rows.column("near").to_numpy(), rows.column("far").to_numpy()
-                keep &= _isin(near, ends) | _isin(far, ends)
+                keep &= member(near, ends) | member(far, ends)
             return rows.filter(pa.array(keep))
 
         chunks = [c for cursor in self.cursors for c in cursor.between(lo, hi, wanted)]
@@ -479,13 +479,6 @@ class WireSource:
 #: A cursor keeps the batches that reach this close to the end of the last range (ns): the
 #: next slice's windows start about where the last one's end.
 RETAIN_NS = 10 * NS
-
-
-def _isin(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    if not len(sorted_keys):
-        return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return sorted_keys[at] == values
 
 
 class _Cursor:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from ..arrays import distinct
+from ..arrays import KeySet, distinct
 from ..errors import NoRows
 from ..memory import aligning_memory, release_free_memory
 from ..schema import DICT_STR, DIRECTIONS, EVENT_SCHEMA, integers, labels, present, text_column
@@ -363,12 +363,14 @@ class LogCandidates:
     the logs are placed from (``LogStore.sample``) are kept in memory as well."""
 
     def __init__(self, store: LogStore) -> None:
-        self.keys = store.endpoints
+        self.endpoints = KeySet(store.endpoints)
         self.sample = distinct(store.keys["mkey"][store.sample()])
+        self.sample_set = KeySet(self.sample)
         #: the flows OUTPUT logged (``clock.sent_keys``), and how many packets each sent on the
         #: wire as the captures read so far show
         flows = store.keys["sent"]
         self.logged_flows = distinct(flows[flows != clock.NO_KEY])
+        self.logged_flow_set = KeySet(self.logged_flows)
         self.sent = np.zeros(len(self.logged_flows), dtype=np.int64)
         #: captured rows of each sampled content so far (``sample``), kept or not
         self.sampled = np.zeros(len(self.sample), dtype=np.int64)
@@ -380,14 +382,14 @@ class LogCandidates:
         if not table.num_rows:
             return clock.wire_keys(table), clock.wire_keys(table)
         near, far = clock.endpoint_keys(table)
-        hit = _member(near, self.keys) | _member(far, self.keys)
+        hit = self.endpoints.contains(near) | self.endpoints.contains(far)
         if len(self.logged_flows):
             keys = clock.sent_keys(table)
-            mine = _member(keys, self.logged_flows)
+            mine = self.logged_flow_set.contains(keys)
             np.add.at(self.sent, np.searchsorted(self.logged_flows, keys[mine]), 1)
         rows = clock.wire_keys(table.filter(pa.array(hit & present(table.column("ip_version")))))
         mkey = rows.column("mkey").to_numpy()
-        sampled = _member(mkey, self.sample)
+        sampled = self.sample_set.contains(mkey)
         at = np.searchsorted(self.sample, mkey[sampled]) if len(self.sample) else mkey[:0]
         room = self.sampled[at] < clock.SAMPLE_PER_CONTENT
         np.add.at(self.sampled, at, 1)
@@ -399,13 +401,6 @@ class LogCandidates:
         if not chunks:
             return clock.WIRE_KEYS.empty_table()
         return pa.concat_tables(chunks).unify_dictionaries().combine_chunks()
-
-
-def _member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    if not len(sorted_keys):
-        return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return sorted_keys[at] == values
 
 
 def _capture_chunks(
