@@ -241,3 +241,37 @@ def test_each_packet_once_per_flow_in_the_best_file():
         f"{TCP / 'any.pcap'}#73",
         f"{TCP / 'kern.dmesg'}:86",
     ]
+
+
+def test_evidence_lists_a_packet_at_one_time_in_the_order_it_crossed_card_and_hooks():
+    """A LOG line paired with its packet takes the packet's time: at that time a packet coming
+    in shows its card before its hooks, one going out its hooks before its card, whatever order
+    the inputs were merged in."""
+    import types
+
+    import pandas as pd
+
+    from analyzer.detectors.base import Context
+
+    t = 1_764_000_000_000_000_000
+    obs = pd.DataFrame(
+        {
+            "source": ["kern.log", "eth1.pcap", "kern.log", "eth2.pcap", "eth1.pcap"],
+            "record": [7, 3, 8, 4, 5],
+            "ts": [t, t, t + 9, t + 9, t + 20],
+            "point": ["filter/INPUT", "eth1", "eth2", "filter/OUTPUT", "eth1"],
+            "hook": ["filter/INPUT", None, None, "filter/OUTPUT", None],
+            "direction": ["in", "in", "out", "out", "in"],
+            "packet_id": [1, 1, 2, 2, 3],
+        }
+    )
+    obs.loc[2, "source"], obs.loc[3, "source"] = "eth2.pcap", "kern.log"
+    context = types.SimpleNamespace(tables=types.SimpleNamespace(observations=obs))
+    shown = [(e["packet"], e["point"]) for e in Context.evidence(context, [1, 2, 3])]
+    assert shown == [
+        (1, "eth1"),
+        (1, "filter/INPUT"),
+        (2, "filter/OUTPUT"),
+        (2, "eth2"),
+        (3, "eth1"),
+    ]

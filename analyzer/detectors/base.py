@@ -291,7 +291,14 @@ class Context:
         obs = self.tables.observations
         shown = np.isin(obs["packet_id"].to_numpy(), packet_ids[:EVIDENCE_PACKETS])
         cols = ["source", "record", "ts", "point", "direction", "packet_id"]
-        rows = obs.loc[shown, cols]
+        rows = obs.loc[shown, [*cols, "hook"]]
+        # One packet at one time in the order it crossed them, whatever order the inputs were
+        # merged in: coming in, the card before the hooks; going out, the hooks before it.
+        at_hook = rows["hook"].notna().to_numpy()
+        card_first = rows["direction"].to_numpy() != "out"
+        rows = rows.assign(_hop=np.where(at_hook == card_first, 1, 0)).sort_values(
+            ["ts", "packet_id", "_hop", "source", "record"], kind="stable"
+        )
         out = []
         for r in rows.itertuples(index=False):
             out.append(
