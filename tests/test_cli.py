@@ -134,6 +134,18 @@ def test_inspect_lists_the_bundle():
     assert "boot time: " in res.output
 
 
+def test_inspect_counts_agree_with_their_nouns(tmp_path):
+    from tests import synth
+
+    one = tmp_path / "one.pcap"
+    one.write_bytes(synth.pcap_bytes([(1_764_000_000.0, synth.eth(synth.udp4()))]))
+    res = run("inspect", str(one))
+    assert res.exit_code == 0, res.output
+    assert "    1 packet read, 1 row\n" in res.output
+    res = run("inspect", str(Path(TCP) / "all.pcapng"))
+    assert "pcapng, 2 interfaces" in res.output and " packets read, " in res.output
+
+
 def test_events_parquet_streams_with_jobs_and_prints_only_counts(tmp_path):
     out = tmp_path / "events.parquet"
     one = run("events", TCP, "--parquet", str(out))

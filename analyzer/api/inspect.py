@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from ..errors import NoRows
 from ..events.stream import EventsResult, stream_events
 from ..kernel.netstate import load
+from ..render import count
 from ..schema import empty_events
 
 #: The range of a nanosecond time (int64): 1677-09-21 to 2262-04-11.
@@ -185,16 +186,16 @@ def render_text(report: dict[str, Any]) -> str:
         if kind == "pcap":
             kind = f"pcap {detail['linktype_name']} ({detail['ts_resolution']})"
         elif kind == "pcapng":
-            kind = f"pcapng, {len(detail.get('interfaces', []))} interfaces"
+            kind = f"pcapng, {count(len(detail.get('interfaces', [])), 'interface')}"
         elif kind == "kernlog":
             rend = ", ".join(f"{k} {v}" for k, v in sorted(detail.get("renderings", {}).items()))
             kind = f"kernel log ({rend})"
-        unit = "lines" if f["format"] == "kernlog" else "packets"
+        unit = "line" if f["format"] == "kernlog" else "packet"
         lines.append(f"{f['path']}: {kind}")
-        used = "LOG lines" if f["format"] == "kernlog" else "rows"
-        lines.append(f"    {f['records']} {unit} read, {f['used']} {used}")
-        for reason, count in f["skipped"].items():
-            lines.append(f"    skipped {count}: {reason}")
+        used = "LOG line" if f["format"] == "kernlog" else "row"
+        lines.append(f"    {count(f['records'], unit)} read, {count(f['used'], used)}")
+        for reason, skipped in f["skipped"].items():
+            lines.append(f"    skipped {skipped}: {reason}")
         if f["first"]:
             lines.append(f"    from {f['first']} to {f['last']}")
         if f.get("interfaces"):
