@@ -34,11 +34,11 @@ def analyze(
 ) -> Analysis:
     """Read the inputs, build flows and run every registered detector.
 
-    Inputs without LOG lines and with more than ``part_rows`` events are analyzed a part at a
-    time (``partitions``: whole conversations per part), so memory stays bounded whatever the
-    capture size; the findings and flows are those of the whole table. With LOG lines (a
-    connection may show under two tuples, F5/F6) or ``part_rows=None`` the whole event table is
-    held. ``events_parquet``: also write the event table there as it streams.
+    Inputs with more than ``part_rows`` events are analyzed a part at a time (``partitions``:
+    whole conversations per part, the conversations a NAT ties together in one), so memory stays
+    bounded whatever the capture size; the findings and flows are those of the whole table.
+    ``part_rows=None`` holds the whole event table. ``events_parquet``: also write the event
+    table there as it streams.
 
     >>> a = analyze(["samples/egress_switch_tcp"])  # doctest: +SKIP
     >>> [f.kind for f in a.findings]  # doctest: +SKIP
