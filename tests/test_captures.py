@@ -586,3 +586,83 @@ def test_corrupt_gzip_data_is_an_input_error_naming_the_file(tmp_path, reader):
     with pytest.raises(InputError, match="corrupt gzip data") as err:
         reader(path)
     assert "eth1.pcap.gz" in str(err.value)
+
+
+def sniff_read(path):
+    return (pcap if sniff(path) == "pcap" else pcapng).read(path)[0]
+
+
+def _total_length_zero(ip: dpkt.ip.IP) -> bytes:
+    raw = bytearray(bytes(ip))
+    raw[2:4] = b"\0\0"
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_an_ipv4_total_length_of_0_is_the_packets_length_on_the_wire(tmp_path, fmt):
+    """A TSO or BIG TCP send captured before segmentation has total length 0: its length is
+    what follows the link header on the wire, as the kernel's LOG (iph_totlen), tcpdump and
+    tshark give it, also when the snap length cut the capture (public ipv4_tcp_http_xml_tso)."""
+    big = _total_length_zero(synth.tcp4(payload=b"d" * 3000))
+    tagged = synth.eth(big, vlan=7)
+    frames = [(1.0, synth.eth(big)), (2.0, tagged), (3.0, synth.eth(synth.tcp4()))]
+    if fmt == "pcap":
+        data = synth.pcap_bytes(frames, snaplen=128)
+    else:
+        packets = [{"iface": 0, "ts": t, "frame": f} for t, f in frames]
+        data = synth.pcapng_bytes([{"name": "eth1"}], packets)
+    a, b, c = rows(sniff_read(write(tmp_path, f"eth1.{fmt}", data)))
+    assert (a["ip_len"], b["ip_len"]) == (len(big), len(big))
+    assert (a["wire_len"], b["wire_len"]) == (len(big) + 14, len(big) + 18)
+    assert c["ip_len"] == len(bytes(synth.tcp4())) and a["dport"] == 80
+
+
+def test_a_packet_type_the_column_cannot_hold_is_null_never_wrapped(tmp_path):
+    """SLL's packet type is 16 bits: 0x0104 wrapped into the int8 column read as 4, sent by this
+    host; 0x3030 as 48 (public tftp-heapoverflow). Linux's are 0-7: a larger one is null and
+    its direction unknown; SLL2's byte above 127 too."""
+    ip = bytes(synth.udp4())
+    old = [(1.0, synth.sll1(ip, pkttype=0x0104)), (2.0, synth.sll1(ip, pkttype=0x3030))]
+    old.append((3.0, synth.sll1(ip, pkttype=4)))
+    a, b, c = rows(pcap.read(write(tmp_path, "any.pcap", synth.pcap_bytes(old, linktype=113)))[0])
+    assert [r["pkttype"] for r in (a, b, c)] == [None, None, 4]
+    assert [r["direction"] for r in (a, b, c)] == ["unknown", "unknown", "out"]
+    new = [
+        (1.0, synth.sll2(ip, ifindex=2, pkttype=200)),
+        (2.0, synth.sll2(ip, ifindex=2, pkttype=0)),
+    ]
+    d, e = rows(pcap.read(write(tmp_path, "any2.pcap", synth.pcap_bytes(new, linktype=276)))[0])
+    assert (d["pkttype"], d["direction"], d["dport"]) == (None, "unknown", 53)
+    assert (e["pkttype"], e["direction"]) == (0, "in")
+
+
+def test_raw_ip_of_another_version_has_no_ethertype(tmp_path):
+    """A raw IP link type's EtherType is the version's (public heap-overflow-1): neither 4 nor
+    6 is no EtherType, not 0."""
+    frames = [(1.0, b"\x50" + bytes(synth.udp4())[1:]), (2.0, bytes(synth.udp4()))]
+    a, b = rows(pcap.read(write(tmp_path, "tun0.pcap", synth.pcap_bytes(frames, linktype=101)))[0])
+    assert (a["ethertype"], a["ip_version"]) == (None, None)
+    assert (b["ethertype"], b["ip_version"]) == (0x0800, 4)
+
+
+def test_the_first_ipv6_fragment_header_is_the_packets(tmp_path):
+    """A chain with two fragment headers (public ipv6_ext_headers: 33 of them): the first one
+    gives the id, offset and more-fragments bit, as tshark and the kernel's reassembly read
+    it; the second is walked past."""
+    udp = bytes(synth.udp4())[20:]
+    first = bytes([44, 0]) + struct.pack("!HI", 0 | 1, 0x11)
+    second = bytes([17, 0]) + struct.pack("!HI", 0, 0x22)
+    frames = [(1.0, synth.eth(_v6(44, first + second + udp)))]
+    (r,) = rows(pcap.read(write(tmp_path, "eth1.pcap", synth.pcap_bytes(frames)))[0])
+    assert (r["ip_id"], r["frag_offset"], r["more_fragments"]) == (0x11, 0, True)
+    assert (r["proto"], r["dport"]) == (17, 53)
+
+
+def test_atmarp_addresses_are_not_read_where_arp_has_them(tmp_path):
+    """ATMARP (hardware type 19, RFC 2225) lays out its lengths and addresses apart: its
+    operation is read, not addresses at ARP's offsets."""
+    body = struct.pack("!HHBBH", 19, 0x0800, 6, 4, 1) + b"\x11" * 6 + synth.ip4("10.0.0.7")
+    body += b"\0" * 6 + synth.ip4("10.0.0.9")
+    frames = [(1.0, b"\xff" * 6 + synth.MAC_A + b"\x08\x06" + body)]
+    (r,) = rows(pcap.read(write(tmp_path, "eth1.pcap", synth.pcap_bytes(frames)))[0])
+    assert (r["arp_op"], r["src"], r["dst"]) == (1, None, None)

@@ -40,6 +40,8 @@ LINKTYPE_NAMES = {
 SUPPORTED_LINKTYPES = frozenset(LINKTYPE_NAMES)
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
+#: ARP hardware type of ATM (RFC 2225): its header is laid out apart (ATMARP).
+ARP_HRD_ATM = 19
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 ETH_PPPOE_SESSION = 0x8864
 ETH_MPLS = (0x8847, 0x8848)  # unicast, multicast
@@ -60,6 +62,10 @@ ICMP_ECHO = {1: (0, 8, 13, 14, 15, 16), 58: (128, 129)}
 
 #: Linux packet types (SLL/SLL2 header): 4 is "sent by us"; the others arrived.
 PACKET_OUTGOING = 4
+#: The largest packet type the ``pkttype`` column (int8) holds; Linux's are 0-7. A larger one
+#: (SLL's field is 16 bits) is not a Linux packet type: null, its direction unknown, never
+#: wrapped (0x0104 would have read as 4, outgoing).
+PKTTYPE_MAX = 127
 
 
 def byte_rows(buf: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
@@ -149,12 +155,21 @@ _EXT_OR_FRAG = (*IPV6_EXT_HEADERS, 44, 51)
 
 
 def _decode_ip(
-    g: _Gather, l3: np.ndarray, end: np.ndarray, ok: np.ndarray, is4: np.ndarray, is6: np.ndarray
+    g: _Gather,
+    l3: np.ndarray,
+    end: np.ndarray,
+    ok: np.ndarray,
+    is4: np.ndarray,
+    is6: np.ndarray,
+    wire_room: np.ndarray | None = None,
 ):
     """Decode IPv4/IPv6 headers (with v6 extension headers) at offsets l3 of packets ending at
     ``end``; returns a dict.
 
-    Used for the packet itself and again for the packet an ICMP error quotes.
+    Used for the packet itself and again for the packet an ICMP error quotes. ``wire_room``:
+    each packet's bytes on the wire from ``l3`` on; an IPv4 total length of 0 (a TSO or BIG
+    TCP send captured before segmentation) is then that, as the kernel's LOG reports it
+    (``iph_totlen``: the skb's length) and tcpdump and tshark read it.
     """
     n = l3.shape[0]
     r: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -195,13 +210,14 @@ def _decode_ip(
             np.where(fr, 8, (e[:, 1].astype(np.int64) + 2) * 4),
         )
         fr_ok = fr & (left >= 8)  # all 8 bytes, or none of its fields (as tshark reads it)
-        got = idx[fr_ok]
-        fo = _be16(e, 2)[fr_ok]
+        first = fr_ok & ~has_frag6_id[idx]  # a later fragment header is walked, not read
+        got = idx[first]
+        fo = _be16(e, 2)[first]
         frag6_off[got] = fo >> 3
         frag6_m[got] = (fo & 1).astype(bool)
-        frag6_id[got] = _be32(e, 4)[fr_ok]
+        frag6_id[got] = _be32(e, 4)[first]
         has_frag6_id[got] = True
-        frag_cut[idx[fr & ~fr_ok]] = True
+        frag_cut[idx[fr & ~fr_ok & ~has_frag6_id[idx]]] = True
         moved = (left >= 2) & (fr_ok | ~fr)
         cut[idx[~moved]] = True
         idx = idx[moved]
@@ -215,7 +231,11 @@ def _decode_ip(
     r["ip_version"] = (np.where(ok4, 4, 6), ip_ok)
     r["src"] = (_addresses(m, 12, ok4, 8, ok6), ip_ok)
     r["dst"] = (_addresses(m, 16, ok4, 24, ok6), ip_ok)
-    r["ip_len"] = (np.where(ok4, _be16(m, 2), _be16(m, 4) + 40), ip_ok)
+    ip_len = np.where(ok4, _be16(m, 2), _be16(m, 4) + 40)
+    if wire_room is not None:
+        tso = ok4 & (ip_len == 0) & (wire_room >= ihl)
+        ip_len = np.where(tso, wire_room, ip_len)
+    r["ip_len"] = (ip_len, ip_ok)
     r["ip_id"] = (np.where(ok4, _be16(m, 4), frag6_id), ok4 | (ok6 & has_frag6_id))
     r["flow_label"] = (vtcfl & 0xFFFFF, ok6)
     r["tos"] = (np.where(ok4, m[:, 1], (vtcfl >> 20) & 0xFF), ip_ok)
@@ -296,7 +316,7 @@ def _decode_arp(g: _Gather, l3: np.ndarray, end: np.ndarray, arp: np.ndarray, co
     """ARP: the operation of any ARP header, and for IPv4 (protocol 0x0800, 4-byte addresses)
     the sender and target protocol addresses as src/dst, whatever the hardware type and its
     address length (Ethernet, InfiniBand, FireWire, ...): they sit after one and two hardware
-    addresses."""
+    addresses. Not ATMARP's (hardware type 19), whose lengths and addresses lie elsewhere."""
     idx = np.flatnonzero(arp)
     at = l3[idx]
     left = end[idx] - at
@@ -304,6 +324,7 @@ def _decode_arp(g: _Gather, l3: np.ndarray, end: np.ndarray, arp: np.ndarray, co
     hlen = m[:, 4].astype(np.int64)
     cols["arp_op"] = _scatter(l3.shape[0], idx, _be16(m, 6), left >= 8)
     a_ok = (_be16(m, 2) == ETH_IPV4) & (m[:, 5] == 4) & (left >= 8 + 2 * hlen + 8)
+    a_ok &= _be16(m, 0) != ARP_HRD_ATM  # ATMARP: type-and-length bytes, another layout
     idx, at, hlen = idx[a_ok], at[a_ok], hlen[a_ok]
     mapped = np.zeros((idx.shape[0], 16), dtype=np.uint8)
     mapped[:, 10:12] = 0xFF
@@ -317,12 +338,17 @@ def _decode_arp(g: _Gather, l3: np.ndarray, end: np.ndarray, arp: np.ndarray, co
 
 
 def decode(
-    buf: np.ndarray, start: np.ndarray, caplen: np.ndarray, linktype: int
+    buf: np.ndarray,
+    start: np.ndarray,
+    caplen: np.ndarray,
+    linktype: int,
+    wire_len: np.ndarray | None = None,
 ) -> dict[str, pa.Array]:
     """Decode the frames at ``buf[start[i]:start[i]+caplen[i]]`` of one link type into columns.
 
     Returns Arrow arrays keyed by event-schema column name; fields a frame does not have (or
-    that were cut by the snap length) are null.
+    that were cut by the snap length) are null. ``wire_len``: each frame's original length,
+    which an IPv4 total length of 0 stands for (see ``_decode_ip``).
     """
     n = start.shape[0]
     start = start.astype(np.int64, copy=False)
@@ -339,7 +365,8 @@ def decode(
         l3 = start + 14
     elif linktype == LINKTYPE_LINUX_SLL:
         m = g.rows(start, 16)
-        cols["pkttype"] = (_be16(m, 0), room >= 2)
+        pkttype = _be16(m, 0)
+        cols["pkttype"] = (pkttype, (room >= 2) & (pkttype <= PKTTYPE_MAX))
         a_ok = (room >= 12) & (_be16(m, 2) == 1) & (_be16(m, 4) == 6)
         cols["eth_src"] = (m[:, 6:12], a_ok)
         etype, et_ok = _be16(m, 14), room >= 16
@@ -348,18 +375,18 @@ def decode(
         m = g.rows(start, 20)
         etype, et_ok = _be16(m, 0), room >= 2
         cols["ifindex"] = (_be32(m, 4), room >= 8)
-        cols["pkttype"] = (m[:, 10], room >= 11)
+        cols["pkttype"] = (m[:, 10], (room >= 11) & (m[:, 10] <= PKTTYPE_MAX))
         a_ok = (room >= 18) & (_be16(m, 8) == 1) & (m[:, 11] == 6)
         cols["eth_src"] = (m[:, 12:18], a_ok)
         l3 = start + 20
     elif linktype in RAW_LINKTYPES or linktype in (LINKTYPE_IPV4, LINKTYPE_IPV6):
         version = g.rows(start, 1)[:, 0] >> 4
-        et_ok = room >= 1
         etype = np.where(version == 6, ETH_IPV6, np.where(version == 4, ETH_IPV4, 0))
         if linktype == LINKTYPE_IPV4:
             etype = np.full(n, ETH_IPV4)
         elif linktype == LINKTYPE_IPV6:
             etype = np.full(n, ETH_IPV6)
+        et_ok = (room >= 1) & (etype != 0)  # raw IP of another version: no EtherType
         l3 = start
     else:
         raise ValueError(f"unsupported link type {linktype}")
@@ -400,7 +427,8 @@ def decode(
 
     is4 = net == ETH_IPV4
     is6 = net == ETH_IPV6
-    ip, proto, l4, l4_ok = _decode_ip(g, l3, end, is4 | is6, is4, is6)
+    wire_room = None if wire_len is None else wire_len.astype(np.int64) - (l3 - start)
+    ip, proto, l4, l4_ok = _decode_ip(g, l3, end, is4 | is6, is4, is6, wire_room)
     cols.update(ip)
     _decode_l4(g, proto, l4, end, l4_ok, cols)
     icmp = l4_ok & (((proto == 1) & (ip["ip_version"][0] == 4)) | (proto == 58))

@@ -161,7 +161,7 @@ def iter_chunks(
                         record=record_no + k,
                         offset=base + int(off[k]),
                     )
-                decoded = decode(buf, off + RECORD_HEADER_LEN, caplen, linktype)
+                decoded = decode(buf, off + RECORD_HEADER_LEN, caplen, linktype, hdr[:, 3])
                 decoded["wire_len"] = arrow_column(hdr[:, 3], pa.uint32())
                 direction = None
                 if "pkttype" in decoded:

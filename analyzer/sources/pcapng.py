@@ -486,7 +486,7 @@ def _chunk(
     for linktype in sorted({interfaces[i].linktype for i in np.unique(ifx[keep]).tolist()}):
         group_ifaces = [i.index for i in interfaces if i.linktype == linktype]
         sel = np.flatnonzero(keep & np.isin(ifx, group_ifaces))
-        decoded = decode(buf, start[sel], cap[sel], linktype)
+        decoded = decode(buf, start[sel], cap[sel], linktype, orig[sel])
         decoded["wire_len"] = arrow_column(orig[sel], pa.uint32())
         iface = labels(code[ifx[sel]], names, named[ifx[sel]])
         f = flags[sel]
