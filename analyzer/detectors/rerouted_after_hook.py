@@ -27,11 +27,9 @@ def detect(ctx: Context) -> list[Finding]:
     logged = pk["logged_cards"].to_numpy()[out]
     wire = ctx.card_codes[0][out]
     names = ctx.card_names
-    odd = [
-        k
-        for k, (cards, card) in enumerate(zip(logged, wire, strict=True))
-        if cards and names[card] not in cards
-    ]
+    # Most packets were not logged (a rule may log a sample): only the logged ones are looked at.
+    was_logged = np.flatnonzero(np.fromiter(map(bool, logged), bool, len(logged)))
+    odd = [k for k in was_logged.tolist() if names[wire[k]] not in logged[k]]
     if not odd:
         return []
     packets = ctx.packets
