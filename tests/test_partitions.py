@@ -50,6 +50,43 @@ def test_parts_give_the_whole_tables_report(bundle: Path, form: str, log: str | 
         assert text_report(cut) == text_report(whole)
 
 
+SAMPLED = [
+    (name, log)
+    for name in ("nat_pinned", "egress_switch_tcp", "ipv6_egress_switch", "sampled_log")
+    for log in LOGS[1:]
+]
+
+
+@pytest.mark.parametrize("name,log", SAMPLED, ids=[f"{n}-{log}" for n, log in SAMPLED])
+def test_logs_placed_from_a_sample_and_paired_by_slices_give_the_same_report(
+    name: str, log: str, monkeypatch
+) -> None:
+    """A log longer than ``SAMPLE_LINES`` is placed from a sample of its lines, then paired a
+    slice of ``SLICE_LINES`` at a time from its spill (batches of ``SPILL_ROWS``): with those
+    made small enough that the samples' logs take that path, the report is the one of the
+    whole log at once (offset and spread from every paired line too), by parts and whole.
+    Only the pairing window of a precise log is the sample's: it comes from the sample's
+    lines with one candidate packet, before any line is paired."""
+    from analyzer.events import clock, logstore
+
+    def report(result) -> dict:
+        doc = without_packet_ids(result.to_dict())
+        for entry in doc["inputs"]["clock"]["logs"]:
+            if entry["basis"] == "aligned":
+                entry.pop("window")
+        return doc
+
+    kw = inputs(ROOT / "samples" / name, "per-card", log)
+    whole = analyze(part_rows=None, **kw)
+    monkeypatch.setattr(logstore, "SAMPLE_LINES", 40)
+    monkeypatch.setattr(logstore, "SPILL_ROWS", 7)
+    monkeypatch.setattr(clock, "SLICE_LINES", 33)
+    for part_rows in (None, 29):
+        sliced = analyze(part_rows=part_rows, **kw)
+        assert report(sliced) == report(whole)
+        assert text_report(sliced) == text_report(whole)
+
+
 def test_a_findings_flow_keeps_its_packets_and_ids_stay_unique() -> None:
     kw = inputs(ROOT / "samples" / "egress_switch_tcp", "per-card", None)
     cut = analyze(part_rows=7, **kw)

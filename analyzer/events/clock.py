@@ -886,7 +886,12 @@ def _second_bounds(
     import pandas as pd
 
     at = pd.Index(lines["log_row"]).get_indexer(list(chosen))
-    deltas = sorted((wire_ts[list(chosen.values())] - lines["base"].to_numpy()[at]).tolist())
+    return _bounds(wire_ts[list(chosen.values())] - lines["base"].to_numpy()[at])
+
+
+def _bounds(deltas: np.ndarray) -> _Placement | None:
+    """``_second_bounds`` from the deltas (packet time less line stamp) of the paired lines."""
+    deltas = sorted(deltas.tolist())
     while len(deltas) >= MIN_PAIRED and deltas[-1] - NS > deltas[0]:
         middle = deltas[len(deltas) // 2]
         deltas.pop(0 if middle - deltas[0] > deltas[-1] - middle else -1)
@@ -1015,6 +1020,27 @@ def _place_file(
     return (rows, wire_ts[list(chosen.values())]), pairing, place
 
 
+def _settle(log: LogClock, place: _Placement, times: np.ndarray, base: np.ndarray) -> None:
+    """The offset, window and spread of a file a sample placed, from every line paired after
+    (``times`` of their packets, ``base`` their own times), as a file paired whole gets them."""
+    if len(times) < MIN_PAIRED:
+        return
+    if place.whole_second:
+        bounds = _bounds(times - base)
+        if bounds is None:
+            return
+        place.offset, place.lo, place.hi = bounds.offset, bounds.lo, bounds.hi
+        spread = place.hi - place.lo - 2 * PAD_NS - NS
+        log.window = (round(place.lo / NS, 6), round(place.hi / NS, 6))
+    else:
+        residual = times - place.expected(base)
+        place.offset += int(np.median(residual))
+        q1, q3 = np.percentile(times - place.expected(base), [25, 75])
+        spread = q3 - q1
+    log.offset = place.offset / NS
+    log.spread = round(float(spread) / NS, 6)
+
+
 def _pair_slices(
     store: LogStore, file: LogFile, candidates: _Candidates, place: _Placement, names: list[str]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -1088,15 +1114,16 @@ def align(
         if place is None:
             _own_clock(report, log, rows, raw, ts, base, basis)
             continue
+        if len(sample) < file.rows:  # a sample placed the file: now pair every line
+            found = list(_pair_slices(store, file, candidates, pairing, names))
+            paired = np.concatenate([p for p, _ in found] or [np.zeros(0, np.int64)])
+            times = np.concatenate([t for _, t in found] or [np.zeros(0, np.int64)])
+            _settle(log, place, times, base[paired])
         moved = place.expected(base[rows])
         window[rows, 0], window[rows, 1] = moved + place.lo, moved + place.hi
         placed[rows] = True
         ts[rows] = moved + (place.lo + PAD_NS if place.whole_second else 0)
         basis[rows] = log.basis
-        if len(sample) < file.rows:  # a sample placed the file: now pair every line
-            found = list(_pair_slices(store, file, candidates, pairing, names))
-            paired = np.concatenate([p for p, _ in found] or [np.zeros(0, np.int64)])
-            times = np.concatenate([t for _, t in found] or [np.zeros(0, np.int64)])
         ts[paired] = times
         basis[paired] = "matched"
         log.paired, log.unpaired = len(paired), file.rows - len(paired)
