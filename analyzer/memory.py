@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -89,3 +90,27 @@ def release_free_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+#: Values worker processes find by key (``inherited``), and the next key.
+_INHERITED: dict[int, Any] = {}
+_KEYS = itertools.count()
+
+
+@contextlib.contextmanager
+def inherited(value: Any) -> Iterator[int]:
+    """A key under which processes forked inside the block find ``value`` (``inherited_value``).
+
+    Fork copies the parent's memory: a worker reads it for free, where an argument is pickled
+    with every task (the lines' keys, tens of MB at 10^7 packets, once per capture or part).
+    Keyed, so that analyses in several threads each find their own."""
+    key = next(_KEYS)
+    _INHERITED[key] = value
+    try:
+        yield key
+    finally:
+        del _INHERITED[key]
+
+
+def inherited_value(key: int) -> Any:
+    return _INHERITED[key]

@@ -281,6 +281,32 @@ def test_aligning_maps_big_arrays_apart_then_lets_the_heap_serve_them(monkeypatc
     assert libc.calls == []
 
 
+def _inherited_sum(key: int) -> int:
+    from analyzer.memory import inherited_value
+
+    return int(inherited_value(key).sum())
+
+
+def test_forked_workers_find_an_inherited_value_by_its_key() -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from analyzer import memory
+
+    big, small = np.arange(1_000_000), np.arange(10)
+    with memory.inherited(big) as a, memory.inherited(small) as b:
+        assert a != b
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+            assert list(pool.map(_inherited_sum, [a, b, a])) == [
+                int(big.sum()),
+                int(small.sum()),
+                int(big.sum()),
+            ]
+    with pytest.raises(KeyError):
+        memory.inherited_value(a)  # gone once the block ends
+
+
 def test_without_glibc_parts_run_on_the_allocator_as_it_is(monkeypatch) -> None:
     from analyzer import memory as analysis
 

@@ -4,11 +4,12 @@ detectors per part in worker processes, then put together as if from the whole t
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing
 import os
 import pickle
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
@@ -25,7 +26,7 @@ from ..flows.partitions import load as read_part
 from ..flows.tables import EVENT_COLUMNS, PACKET_COLUMNS, FlowTables, empty_tables, flow_tables
 from ..kernel.moments import placed
 from ..kernel.netstate import NetState, load
-from ..memory import freed_memory_kept, release_free_memory
+from ..memory import freed_memory_kept, inherited, inherited_value, release_free_memory
 from ..schema import empty_events
 from ..sources.ipsnap import HostState
 from .result import Analysis
@@ -80,17 +81,15 @@ def analyze_parts(
             )
             with freed_memory_kept():
                 if jobs > 1 and len(plans) > 1:
-                    global _WORK
-                    _WORK = work
                     context = multiprocessing.get_context("fork")
-                    try:
-                        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                            results = pool.map(_part_in_worker, plans)
-                            for part, result in zip(plans, results, strict=True):
-                                merged.add(result)
-                                _remove(part.done)
-                    finally:
-                        _WORK = None
+                    with (
+                        inherited(work) as key,
+                        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+                    ):
+                        results = pool.map(_part_in_worker, plans, itertools.repeat(key))
+                        for part, result in zip(plans, results, strict=True):
+                            merged.add(result)
+                            _remove(part.done)
                 else:
                     for part in plans:
                         merged.add(work(part))
@@ -140,14 +139,11 @@ def _first_of(keys: np.ndarray, row: np.ndarray) -> np.ndarray:
     return best % n
 
 
-#: What every part is analyzed with (``_part_result`` and the host, state and LOG-line counts
-#: of the whole stream), for worker processes: forked after it is set, they inherit it, where
-#: passing it with each part pickled the INPUT lines' table (~10 MB at 10^7 packets) per part.
-_WORK: Callable[[PartPlan], _PartResult | None] | None = None
-
-
-def _part_in_worker(part: PartPlan) -> _PartResult | None:
-    return _WORK(part)
+def _part_in_worker(part: PartPlan, work: int) -> _PartResult | None:
+    """A part in a worker forked with what every part is analyzed with (``_part_result`` and
+    the host, state and LOG-line counts of the whole stream, ``memory.inherited``): passed with
+    each part, the INPUT lines' table alone (~10 MB at 10^7 packets) was pickled per part."""
+    return inherited_value(work)(part)
 
 
 def _part_result(

@@ -24,7 +24,7 @@ import pyarrow.ipc as ipc
 
 from ..arrays import KeySet, distinct
 from ..errors import NoRows
-from ..memory import aligning_memory, release_free_memory
+from ..memory import aligning_memory, inherited, inherited_value, release_free_memory
 from ..schema import DICT_STR, DIRECTIONS, EVENT_SCHEMA, integers, labels, present, text_column
 from ..sources import iter_capture
 from ..sources.base import SourceReport
@@ -431,13 +431,11 @@ class _Spilled:
     sent: np.ndarray | None = None
 
 
-#: The ``LogCandidates`` of the run, for worker processes: they are forked after it is set and
-#: inherit it, where passing it with each task would pickle tens of MB per capture.
-_WORKER_KEEP: LogCandidates | None = None
-
-
-def _spill_in_worker(item: InputFile, host: HostState | None, spill_dir: str) -> _Spilled:
-    return _spill(item, host, _WORKER_KEEP, spill_dir)
+def _spill_in_worker(
+    item: InputFile, host: HostState | None, keep: int, spill_dir: str
+) -> _Spilled:
+    """``_spill`` in a worker forked with the run's ``LogCandidates`` (``memory.inherited``)."""
+    return _spill(item, host, inherited_value(keep), spill_dir)
 
 
 def _spill(
@@ -611,14 +609,14 @@ def _merged(
     keep = LogCandidates(logs) if has_logs else None
     with tempfile.TemporaryDirectory(prefix="nicpath-") as spill_dir:
         if jobs > 1 and len(items) > 1:
-            global _WORKER_KEEP
-            _WORKER_KEEP = keep
             ctx = multiprocessing.get_context("fork")
-            try:
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                    done = list(pool.map(_spill_in_worker, items, repeat(host), repeat(spill_dir)))
-            finally:
-                _WORKER_KEEP = None
+            with (
+                inherited(keep) as key,
+                ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool,
+            ):
+                done = list(
+                    pool.map(_spill_in_worker, items, repeat(host), repeat(key), repeat(spill_dir))
+                )
         else:
             done = [_spill(it, host, keep, spill_dir) for it in items]
         for report, got in zip(cap_reports, done, strict=True):
