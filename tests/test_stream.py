@@ -143,3 +143,40 @@ def test_pcapng_flags_after_another_option_still_give_direction(tmp_path):
     path.write_bytes(data)
     table, _ = pcapng.read(path)
     assert table.column("direction").to_pylist() == ["out"]
+
+
+def test_logs_read_in_a_forked_process_come_back_whole(tmp_path):
+    """The logs are parsed in a child process (its heaps never become the capture workers'):
+    what comes back is what reading them here gives, and the key files it left are gone."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    from analyzer.events import stream
+    from analyzer.events.logstore import read_logs
+
+    bundle = Path(__file__).resolve().parent.parent / "samples" / "nat_pinned"
+    paths = [str(bundle / name) for name in ("kern.dmesg", "kern.journal", "kern.syslog")]
+    options = {"boot_time": 1764000000.0, "year": 2026, "hook_prefixes": None}
+    here_dir, apart_dir = tmp_path / "here", tmp_path / "apart"
+    here_dir.mkdir()
+    apart_dir.mkdir()
+    reports, store = read_logs(paths, spill_dir=str(here_dir), **options)
+    apart_reports, apart = stream._read_logs_apart(paths, spill_dir=str(apart_dir), **options)
+    assert [r.to_dict() for r in apart_reports] == [r.to_dict() for r in reports]
+    assert sorted(apart.keys) == sorted(store.keys) and store.keys
+    for name, values in store.keys.items():
+        assert np.array_equal(apart.keys[name], values), name
+    assert np.array_equal(apart.endpoints, store.endpoints) and len(store.endpoints)
+    assert apart.cards == store.cards and apart.kinds.equals(store.kinds)
+    assert [(f.source, f.start, f.rows) for f in apart.files] == [
+        (f.source, f.start, f.rows) for f in store.files
+    ]
+    assert sorted(os.listdir(apart_dir)) == sorted(os.listdir(here_dir))  # spills, no .npy
+    from analyzer.errors import InputError
+
+    with pytest.raises(InputError, match=r"kern\.empty: empty file"):
+        empty = tmp_path / "kern.empty"
+        empty.write_text("")
+        stream._read_logs_apart([str(empty)], spill_dir=str(apart_dir), **options)
