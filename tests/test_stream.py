@@ -145,7 +145,7 @@ def test_pcapng_flags_after_another_option_still_give_direction(tmp_path):
     assert table.column("direction").to_pylist() == ["out"]
 
 
-def test_logs_read_in_a_forked_process_come_back_whole(tmp_path):
+def test_logs_read_in_a_forked_process_come_back_whole(tmp_path, monkeypatch):
     """The logs are parsed in a child process (its heaps never become the capture workers'):
     what comes back is what reading them here gives, and the key files it left are gone."""
     import os
@@ -163,6 +163,7 @@ def test_logs_read_in_a_forked_process_come_back_whole(tmp_path):
     here_dir.mkdir()
     apart_dir.mkdir()
     reports, store = read_logs(paths, spill_dir=str(here_dir), **options)
+    monkeypatch.setattr(stream, "APART_BYTES", 1)  # the samples' logs are small
     apart_reports, apart = stream._read_logs_apart(paths, spill_dir=str(apart_dir), **options)
     assert [r.to_dict() for r in apart_reports] == [r.to_dict() for r in reports]
     assert sorted(apart.keys) == sorted(store.keys) and store.keys
@@ -180,3 +181,23 @@ def test_logs_read_in_a_forked_process_come_back_whole(tmp_path):
         empty = tmp_path / "kern.empty"
         empty.write_text("")
         stream._read_logs_apart([str(empty)], spill_dir=str(apart_dir), **options)
+
+
+def _lines_read_in_a_daemon(path: str, spill_dir: str) -> int:
+    from analyzer.events import stream
+
+    stream.APART_BYTES = 1
+    _, store = stream._read_logs_apart(
+        [path], spill_dir=spill_dir, boot_time=None, year=2026, hook_prefixes=None
+    )
+    return store.num_lines
+
+
+def test_a_daemonic_worker_reads_its_logs_itself(tmp_path):
+    """A multiprocessing.Pool or dask worker may not have a child: it parses the logs itself."""
+    import multiprocessing
+    from pathlib import Path
+
+    log = Path(__file__).resolve().parent.parent / "samples" / "nat_pinned" / "kern.dmesg"
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_lines_read_in_a_daemon, (str(log), str(tmp_path))) == 339
