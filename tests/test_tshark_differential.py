@@ -38,6 +38,7 @@ from analyzer.sources import pcap, pcapng, sniff
 from analyzer.sources.frames import SUPPORTED_LINKTYPES
 from tests import synth
 from tests import test_hostile_inputs as hostile
+from tests.test_captures import write
 
 TSHARK = shutil.which("tshark")
 pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
@@ -464,12 +465,6 @@ def test_recorded_samples(sample_frames, path):
 
 
 # --- captures built for what the samples do not hold ------------------------------------
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> str:
-    p = tmp_path / name
-    p.write_bytes(data)
-    return str(p)
 
 
 @pytest.mark.parametrize("endian", ["<", ">"])

@@ -1004,16 +1004,7 @@ def _place_file(
     pairing = replace(place)
     picked = np.array(list(chosen))
     base = lines.set_index("log_row").loc[picked, "base"].to_numpy()
-    residual = wire_ts[[chosen[r] for r in picked.tolist()]] - place.expected(base)
-    if not whole:
-        place.offset += int(np.median(residual))
-        residual = residual - int(np.median(residual))
-    q1, q3 = np.percentile(residual, [25, 75])
-    log.offset = place.offset / NS
-    # A whole-second stamp says nothing finer: its spread is how well the offset is known.
-    spread = (place.hi - place.lo - 2 * PAD_NS - NS) if whole else (q3 - q1)
-    log.spread = round(float(spread) / NS, 6)
-    log.window = (round(place.lo / NS, 6), round(place.hi / NS, 6))
+    _measure(log, place, wire_ts[[chosen[r] for r in picked.tolist()]] - place.expected(base))
     log.trusted = True
     log.basis = "aligned-second" if whole else "aligned"
     rows = np.fromiter(chosen.keys(), np.int64, len(chosen))
@@ -1030,15 +1021,23 @@ def _settle(log: LogClock, place: _Placement, times: np.ndarray, base: np.ndarra
         if bounds is None:
             return
         place.offset, place.lo, place.hi = bounds.offset, bounds.lo, bounds.hi
-        spread = place.hi - place.lo - 2 * PAD_NS - NS
-        log.window = (round(place.lo / NS, 6), round(place.hi / NS, 6))
-    else:
-        residual = times - place.expected(base)
-        place.offset += int(np.median(residual))
-        q1, q3 = np.percentile(times - place.expected(base), [25, 75])
-        spread = q3 - q1
+    _measure(log, place, times - place.expected(base))
+
+
+def _measure(log: LogClock, place: _Placement, residual: np.ndarray) -> None:
+    """A placed file's offset, spread and window from its paired lines (``residual``: their
+    packets' times less the times ``place`` expects); a precise file's offset moves to the
+    pairs' median. A whole-second stamp says nothing finer: its spread is how well the offset
+    is known, the width of its window less the second."""
+    if not place.whole_second:
+        shift = int(np.median(residual))
+        place.offset += shift
+        residual = residual - shift
+    q1, q3 = np.percentile(residual, [25, 75])
+    spread = (place.hi - place.lo - 2 * PAD_NS - NS) if place.whole_second else (q3 - q1)
     log.offset = place.offset / NS
     log.spread = round(float(spread) / NS, 6)
+    log.window = (round(place.lo / NS, 6), round(place.hi / NS, 6))
 
 
 def _pair_slices(

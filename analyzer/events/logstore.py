@@ -89,7 +89,7 @@ class LogStore:
             return
         got, numbers, held = [], [], 0
         at = file.start
-        for batch in _read(file.spill):
+        for batch in read_spill(file.spill):
             n = batch.num_rows
             lo, hi = np.searchsorted(wanted, [at, at + n])
             if hi > lo:
@@ -107,7 +107,9 @@ class LogStore:
             yield np.concatenate(numbers), pa.concat_tables(got).unify_dictionaries()
 
 
-def _read(path: str) -> Iterator[pa.Table]:
+def read_spill(path: str) -> Iterator[pa.Table]:
+    """Read back a spill file (an Arrow IPC stream) a batch at a time: buffered reads, not a
+    memory map, whose pages of a big spill file would count as resident memory."""
     with pa.OSFile(path) as source:
         for batch in ipc.open_stream(source):
             yield pa.Table.from_batches([batch])

@@ -33,7 +33,7 @@ from ..sources.capture import CHUNK_ROWS, IN, OUT, UNKNOWN, concat, record_span
 from ..sources.ipsnap import HostState, read_snapshots
 from . import clock
 from .clock import ClockReport, Placed, align
-from .logstore import LogStore, read_logs
+from .logstore import LogStore, read_logs, read_spill
 
 
 @dataclass
@@ -473,14 +473,6 @@ def _spill(
     return out
 
 
-def _read_spill(path: str) -> Iterator[pa.Table]:
-    """Read back a spilled capture a batch at a time (buffered reads, not a memory map: mapped
-    pages of a big spill file would count as resident memory)."""
-    with pa.OSFile(path) as source:
-        for batch in ipc.open_stream(source):
-            yield pa.Table.from_batches([batch])
-
-
 @dataclass
 class EventStream:
     """The event table as chunks in time order, and the accounting every report shows.
@@ -609,7 +601,7 @@ def _placed_rows(path: str, placed: Placed) -> Iterator[pa.Table]:
     floor = np.append(np.minimum.accumulate(times[::-1])[::-1], never)
     pending: list[pa.Table] = []
     at = 0
-    for chunk in _read_spill(path):
+    for chunk in read_spill(path):
         n = chunk.num_rows
         mine = slice(at, at + n)
         rows = clock.with_times(chunk, placed.ts[mine], placed.basis[mine])
@@ -660,7 +652,7 @@ def _merged(
             done = [_spill(it, host, keep, spill_dir) for it in items]
         for report, got in zip(cap_reports, done, strict=True):
             report.__dict__.update(got.report.__dict__)
-        sources = [_read_spill(got.path) for got in done]
+        sources = [read_spill(got.path) for got in done]
         if has_logs:
             names = sorted(logs.cards.union(*(got.cards for got in done)))
             wire = clock.WireSource([got.candidates for got in done], names)
