@@ -344,13 +344,14 @@ WIRE_KEYS = pa.schema(
 )
 
 
-def wire_keys(table: pa.Table) -> pa.Table:
+def wire_keys(table: pa.Table, ends: tuple[np.ndarray, np.ndarray] | None = None) -> pa.Table:
     """Captured rows as ``WIRE_KEYS``: their content (``KEY_COLUMNS`` mixed), tuple
-    (``TUPLE_COLUMNS`` mixed), endpoint keys, sequence number, time, way, card and ports. The
-    captures' rows a log may match are kept this way while the captures stream by."""
+    (``TUPLE_COLUMNS`` mixed), endpoint keys (``ends`` when the caller has them already),
+    sequence number, time, way, card and ports. The captures' rows a log may match are kept
+    this way while the captures stream by."""
     cols = _key_columns(table)
     n = table.num_rows
-    near, far = endpoint_keys(table)
+    near, far = endpoint_keys(table) if ends is None else ends
     iface = table.column("iface").cast(WIRE_KEYS.field("iface").type)
     return pa.table(
         {

@@ -387,7 +387,8 @@ class LogCandidates:
             keys = clock.sent_keys(table)
             mine = self.logged_flow_set.contains(keys)
             np.add.at(self.sent, np.searchsorted(self.logged_flows, keys[mine]), 1)
-        rows = clock.wire_keys(table.filter(pa.array(hit & present(table.column("ip_version")))))
+        hit &= present(table.column("ip_version"))
+        rows = clock.wire_keys(table.filter(pa.array(hit)), (near[hit], far[hit]))
         mkey = rows.column("mkey").to_numpy()
         sampled = self.sample_set.contains(mkey)
         at = np.searchsorted(self.sample, mkey[sampled]) if len(self.sample) else mkey[:0]
